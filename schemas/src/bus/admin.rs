@@ -1,0 +1,74 @@
+//! Topic administration on a real broker (the embedded mock cluster has no CreateTopics: see
+//! [`super::embedded`]).
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::BusContext;
+use crate::error::{Error, Result};
+use crate::topics::Topic;
+
+/// What happened to one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicOutcome {
+    Created,
+    AlreadyExisted,
+}
+
+/// Creates the topics that are missing; existing ones are left as they are.
+pub async fn ensure_topics(
+    ctx: &BusContext,
+    roles: &[Topic],
+) -> Result<Vec<(String, TopicOutcome)>> {
+    let admin: AdminClient<DefaultClientContext> = ctx.client_config().create()?;
+    let names: Vec<String> = roles.iter().map(|&role| ctx.topics.name(role)).collect();
+    let new_topics: Vec<NewTopic<'_>> = roles
+        .iter()
+        .zip(&names)
+        .map(|(role, name)| {
+            let topic = NewTopic::new(name, role.partitions(), TopicReplication::Fixed(1));
+            if role.compacted() {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
+    let results = admin.create_topics(&new_topics, &options).await?;
+    let mut out = Vec::with_capacity(results.len());
+    for result in results {
+        match result {
+            Ok(name) => out.push((name, TopicOutcome::Created)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                out.push((name, TopicOutcome::AlreadyExisted))
+            }
+            Err((name, code)) => {
+                return Err(Error::Invalid(format!(
+                    "cannot create topic {name}: {code}"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every topic on the broker with its partition count, sorted by name.
+pub async fn list_topics(ctx: &BusContext) -> Result<Vec<(String, usize)>> {
+    let consumer: BaseConsumer = ctx.client_config().create()?;
+    let metadata =
+        tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, Duration::from_secs(10)))
+            .await
+            .map_err(|e| Error::Invalid(format!("metadata task failed: {e}")))??;
+    let mut topics: Vec<(String, usize)> = metadata
+        .topics()
+        .iter()
+        .map(|t| (t.name().to_owned(), t.partitions().len()))
+        .collect();
+    topics.sort();
+    Ok(topics)
+}

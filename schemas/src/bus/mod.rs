@@ -1,0 +1,28 @@
+//! The Kafka plumbing every role shares.
+//!
+//! - [`context`]: where the brokers are and how to talk to them (one `BusContext`, built once, passed down).
+//! - [`producer`]: idempotent, `acks=all`, batching producer of typed events.
+//! - [`consumer`]: manual partition assignment, no auto-commit; positions come from the caller.
+//! - [`state`]: the sled state store holding a component's state, its next offsets, its outbox and the
+//!   ids it applied, all changed in one atomic write.
+//! - [`processor`]: the loop that ties them together: consume a batch, apply it, dead-letter what cannot
+//!   be decoded or is invalid, commit state + offsets + outbox atomically, then publish the outbox.
+//! - [`admin`]: topic creation and listing on a real broker.
+//! - [`embedded`]: librdkafka's in-process mock cluster for `demo` and `serve` without a broker.
+
+pub mod admin;
+pub mod consumer;
+pub mod context;
+pub mod embedded;
+pub mod processor;
+pub mod producer;
+pub mod state;
+
+pub use consumer::{EventConsumer, Received, StartFrom};
+pub use context::BusContext;
+pub use embedded::EmbeddedBroker;
+pub use processor::{
+    Origin, Processor, ProcessorRunner, Rejection, RunnerOptions, RunnerStats, StateView,
+};
+pub use producer::EventProducer;
+pub use state::StateStore;

@@ -1,0 +1,337 @@
+//! The processor loop: consume a batch, apply each event to state, dead-letter what cannot be decoded or
+//! is invalid, commit state + offsets + outbox + applied ids in one sled transaction, then publish the
+//! outbox. A crash anywhere loses nothing: before the commit, the batch is simply read again; after it,
+//! the outbox is published on restart. Duplicates that a crash between publish and outbox cleanup may
+//! cause carry the same deterministic event ids, and every consumer drops ids it already applied.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use super::BusContext;
+use super::consumer::{EventConsumer, Received, StartFrom};
+use super::producer::{EventProducer, RawMessage};
+use super::state::{Commit, OutboxEntry, StateStore};
+use crate::error::Result;
+use crate::events::Event;
+use crate::topics::{Topic, headers};
+
+/// Where an event came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Why a processor refused an event: it goes to the DLQ with this reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection(pub String);
+
+/// A component that turns events into state changes and new events.
+///
+/// All durable state goes through the [`StateView`]: the runner commits it atomically with the offsets.
+/// A processor keeps nothing in memory that it could not rebuild from the store.
+pub trait Processor: Send {
+    /// Names the component: its state directory and its client id.
+    fn name(&self) -> &'static str;
+
+    /// Topics it consumes.
+    fn topics(&self) -> Vec<Topic>;
+
+    /// Applies one event. Returns the events to publish, or a rejection that sends the event to the DLQ.
+    fn apply(
+        &mut self,
+        event: &Event,
+        origin: &Origin,
+        state: &mut StateView<'_>,
+    ) -> Result<Vec<Event>, Rejection>;
+
+    /// Called after each committed batch, with the store as committed. Defaults to nothing.
+    fn on_commit(&mut self, _store: &StateStore) {}
+}
+
+/// A processor's view of its state during a batch: committed values overlaid with the batch's own writes.
+#[derive(Debug)]
+pub struct StateView<'a> {
+    store: &'a StateStore,
+    pending: &'a mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> StateView<'a> {
+    /// A view over `store` that records writes in `pending` (the runner commits them with the offsets).
+    pub fn new(store: &'a StateStore, pending: &'a mut BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Self {
+        Self { store, pending }
+    }
+
+    /// The current value of a key, including writes earlier in this batch.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.pending.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => self.store.get(key),
+        }
+    }
+
+    /// Sets a key.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.pending.insert(key.into(), Some(value.into()));
+    }
+
+    /// Deletes a key.
+    pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.pending.insert(key.into(), None);
+    }
+}
+
+/// Tuning of the loop.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// Most messages applied per commit.
+    pub batch_max: usize,
+    /// How long to wait for a message before checking for shutdown again.
+    pub poll_wait: Duration,
+    /// Where to start on partitions with no stored offset.
+    pub start_from: StartFrom,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        Self {
+            batch_max: 1_000,
+            poll_wait: Duration::from_millis(200),
+            start_from: StartFrom::Beginning,
+        }
+    }
+}
+
+/// What a run of the loop did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunnerStats {
+    pub applied: u64,
+    pub duplicates_dropped: u64,
+    pub dead_lettered: u64,
+    pub published: u64,
+}
+
+/// Runs one processor against the bus.
+#[derive(Debug)]
+pub struct ProcessorRunner<P> {
+    ctx: BusContext,
+    processor: P,
+    store: StateStore,
+    producer: EventProducer,
+    options: RunnerOptions,
+}
+
+impl<P: Processor> ProcessorRunner<P> {
+    /// A runner for `processor` with its state in `store`.
+    pub fn new(
+        ctx: BusContext,
+        processor: P,
+        store: StateStore,
+        options: RunnerOptions,
+    ) -> Result<Self> {
+        let producer = EventProducer::new(&ctx)?;
+        Ok(Self {
+            ctx,
+            processor,
+            store,
+            producer,
+            options,
+        })
+    }
+
+    /// The state store, for readers of the processor's view.
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    /// Consumes until `shutdown` resolves, then commits what it applied and returns.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<RunnerStats> {
+        let mut stats = RunnerStats::default();
+        // Events committed before a crash but not yet published go out first.
+        stats.published += self.drain_outbox().await?;
+        let positions = self.store.positions()?;
+        let name = self.processor.name();
+        let topics: Vec<String> = self
+            .processor
+            .topics()
+            .into_iter()
+            .map(|t| self.ctx.topics.name(t))
+            .collect();
+        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let consumer = EventConsumer::assign(
+            &self.ctx,
+            &format!("chaoseater-{name}"),
+            &topic_refs,
+            &positions,
+            self.options.start_from,
+        )
+        .await?;
+        info!(processor = name, topics = ?topics, resumed_partitions = positions.len(), "Processor started.");
+        let mut shutdown = pin!(shutdown);
+        loop {
+            let batch = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                batch = consumer.next_batch(self.options.batch_max, self.options.poll_wait) => batch?,
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            self.process(batch, &mut stats).await?;
+        }
+        self.store.flush()?;
+        info!(
+            processor = name,
+            applied = stats.applied,
+            dead_lettered = stats.dead_lettered,
+            "Processor stopped."
+        );
+        Ok(stats)
+    }
+
+    async fn process(&mut self, batch: Vec<Received>, stats: &mut RunnerStats) -> Result<()> {
+        let codec = self.ctx.codec.clone();
+        let mut commit = Commit::default();
+        let mut dead = Vec::new();
+        let mut seen_in_batch = std::collections::HashSet::new();
+        for message in batch {
+            commit.offsets.insert(
+                (message.topic.clone(), message.partition),
+                message.offset + 1,
+            );
+            let origin = Origin {
+                topic: message.topic.clone(),
+                partition: message.partition,
+                offset: message.offset,
+            };
+            let event = match codec.decode(message.payload.as_deref().unwrap_or_default()) {
+                Ok(event) => event,
+                Err(err) => {
+                    warn!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, error = %err, "Dead-lettered an undecodable message.");
+                    dead.push(dead_letter(
+                        &self.ctx,
+                        &message,
+                        &err.to_string(),
+                        self.processor.name(),
+                    ));
+                    continue;
+                }
+            };
+            let id = event.event_id().as_str().to_owned();
+            if seen_in_batch.contains(&id) || self.store.was_applied(&id)? {
+                debug!(event_id = %id, "Dropped an event already applied.");
+                stats.duplicates_dropped += 1;
+                continue;
+            }
+            let mut view = StateView {
+                store: &self.store,
+                pending: &mut commit.state,
+            };
+            match self.processor.apply(&event, &origin, &mut view) {
+                Ok(outputs) => {
+                    for output in outputs {
+                        commit.outbox.push(OutboxEntry {
+                            topic: self.ctx.topics.name(output.topic()),
+                            key: output.key().as_bytes().to_vec(),
+                            payload: codec.encode(&output)?,
+                            event_type: output.kind().name().to_owned(),
+                            event_id: output.event_id().as_str().to_owned(),
+                        });
+                    }
+                    commit.applied.push((id.clone(), event.occurred_at().0));
+                    seen_in_batch.insert(id);
+                    stats.applied += 1;
+                }
+                Err(Rejection(reason)) => {
+                    warn!(topic = %origin.topic, offset = origin.offset, event_id = %id, %reason, "Dead-lettered an invalid event.");
+                    dead.push(dead_letter(
+                        &self.ctx,
+                        &message,
+                        &reason,
+                        self.processor.name(),
+                    ));
+                }
+            }
+        }
+        // Dead letters are acknowledged before the offsets move past them, so none can be lost.
+        if !dead.is_empty() {
+            self.producer.publish_raw(&dead).await?;
+            stats.dead_lettered += dead.len() as u64;
+        }
+        let has_outbox = !commit.outbox.is_empty();
+        self.store.commit(commit)?;
+        self.processor.on_commit(&self.store);
+        if has_outbox {
+            stats.published += self.drain_outbox().await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes every pending outbox entry, oldest first, and forgets them once acknowledged.
+    async fn drain_outbox(&self) -> Result<u64> {
+        let pending = self.store.pending_outbox()?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let messages: Vec<RawMessage> = pending
+            .iter()
+            .map(|(_, entry)| RawMessage {
+                topic: entry.topic.clone(),
+                key: Some(entry.key.clone()),
+                payload: entry.payload.clone(),
+                headers: vec![
+                    (
+                        headers::EVENT_TYPE.to_owned(),
+                        entry.event_type.clone().into_bytes(),
+                    ),
+                    (
+                        headers::EVENT_ID.to_owned(),
+                        entry.event_id.clone().into_bytes(),
+                    ),
+                ],
+            })
+            .collect();
+        self.producer.publish_raw(&messages).await?;
+        let seqs: Vec<u64> = pending.iter().map(|(seq, _)| *seq).collect();
+        self.store.remove_outbox(&seqs)?;
+        Ok(seqs.len() as u64)
+    }
+}
+
+/// The DLQ copy of a message: same key and bytes, headers naming the error and the origin.
+pub fn dead_letter(
+    ctx: &BusContext,
+    message: &Received,
+    error: &str,
+    consumer: &str,
+) -> RawMessage {
+    let mut hdrs = message.headers.clone();
+    hdrs.push((headers::DLQ_ERROR.to_owned(), error.as_bytes().to_vec()));
+    hdrs.push((
+        headers::DLQ_TOPIC.to_owned(),
+        message.topic.clone().into_bytes(),
+    ));
+    hdrs.push((
+        headers::DLQ_PARTITION.to_owned(),
+        message.partition.to_string().into_bytes(),
+    ));
+    hdrs.push((
+        headers::DLQ_OFFSET.to_owned(),
+        message.offset.to_string().into_bytes(),
+    ));
+    hdrs.push((
+        headers::DLQ_CONSUMER.to_owned(),
+        consumer.as_bytes().to_vec(),
+    ));
+    RawMessage {
+        topic: ctx.topics.name(Topic::Dlq),
+        key: message.key.clone(),
+        payload: message.payload.clone().unwrap_or_default(),
+        headers: hdrs,
+    }
+}

@@ -1,0 +1,308 @@
+use std::path::PathBuf;
+
+use apache_avro::types::{Record, Value};
+use proptest::prelude::*;
+
+use super::*;
+use crate::events::{HealthStatus, RegionHealthSampled};
+use crate::ids::{EventId, RegionName, TimestampMs};
+use crate::samples;
+
+fn codec() -> Codec {
+    Codec::new().expect("shipped schemas parse")
+}
+
+#[test]
+fn every_sample_round_trips() {
+    let codec = codec();
+    for event in samples::all() {
+        let bytes = codec.encode(&event).unwrap();
+        assert_eq!(bytes[..2], SINGLE_OBJECT_MAGIC);
+        assert_eq!(
+            codec.decode(&bytes).unwrap(),
+            event,
+            "{}",
+            event.kind().name()
+        );
+    }
+}
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// The bytes other systems see must not change by accident. `UPDATE_GOLDEN=1` rewrites them on purpose.
+#[test]
+fn golden_bytes_for_every_schema() {
+    let codec = codec();
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for event in samples::all() {
+        let kind = event.kind();
+        let path = golden_dir().join(kind.file_name().replace(".avsc", ".bin"));
+        let bytes = codec.encode(&event).unwrap();
+        if update {
+            std::fs::write(&path, &bytes).unwrap();
+            continue;
+        }
+        let golden = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+        assert_eq!(
+            bytes,
+            golden,
+            "{} encodes differently from {}",
+            kind.name(),
+            path.display()
+        );
+        assert_eq!(codec.decode(&golden).unwrap(), event);
+    }
+}
+
+/// Our writer sorts map keys; otherwise it must write exactly what apache-avro writes.
+#[test]
+fn encoder_matches_apache_avro_on_map_free_events() {
+    let codec = codec();
+    for event in samples::all() {
+        let kind = event.kind();
+        let (_, schema) = codec.store().current(kind);
+        let value = event.to_avro_value().unwrap().resolve(schema).unwrap();
+        if format!("{value:?}").contains("Map(") {
+            continue;
+        }
+        let theirs = apache_avro::to_avro_datum(schema, value).unwrap();
+        assert_eq!(
+            codec.encode(&event).unwrap()[10..],
+            theirs[..],
+            "{}",
+            kind.name()
+        );
+    }
+}
+
+#[test]
+fn encoding_is_deterministic() {
+    let codec = codec();
+    let event = samples::sample(EventKind::RunRequested);
+    let first = codec.encode(&event).unwrap();
+    for _ in 0..20 {
+        assert_eq!(codec.encode(&event).unwrap(), first);
+    }
+}
+
+#[test]
+fn header_carries_the_little_endian_fingerprint_of_the_canonical_form() {
+    let codec = codec();
+    let event = samples::sample(EventKind::RunRequested);
+    let bytes = codec.encode(&event).unwrap();
+    let (fp, schema) = codec.store().current(EventKind::RunRequested);
+    assert_eq!(fp, rabin::fingerprint(schema.canonical_form().as_bytes()));
+    assert_eq!(bytes[2..10], fp.to_le_bytes());
+}
+
+#[test]
+fn confluent_framing_round_trips_and_needs_an_id() {
+    let mut ids = ConfluentIds::default();
+    ids.insert(EventKind::RunRequested, 42);
+    let codec = Codec::with_store(SchemaStore::builtin().unwrap(), Encoding::Confluent(ids));
+    let event = samples::sample(EventKind::RunRequested);
+    let bytes = codec.encode(&event).unwrap();
+    assert_eq!(bytes[..5], [0, 0, 0, 0, 42]);
+    assert_eq!(codec.decode(&bytes).unwrap(), event);
+    // A single-object message still decodes with a Confluent codec: the header says which it is.
+    let single = Codec::new().unwrap().encode(&event).unwrap();
+    assert_eq!(codec.decode(&single).unwrap(), event);
+    let err = codec
+        .encode(&samples::sample(EventKind::RunStarted))
+        .unwrap_err();
+    assert!(err.to_string().contains("no Confluent schema id"), "{err}");
+}
+
+#[test]
+fn garbage_is_a_decode_error() {
+    let codec = codec();
+    for bytes in [
+        &b""[..],
+        b"\x00",
+        b"hello world",
+        b"\xC3\x01\x00\x00\x00\x00\x00\x00\x00\x00\x02",
+    ] {
+        assert!(
+            matches!(codec.decode(bytes), Err(Error::Decode(_))),
+            "{bytes:?}"
+        );
+    }
+    let mut good = codec
+        .encode(&samples::sample(EventKind::RunStarted))
+        .unwrap();
+    good.push(0);
+    assert!(
+        codec
+            .decode(&good)
+            .unwrap_err()
+            .to_string()
+            .contains("trailing")
+    );
+}
+
+const HEALTH_V2: &str = r#"{
+  "type": "record", "name": "RegionHealthSampled", "namespace": "io.chaoseater.events",
+  "fields": [
+    {"name": "event_id", "type": "string"},
+    {"name": "occurred_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "region", "type": "string"},
+    {"name": "status", "type": {"type": "enum", "name": "HealthStatus", "symbols": ["HEALTHY", "DEGRADED", "FAILED"]}},
+    {"name": "latency_ms", "type": ["null", "double"], "default": null},
+    {"name": "http_status", "type": ["null", "int"], "default": null},
+    {"name": "message", "type": ["null", "string"], "default": null},
+    {"name": "probe_host", "type": ["null", "string"], "default": null}
+  ]
+}"#;
+
+/// A newer writer added an optional field with a default: this (older) reader, told of the newer schema,
+/// still reads its bytes and drops the field it does not know.
+#[test]
+fn old_reader_reads_bytes_of_a_schema_that_gained_an_optional_field() {
+    let mut store = SchemaStore::builtin().unwrap();
+    let (kind, fp) = store.add_writer_schema(HEALTH_V2, "health_v2").unwrap();
+    assert_eq!(kind, EventKind::RegionHealthSampled);
+    let codec = Codec::with_store(store, Encoding::SingleObject);
+
+    let v2 = apache_avro::Schema::parse_str(HEALTH_V2).unwrap();
+    let mut record = Record::new(&v2).unwrap();
+    record.put("event_id", "e-1");
+    record.put("occurred_at", Value::TimestampMillis(1_000));
+    record.put("region", "eu");
+    record.put("status", Value::Enum(0, "HEALTHY".into()));
+    record.put("latency_ms", Value::Union(1, Box::new(Value::Double(2.5))));
+    record.put("http_status", Value::Union(1, Box::new(Value::Int(200))));
+    record.put("message", Value::Union(0, Box::new(Value::Null)));
+    record.put(
+        "probe_host",
+        Value::Union(1, Box::new(Value::String("p1".into()))),
+    );
+    let mut bytes = SINGLE_OBJECT_MAGIC.to_vec();
+    bytes.extend_from_slice(&fp.to_le_bytes());
+    bytes.extend(apache_avro::to_avro_datum(&v2, record).unwrap());
+
+    let decoded = codec.decode(&bytes).unwrap();
+    assert_eq!(
+        decoded,
+        Event::RegionHealthSampled(RegionHealthSampled {
+            event_id: EventId::new("e-1"),
+            occurred_at: TimestampMs(1_000),
+            region: RegionName::new("eu"),
+            status: HealthStatus::Healthy,
+            latency_ms: Some(2.5),
+            http_status: Some(200),
+            message: None,
+        })
+    );
+}
+
+/// The reverse: a newer reader gets bytes of today's schema and fills the new field with its default.
+#[test]
+fn new_reader_reads_old_bytes_with_the_default() {
+    let codec = codec();
+    let event = samples::sample(EventKind::RegionHealthSampled);
+    let bytes = codec.encode(&event).unwrap();
+    let (_, v1) = codec.store().current(EventKind::RegionHealthSampled);
+    let v2 = apache_avro::Schema::parse_str(HEALTH_V2).unwrap();
+    let value = apache_avro::from_avro_datum(v1, &mut &bytes[10..], Some(&v2)).unwrap();
+    let Value::Record(fields) = value else {
+        panic!("not a record")
+    };
+    assert_eq!(
+        fields.last().unwrap(),
+        &(
+            "probe_host".to_owned(),
+            Value::Union(0, Box::new(Value::Null))
+        )
+    );
+    assert_eq!(
+        fields[2],
+        ("region".to_owned(), Value::String("eu-west".into()))
+    );
+}
+
+#[test]
+fn shipped_writer_schemas_load_from_the_directory() {
+    let mut store = SchemaStore::builtin().unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("avro");
+    assert_eq!(
+        store.add_writer_schemas_from_dir(&dir).unwrap(),
+        EventKind::ALL.len()
+    );
+}
+
+fn health_strategy() -> impl Strategy<Value = RegionHealthSampled> {
+    (
+        "[a-z0-9-]{1,20}",
+        any::<i64>(),
+        prop_oneof![
+            Just(HealthStatus::Healthy),
+            Just(HealthStatus::Degraded),
+            Just(HealthStatus::Failed)
+        ],
+        proptest::option::of(any::<f64>().prop_filter("NaN never equals itself", |f| !f.is_nan())),
+        proptest::option::of(any::<i32>()),
+        proptest::option::of(".{0,40}"),
+    )
+        .prop_map(|(region, at, status, latency_ms, http_status, message)| {
+            RegionHealthSampled {
+                event_id: EventId::derive("RegionHealthSampled", &[&region, &at.to_string()]),
+                occurred_at: TimestampMs(at),
+                region: RegionName::new(region),
+                status,
+                latency_ms,
+                http_status,
+                message,
+            }
+        })
+}
+
+fn param_strategy() -> impl Strategy<Value = crate::experiment::ParamValue> {
+    use crate::experiment::ParamValue;
+    prop_oneof![
+        any::<bool>().prop_map(ParamValue::Bool),
+        any::<i64>().prop_map(ParamValue::Int),
+        (-1e12f64..1e12).prop_map(ParamValue::Float),
+        ".{0,12}".prop_map(ParamValue::Text),
+        proptest::collection::vec(".{0,8}", 0..4).prop_map(ParamValue::List),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = codec().decode(&bytes);
+    }
+
+    /// Random datum bytes behind a valid header: the hardest case for the Avro decoder.
+    #[test]
+    fn random_payload_behind_a_real_header_never_panics(
+        kind in 0..EventKind::ALL.len(),
+        payload in proptest::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let codec = codec();
+        let (fp, _) = codec.store().current(EventKind::ALL[kind]);
+        let mut bytes = SINGLE_OBJECT_MAGIC.to_vec();
+        bytes.extend_from_slice(&fp.to_le_bytes());
+        bytes.extend(payload);
+        let _ = codec.decode(&bytes);
+    }
+
+    #[test]
+    fn health_samples_round_trip(event in health_strategy()) {
+        let codec = codec();
+        let event = Event::RegionHealthSampled(event);
+        prop_assert_eq!(codec.decode(&codec.encode(&event).unwrap()).unwrap(), event);
+    }
+
+    #[test]
+    fn any_parameter_values_round_trip(params in proptest::collection::btree_map("[a-z_]{1,10}", param_strategy(), 0..6)) {
+        let codec = codec();
+        let Event::RunRequested(mut request) = samples::sample(EventKind::RunRequested) else { unreachable!() };
+        request.experiment.parameters = params;
+        let event = Event::RunRequested(request);
+        prop_assert_eq!(codec.decode(&codec.encode(&event).unwrap()).unwrap(), event);
+    }
+}

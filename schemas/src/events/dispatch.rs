@@ -1,0 +1,34 @@
+//! Work for the dispatcher (topic chaoseater.dispatch, key run id).
+
+use serde::{Deserialize, Serialize};
+
+use crate::experiment::{ExperimentSpec, RollbackStrategy};
+use crate::ids::{DispatchId, EventId, RegionName, RunId, TimestampMs};
+
+/// Run the experiment in one region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionDispatched {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub run_id: RunId,
+    /// Idempotency key: the agent runs one dispatch at most once.
+    pub dispatch_id: DispatchId,
+    pub region: RegionName,
+    pub experiment: ExperimentSpec,
+    /// The dispatcher gives up after this long.
+    pub timeout_ms: i64,
+}
+
+/// Stop the fault for a share of the region's traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackStepRequested {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub run_id: RunId,
+    pub region: RegionName,
+    /// Step number, from 1.
+    pub step: i32,
+    /// Share of traffic (percent) free of the fault after this step.
+    pub percentage: f64,
+    pub strategy: RollbackStrategy,
+}

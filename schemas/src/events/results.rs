@@ -1,0 +1,120 @@
+//! Run and region results (topic chaoseater.results, key run id).
+
+use serde::{Deserialize, Serialize};
+
+use crate::experiment::{Layer, RunMode};
+use crate::ids::{DispatchId, EventId, RegionName, RunId, TimestampMs};
+
+/// The orchestrator accepted a run and chose its regions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStarted {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub run_id: RunId,
+    pub experiment_name: String,
+    /// Regions the run will touch, in dispatch order.
+    pub regions: Vec<RegionName>,
+    pub mode: RunMode,
+}
+
+/// Outcome of one region's run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RegionStatus {
+    Completed,
+    Failed,
+    Aborted,
+}
+
+/// What the agent's steady-state probes measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionMetrics {
+    pub pipeline_downtime_s: f64,
+    /// None when the steady state never came back within the recovery timeout.
+    pub recovery_time_s: Option<f64>,
+    /// Percentage points.
+    pub accuracy_degradation: f64,
+    pub error_count: i64,
+    pub requests_total: i64,
+    pub latency_p50_ms: f64,
+    pub latency_p95_ms: f64,
+    pub latency_p99_ms: f64,
+    pub baseline_accuracy: f64,
+    pub baseline_latency_p50_ms: f64,
+    pub baseline_availability: f64,
+}
+
+/// The outcome of one region's run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionResult {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub run_id: RunId,
+    pub dispatch_id: DispatchId,
+    pub region: RegionName,
+    pub experiment_name: String,
+    pub layer: Layer,
+    pub fault_type: String,
+    pub status: RegionStatus,
+    pub resilience_score: Option<f64>,
+    pub score_version: i32,
+    pub metrics: Option<RegionMetrics>,
+    pub message: Option<String>,
+    pub started_at: TimestampMs,
+    pub finished_at: TimestampMs,
+}
+
+/// Outcome of a whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunStatus {
+    Completed,
+    Failed,
+    Aborted,
+}
+
+/// One region's line in the aggregate report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionSummary {
+    pub region: RegionName,
+    pub status: RegionStatus,
+    pub resilience_score: Option<f64>,
+    pub duration_ms: i64,
+    pub message: Option<String>,
+}
+
+/// The aggregate report of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregateReport {
+    pub regions_total: i32,
+    pub regions_succeeded: i32,
+    pub success_rate: f64,
+    /// Failed regions count as 0.
+    pub mean_score: f64,
+    pub min_region: Option<RegionName>,
+    pub min_score: Option<f64>,
+    pub max_region: Option<RegionName>,
+    pub max_score: Option<f64>,
+    pub duration_ms: i64,
+    pub regions: Vec<RegionSummary>,
+}
+
+/// A run finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCompleted {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub run_id: RunId,
+    pub experiment_name: String,
+    pub status: RunStatus,
+    pub report: AggregateReport,
+}
+
+/// A command the orchestrator refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRejected {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub run_id: RunId,
+    pub reason: String,
+}

@@ -1,0 +1,93 @@
+//! Rollback progress and circuit transitions (topic chaoseater.rollback).
+
+use serde::{Deserialize, Serialize};
+
+use crate::experiment::RollbackStrategy;
+use crate::ids::{EventId, RegionName, RunId, TimestampMs};
+
+/// What started a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RollbackTrigger {
+    DurationEnded,
+    Abort,
+    FailureThreshold,
+    CircuitOpen,
+    Manual,
+}
+
+/// A rollback began for one run and region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackStarted {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub run_id: RunId,
+    pub region: RegionName,
+    pub strategy: RollbackStrategy,
+    pub trigger: RollbackTrigger,
+    /// Cumulative percentages of the planned steps.
+    pub planned_percentages: Vec<f64>,
+}
+
+/// The agent applied a rollback step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackStepApplied {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub run_id: RunId,
+    pub region: RegionName,
+    pub step: i32,
+    pub percentage: f64,
+}
+
+/// A failed health check paused the rollback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackPaused {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub run_id: RunId,
+    pub region: RegionName,
+    pub step: i32,
+    pub reason: String,
+}
+
+/// All traffic is free of the fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackCompleted {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub run_id: RunId,
+    pub region: RegionName,
+    pub steps: i32,
+    pub duration_ms: i64,
+}
+
+/// A rollback did not finish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackFailed {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub run_id: RunId,
+    pub region: RegionName,
+    pub reason: String,
+}
+
+/// State of a region's circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// A region's circuit breaker changed state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CircuitStateChanged {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub region: RegionName,
+    pub from_state: CircuitState,
+    pub to_state: CircuitState,
+    pub reason: String,
+}

@@ -1,0 +1,261 @@
+//! Deterministic example events, one per type: the fixtures of the golden-bytes and interop tests, the
+//! benchmarks, and `chaoseater schemas --samples`. Changing one changes a golden file on purpose.
+
+use std::collections::BTreeMap;
+
+use crate::events::*;
+use crate::experiment::{
+    ExperimentSpec, Layer, ParamValue, RollbackConfig, RollbackStrategy, RunMode,
+};
+use crate::ids::{DispatchId, EventId, RegionName, RunId, TimestampMs};
+
+const AT: TimestampMs = TimestampMs(1_767_225_600_000); // 2026-01-01T00:00:00Z
+
+fn run() -> RunId {
+    RunId::new("7d3c1a52-0d4e-4b9a-9a55-0c1f3e2b8a01")
+}
+
+fn region(name: &str) -> RegionName {
+    RegionName::new(name)
+}
+
+/// A network-latency experiment with a gradual rollback and one tag.
+pub fn experiment() -> ExperimentSpec {
+    ExperimentSpec {
+        name: "latency-eu".into(),
+        layer: Layer::Infrastructure,
+        fault_type: "network_latency".into(),
+        parameters: BTreeMap::from([
+            ("latency_ms".to_owned(), ParamValue::Int(100)),
+            ("jitter_ms".to_owned(), ParamValue::Int(20)),
+            (
+                "hosts".to_owned(),
+                ParamValue::List(vec!["model".into(), "features".into()]),
+            ),
+            ("note".to_owned(), ParamValue::Text("sample".into())),
+            ("ratio".to_owned(), ParamValue::Float(0.25)),
+            ("strict".to_owned(), ParamValue::Bool(true)),
+        ]),
+        duration_ms: 2_000,
+        rollback: RollbackConfig {
+            strategy: RollbackStrategy::Gradual,
+            ..RollbackConfig::default()
+        },
+        tags: BTreeMap::from([("team".to_owned(), "ml-platform".to_owned())]),
+    }
+}
+
+/// The sample of one event type.
+pub fn sample(kind: EventKind) -> Event {
+    let id = EventId::derive(kind.name(), &["sample"]);
+    let metrics = RegionMetrics {
+        pipeline_downtime_s: 1.5,
+        recovery_time_s: Some(0.75),
+        accuracy_degradation: 2.5,
+        error_count: 3,
+        requests_total: 400,
+        latency_p50_ms: 104.0,
+        latency_p95_ms: 121.5,
+        latency_p99_ms: 130.25,
+        baseline_accuracy: 0.93,
+        baseline_latency_p50_ms: 3.5,
+        baseline_availability: 1.0,
+    };
+    match kind {
+        EventKind::RunRequested => Event::RunRequested(RunRequested {
+            event_id: RunRequested::id_for(&run()),
+            occurred_at: AT,
+            run_id: run(),
+            experiment: experiment(),
+            regions: vec![region("eu-west"), region("us-east")],
+            mode: RunMode::Parallel,
+            max_concurrent: 3,
+            fail_fast: false,
+            blast_radius_percent: 100.0,
+            min_score: Some(70.0),
+            requested_by: "ci@build-7".into(),
+        }),
+        EventKind::AbortRequested => Event::AbortRequested(AbortRequested {
+            event_id: AbortRequested::id_for(&run(), AT),
+            occurred_at: AT,
+            run_id: run(),
+            reason: "operator request".into(),
+            requested_by: "sre@laptop".into(),
+        }),
+        EventKind::AbTestRequested => Event::AbTestRequested(AbTestRequested {
+            event_id: id,
+            occurred_at: AT,
+            run_id: run(),
+            experiment: experiment(),
+            variant_a: AbVariant {
+                label: "baseline".into(),
+                regions: vec![region("eu-west")],
+            },
+            variant_b: AbVariant {
+                label: "with-retries".into(),
+                regions: vec![region("us-east")],
+            },
+            samples_per_variant: 10,
+            alpha: 0.05,
+            requested_by: "analyst".into(),
+        }),
+        EventKind::RegionRegistered => Event::RegionRegistered(RegionRegistered {
+            event_id: id,
+            occurred_at: AT,
+            region: region("eu-west"),
+            endpoint: "http://127.0.0.2:8080".into(),
+            priority: 2,
+            metadata: BTreeMap::from([("zone".to_owned(), "eu-west-1a".to_owned())]),
+        }),
+        EventKind::RegionRemoved => Event::RegionRemoved(RegionRemoved {
+            event_id: id,
+            occurred_at: AT,
+            region: region("eu-west"),
+        }),
+        EventKind::RegionDispatched => Event::RegionDispatched(RegionDispatched {
+            event_id: id,
+            occurred_at: AT,
+            run_id: run(),
+            dispatch_id: DispatchId::new("dispatch-eu-west-1"),
+            region: region("eu-west"),
+            experiment: experiment(),
+            timeout_ms: 32_000,
+        }),
+        EventKind::RollbackStepRequested => Event::RollbackStepRequested(RollbackStepRequested {
+            event_id: id,
+            occurred_at: AT,
+            run_id: run(),
+            region: region("eu-west"),
+            step: 2,
+            percentage: 40.0,
+            strategy: RollbackStrategy::Gradual,
+        }),
+        EventKind::RunStarted => Event::RunStarted(RunStarted {
+            event_id: id,
+            occurred_at: AT,
+            run_id: run(),
+            experiment_name: "latency-eu".into(),
+            regions: vec![region("eu-west"), region("us-east")],
+            mode: RunMode::Sequential,
+        }),
+        EventKind::RegionResult => Event::RegionResult(RegionResult {
+            event_id: id,
+            occurred_at: AT,
+            run_id: run(),
+            dispatch_id: DispatchId::new("dispatch-eu-west-1"),
+            region: region("eu-west"),
+            experiment_name: "latency-eu".into(),
+            layer: Layer::Infrastructure,
+            fault_type: "network_latency".into(),
+            status: RegionStatus::Completed,
+            resilience_score: Some(82.35),
+            score_version: 1,
+            metrics: Some(metrics),
+            message: None,
+            started_at: TimestampMs(AT.0 - 2_500),
+            finished_at: AT,
+        }),
+        EventKind::RunCompleted => Event::RunCompleted(RunCompleted {
+            event_id: id,
+            occurred_at: AT,
+            run_id: run(),
+            experiment_name: "latency-eu".into(),
+            status: RunStatus::Failed,
+            report: AggregateReport {
+                regions_total: 2,
+                regions_succeeded: 1,
+                success_rate: 0.5,
+                mean_score: 41.175,
+                min_region: Some(region("us-east")),
+                min_score: Some(0.0),
+                max_region: Some(region("eu-west")),
+                max_score: Some(82.35),
+                duration_ms: 2_900,
+                regions: vec![
+                    RegionSummary {
+                        region: region("eu-west"),
+                        status: RegionStatus::Completed,
+                        resilience_score: Some(82.35),
+                        duration_ms: 2_500,
+                        message: None,
+                    },
+                    RegionSummary {
+                        region: region("us-east"),
+                        status: RegionStatus::Failed,
+                        resilience_score: None,
+                        duration_ms: 2_900,
+                        message: Some("agent answered HTTP 500".into()),
+                    },
+                ],
+            },
+        }),
+        EventKind::RunRejected => Event::RunRejected(RunRejected {
+            event_id: id,
+            occurred_at: AT,
+            run_id: run(),
+            reason: "unknown region \"mars-1\"".into(),
+        }),
+        EventKind::RegionHealthSampled => Event::RegionHealthSampled(RegionHealthSampled {
+            event_id: RegionHealthSampled::id_for(&region("eu-west"), AT),
+            occurred_at: AT,
+            region: region("eu-west"),
+            status: HealthStatus::Degraded,
+            latency_ms: Some(812.5),
+            http_status: Some(503),
+            message: Some("target unhealthy".into()),
+        }),
+        EventKind::RollbackStarted => Event::RollbackStarted(RollbackStarted {
+            event_id: id,
+            occurred_at: AT,
+            run_id: run(),
+            region: region("eu-west"),
+            strategy: RollbackStrategy::Gradual,
+            trigger: RollbackTrigger::DurationEnded,
+            planned_percentages: vec![20.0, 40.0, 60.0, 80.0, 100.0],
+        }),
+        EventKind::RollbackStepApplied => Event::RollbackStepApplied(RollbackStepApplied {
+            event_id: id,
+            occurred_at: AT,
+            run_id: run(),
+            region: region("eu-west"),
+            step: 2,
+            percentage: 40.0,
+        }),
+        EventKind::RollbackPaused => Event::RollbackPaused(RollbackPaused {
+            event_id: id,
+            occurred_at: AT,
+            run_id: run(),
+            region: region("eu-west"),
+            step: 2,
+            reason: "health check failed: HTTP 503".into(),
+        }),
+        EventKind::RollbackCompleted => Event::RollbackCompleted(RollbackCompleted {
+            event_id: id,
+            occurred_at: AT,
+            run_id: run(),
+            region: region("eu-west"),
+            steps: 5,
+            duration_ms: 25_000,
+        }),
+        EventKind::RollbackFailed => Event::RollbackFailed(RollbackFailed {
+            event_id: id,
+            occurred_at: AT,
+            run_id: run(),
+            region: region("eu-west"),
+            reason: "timed out after 300 s".into(),
+        }),
+        EventKind::CircuitStateChanged => Event::CircuitStateChanged(CircuitStateChanged {
+            event_id: id,
+            occurred_at: AT,
+            region: region("eu-west"),
+            from_state: CircuitState::Closed,
+            to_state: CircuitState::Open,
+            reason: "5 consecutive failed health samples".into(),
+        }),
+    }
+}
+
+/// One sample of every event type, in catalogue order.
+pub fn all() -> Vec<Event> {
+    EventKind::ALL.iter().map(|&kind| sample(kind)).collect()
+}

@@ -1,0 +1,138 @@
+//! The command line. Global flags work before or after the subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Chaos engineering for ML pipelines: real faults, measured damage, event-sourced history.
+#[derive(Debug, Parser)]
+#[command(name = "chaoseater", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes; they override `chaoseater.toml` and `CHAOSEATER_*` variables.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Kafka bootstrap servers, host:port[,host:port]. Without it (or CHAOSEATER_BROKERS), `demo` and
+    /// `serve` start an embedded broker and client commands use the one they started.
+    #[arg(long, global = true, value_name = "HOST:PORT[,..]")]
+    pub brokers: Option<String>,
+    /// Directory for state stores, history, generated files and the embedded broker's address.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Prefix of every topic name (default: chaoseater).
+    #[arg(long, global = true, value_name = "PREFIX")]
+    pub topic_prefix: Option<String>,
+    /// Configuration file (default: ./chaoseater.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the demo on the embedded broker: no setup needed.
+    Demo(DemoArgs),
+    /// Validate an experiment file and publish one RunRequested per experiment.
+    Submit(SubmitArgs),
+    /// Print events from topics as JSON lines, live.
+    Tail(TailArgs),
+    /// Create or list ChaosEater's topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Print, export or decode with the event schemas.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
+    /// Run processors as a long-lived service (until Ctrl-C or SIGTERM).
+    Serve(ServeArgs),
+    /// Show the timeline of a run from a processor's state (stop `serve` first: its store is locked).
+    Ledger(LedgerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Example experiment file to submit (default: the built-in campaign).
+    #[arg(long, value_name = "FILE")]
+    pub experiments: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Experiment file (the Python tool's YAML: a top-level `experiments:` list).
+    pub file: PathBuf,
+    /// Regions to run in (comma-separated); overrides the file.
+    #[arg(long, value_delimiter = ',')]
+    pub regions: Option<Vec<String>>,
+    /// Dispatch mode: parallel, sequential or blast-radius.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Parallel mode: most regions in flight.
+    #[arg(long)]
+    pub max_concurrent: Option<i64>,
+    /// Sequential mode: stop at the first failed region.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Blast-radius mode: percentage of regions touched.
+    #[arg(long)]
+    pub blast_radius_percent: Option<f64>,
+    /// CI/CD gate: minimum resilience score of every region.
+    #[arg(long)]
+    pub min_score: Option<f64>,
+    /// Validate and print the commands as JSON without publishing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Topics, by role (results) or full name (chaoseater.results). Default: every ChaosEater topic.
+    pub topics: Vec<String>,
+    /// Start at the oldest message instead of only new ones.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Exit after printing this many messages.
+    #[arg(long, value_name = "N")]
+    pub max_messages: Option<u64>,
+    /// Exit when no message arrived for this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_timeout: Option<f64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create every ChaosEater topic that is missing (idempotent).
+    Create,
+    /// List the broker's topics with their partition counts.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemasCommand {
+    /// List every event schema with its topic and fingerprint.
+    List,
+    /// Print one schema (by record name, e.g. RunRequested).
+    Show { name: String },
+    /// Write every .avsc file into a directory.
+    Export { dir: PathBuf },
+    /// Decode one encoded event (a file, or standard input) and print it as JSON.
+    Decode { file: Option<PathBuf> },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Processors to run (comma-separated). Default: all of them.
+    #[arg(long, value_delimiter = ',')]
+    pub processors: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// The run id.
+    pub run_id: Option<String>,
+    /// Print events applied per partition instead of a run's timeline.
+    #[arg(long)]
+    pub counts: bool,
+}

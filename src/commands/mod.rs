@@ -1,0 +1,81 @@
+//! One module per subcommand; each builds its components from the configuration and runs them.
+
+mod demo;
+mod ledger;
+mod schemas;
+pub mod serve;
+pub mod submit;
+pub mod tail;
+mod topics;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use chaoseater_schemas::bus::{BusContext, admin};
+use chaoseater_schemas::topics::Topic;
+use tracing::info;
+
+use crate::cli::Command;
+use crate::config::Config;
+
+/// Runs one subcommand.
+pub async fn run(command: Command, config: Config) -> Result<()> {
+    match command {
+        Command::Demo(args) => demo::run(args, &config).await,
+        Command::Submit(args) => submit::run(args, &config).await,
+        Command::Tail(args) => tail::run(args, &config).await,
+        Command::Topics(cmd) => topics::run(cmd, &config).await,
+        Command::Schemas(cmd) => schemas::run(cmd, &config),
+        Command::Serve(args) => serve::run(args, &config).await,
+        Command::Ledger(args) => ledger::run(args, &config),
+    }
+}
+
+/// Creates missing topics on a configured broker (Kafka and Tansu create none by themselves). The
+/// embedded broker made its topics when it started.
+pub async fn ensure_topics(ctx: &BusContext, embedded: bool) -> Result<()> {
+    if embedded {
+        return Ok(());
+    }
+    let outcomes = admin::ensure_topics(ctx, &Topic::ALL).await?;
+    for (name, outcome) in outcomes {
+        if outcome == admin::TopicOutcome::Created {
+            info!(topic = %name, "Created topic.");
+        }
+    }
+    Ok(())
+}
+
+/// Where a processor keeps its state. Stored offsets only mean something for the log they were read
+/// from, so with the embedded (in-memory) broker each session starts from a fresh directory.
+pub fn processor_state_dir(config: &Config, embedded: bool, name: &str) -> PathBuf {
+    if embedded {
+        config.state_dir.join("embedded").join(name)
+    } else {
+        config.state_dir.join("processors").join(name)
+    }
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

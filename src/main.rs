@@ -1,0 +1,64 @@
+//! The `chaoseater` binary: parse arguments, set up tracing, load the configuration once, and hand it to
+//! the subcommand. Everything else lives in the role crates.
+
+mod broker;
+mod cli;
+mod commands;
+mod config;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::Cli;
+use crate::config::{Config, FlagOverrides};
+
+/// Exit code for input the user must fix (an invalid experiment file, a bad query).
+pub const EXIT_INVALID_INPUT: u8 = 2;
+
+/// An error that carries its own exit code.
+#[derive(Debug)]
+pub struct Exit(pub u8, pub String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("CHAOSEATER_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let flags = FlagOverrides {
+        config: cli.global.config.clone(),
+        brokers: cli.global.brokers.clone(),
+        state_dir: cli.global.state_dir.clone(),
+        topic_prefix: cli.global.topic_prefix.clone(),
+    };
+    let result = Config::load(&flags, std::env::vars()).and_then(|config| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(commands::run(cli.command, config))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if let Some(Exit(code, message)) = err.downcast_ref::<Exit>() {
+                eprintln!("error: {message}");
+                return ExitCode::from(*code);
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
