@@ -49,8 +49,7 @@ pub fn service_context(config: &Config) -> Result<(BusContext, Option<EmbeddedBr
         return Ok((context(config, brokers.clone())?, None));
     }
     let names = TopicNames::with_prefix(&config.topic_prefix);
-    let broker = EmbeddedBroker::start(&config.state_dir, &names)
-        .context("cannot start the embedded broker")?;
+    let broker = EmbeddedBroker::start(&config.state_dir, &names).context("cannot start the embedded broker")?;
     let address = broker.bootstrap_servers();
     info!(
         bootstrap = %address,

@@ -60,14 +60,8 @@ const ENV_KAFKA_PREFIX: &str = "CHAOSEATER_KAFKA_";
 
 impl Config {
     /// Resolves the layers. `env` is the process environment (passed in so tests can supply their own).
-    pub fn load(
-        flags: &FlagOverrides,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self> {
-        let env: BTreeMap<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .collect();
+    pub fn load(flags: &FlagOverrides, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let env: BTreeMap<String, String> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
         let file_path = flags
             .config
             .clone()
@@ -78,12 +72,8 @@ impl Config {
 
         let mut config = Config {
             brokers: file.brokers,
-            state_dir: file
-                .state_dir
-                .unwrap_or_else(|| PathBuf::from(".chaoseater")),
-            topic_prefix: file
-                .topic_prefix
-                .unwrap_or_else(|| chaoseater_schemas::topics::DEFAULT_PREFIX.to_owned()),
+            state_dir: file.state_dir.unwrap_or_else(|| PathBuf::from(".chaoseater")),
+            topic_prefix: file.topic_prefix.unwrap_or_else(|| chaoseater_schemas::topics::DEFAULT_PREFIX.to_owned()),
             kafka: file.kafka,
             schemas: file.schemas,
         };
@@ -96,9 +86,7 @@ impl Config {
                 "CHAOSEATER_CONFIG" | "CHAOSEATER_LOG" => {}
                 k if k.starts_with(ENV_KAFKA_PREFIX) => {
                     // CHAOSEATER_KAFKA_SASL_PASSWORD → sasl.password (librdkafka keys use dots, never underscores).
-                    let property = k[ENV_KAFKA_PREFIX.len()..]
-                        .to_ascii_lowercase()
-                        .replace('_', ".");
+                    let property = k[ENV_KAFKA_PREFIX.len()..].to_ascii_lowercase().replace('_', ".");
                     config.kafka.insert(property, value.clone());
                 }
                 _ => {} // Other tools' CHAOSEATER_* variables (agent tokens, tests) are not ours to reject.
@@ -128,20 +116,12 @@ impl Config {
             }
         }
         if self.topic_prefix.is_empty()
-            || !self
-                .topic_prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            || !self.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
-            bail!(
-                "topic prefix must be letters, digits, '.', '_' or '-', got {:?}",
-                self.topic_prefix
-            );
+            bail!("topic prefix must be letters, digits, '.', '_' or '-', got {:?}", self.topic_prefix);
         }
         if self.kafka.contains_key("bootstrap.servers") {
-            bail!(
-                "set brokers with --brokers, CHAOSEATER_BROKERS or `brokers =`, not kafka.bootstrap.servers"
-            );
+            bail!("set brokers with --brokers, CHAOSEATER_BROKERS or `brokers =`, not kafka.bootstrap.servers");
         }
         Ok(())
     }
@@ -149,15 +129,9 @@ impl Config {
 
 fn read_file(path: &Path, must_exist: bool) -> Result<FileConfig> {
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            toml::from_str(&text).with_context(|| format!("configuration file {}", path.display()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
-            Ok(FileConfig::default())
-        }
-        Err(e) => {
-            Err(e).with_context(|| format!("cannot read configuration file {}", path.display()))
-        }
+        Ok(text) => toml::from_str(&text).with_context(|| format!("configuration file {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => Ok(FileConfig::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read configuration file {}", path.display())),
     }
 }
 
@@ -166,43 +140,31 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     #[test]
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "brokers = \"file:1\"\nstate_dir = \"/from/file\"\n[kafka]\n\"security.protocol\" = \"SSL\"\n")
-            .unwrap();
-        let flags = FlagOverrides {
-            config: Some(file.clone()),
-            ..Default::default()
-        };
+        std::fs::write(
+            &file,
+            "brokers = \"file:1\"\nstate_dir = \"/from/file\"\n[kafka]\n\"security.protocol\" = \"SSL\"\n",
+        )
+        .unwrap();
+        let flags = FlagOverrides { config: Some(file.clone()), ..Default::default() };
 
         let c = Config::load(&flags, env(&[])).unwrap();
         assert_eq!(c.brokers.as_deref(), Some("file:1"));
         assert_eq!(c.kafka["security.protocol"], "SSL");
 
-        let c = Config::load(
-            &flags,
-            env(&[
-                ("CHAOSEATER_BROKERS", "env:2"),
-                ("CHAOSEATER_KAFKA_SASL_USERNAME", "u"),
-            ]),
-        )
-        .unwrap();
+        let c = Config::load(&flags, env(&[("CHAOSEATER_BROKERS", "env:2"), ("CHAOSEATER_KAFKA_SASL_USERNAME", "u")]))
+            .unwrap();
         assert_eq!(c.brokers.as_deref(), Some("env:2"));
         assert_eq!(c.state_dir, PathBuf::from("/from/file"));
         assert_eq!(c.kafka["sasl.username"], "u");
 
-        let flags = FlagOverrides {
-            brokers: Some("flag:3".into()),
-            ..flags
-        };
+        let flags = FlagOverrides { brokers: Some("flag:3".into()), ..flags };
         let c = Config::load(&flags, env(&[("CHAOSEATER_BROKERS", "env:2")])).unwrap();
         assert_eq!(c.brokers.as_deref(), Some("flag:3"));
     }
@@ -212,22 +174,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "brokerz = \"x:1\"\n").unwrap();
-        let flags = FlagOverrides {
-            config: Some(file),
-            ..Default::default()
-        };
+        let flags = FlagOverrides { config: Some(file), ..Default::default() };
         let err = format!("{:#}", Config::load(&flags, env(&[])).unwrap_err());
         assert!(err.contains("unknown field `brokerz`"), "{err}");
 
-        let flags = FlagOverrides {
-            brokers: Some("nohost".into()),
-            ..Default::default()
-        };
+        let flags = FlagOverrides { brokers: Some("nohost".into()), ..Default::default() };
         assert!(Config::load(&flags, env(&[])).is_err());
-        let flags = FlagOverrides {
-            config: Some(dir.path().join("missing.toml")),
-            ..Default::default()
-        };
+        let flags = FlagOverrides { config: Some(dir.path().join("missing.toml")), ..Default::default() };
         assert!(Config::load(&flags, env(&[])).is_err());
     }
 }

@@ -33,8 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("CHAOSEATER_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn")),
+            EnvFilter::try_from_env("CHAOSEATER_LOG").unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -45,9 +44,7 @@ fn main() -> ExitCode {
         topic_prefix: cli.global.topic_prefix.clone(),
     };
     let result = Config::load(&flags, std::env::vars()).and_then(|config| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         runtime.block_on(commands::run(cli.command, config))
     });
     match result {

@@ -47,20 +47,11 @@ impl SchemaStore {
         LIMIT.call_once(|| {
             apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
         });
-        let mut store = SchemaStore {
-            current: HashMap::new(),
-            writers: HashMap::new(),
-        };
+        let mut store = SchemaStore { current: HashMap::new(), writers: HashMap::new() };
         for &kind in EventKind::ALL {
             let schema = parse(kind.schema_text(), kind.file_name())?;
             let fp = fingerprint(&schema)?;
-            store.writers.insert(
-                fp,
-                Known {
-                    kind,
-                    schema: schema.clone(),
-                },
-            );
+            store.writers.insert(fp, Known { kind, schema: schema.clone() });
             store.current.insert(kind, (fp, schema));
         }
         Ok(store)
@@ -73,14 +64,11 @@ impl SchemaStore {
         let name = match &schema {
             Schema::Record(record) => record.name.name.clone(),
             _ => {
-                return Err(Error::Invalid(format!(
-                    "schema {origin}: top level must be a record"
-                )));
+                return Err(Error::Invalid(format!("schema {origin}: top level must be a record")));
             }
         };
-        let kind = EventKind::from_name(&name).ok_or_else(|| {
-            Error::Invalid(format!("schema {origin}: {name} is not a ChaosEater event"))
-        })?;
+        let kind = EventKind::from_name(&name)
+            .ok_or_else(|| Error::Invalid(format!("schema {origin}: {name} is not a ChaosEater event")))?;
         let fp = fingerprint(&schema)?;
         self.writers.insert(fp, Known { kind, schema });
         Ok((kind, fp))
@@ -88,18 +76,13 @@ impl SchemaStore {
 
     /// Adds every `*.avsc` file of a directory as a writer schema.
     pub fn add_writer_schemas_from_dir(&mut self, dir: &Path) -> Result<usize> {
-        let io = |source| Error::Io {
-            path: dir.display().to_string(),
-            source,
-        };
+        let io = |source| Error::Io { path: dir.display().to_string(), source };
         let mut added = 0;
         for entry in std::fs::read_dir(dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
             if path.extension().is_some_and(|ext| ext == "avsc") {
-                let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
                 self.add_writer_schema(&text, &path.display().to_string())?;
                 added += 1;
             }
@@ -115,10 +98,7 @@ impl SchemaStore {
 }
 
 fn parse(text: &str, origin: &str) -> Result<Schema> {
-    Schema::parse_str(text).map_err(|source| Error::Schema {
-        origin: origin.to_owned(),
-        source: Box::new(source),
-    })
+    Schema::parse_str(text).map_err(|source| Error::Schema { origin: origin.to_owned(), source: Box::new(source) })
 }
 
 /// The Rabin fingerprint of a schema's Parsing Canonical Form.
@@ -162,10 +142,7 @@ pub struct Codec {
 impl Codec {
     /// A codec writing single-object encoding with the shipped schemas.
     pub fn new() -> Result<Self> {
-        Ok(Self::with_store(
-            SchemaStore::builtin()?,
-            Encoding::SingleObject,
-        ))
+        Ok(Self::with_store(SchemaStore::builtin()?, Encoding::SingleObject))
     }
 
     /// A codec over a schema store and an encoding.
@@ -174,11 +151,7 @@ impl Codec {
             Encoding::Confluent(ids) => ids.clone(),
             Encoding::SingleObject => ConfluentIds::default(),
         };
-        Self {
-            store: Arc::new(store),
-            encoding,
-            confluent_ids,
-        }
+        Self { store: Arc::new(store), encoding, confluent_ids }
     }
 
     /// The schema store.
@@ -190,14 +163,8 @@ impl Codec {
     pub fn encode(&self, event: &Event) -> Result<Vec<u8>> {
         let kind = event.kind();
         let (fp, schema) = self.store.current(kind);
-        let encode_err = |source| Error::Encode {
-            kind: kind.name(),
-            source: Box::new(source),
-        };
-        let value = event
-            .to_avro_value()
-            .and_then(|v| v.resolve(schema))
-            .map_err(encode_err)?;
+        let encode_err = |source| Error::Encode { kind: kind.name(), source: Box::new(source) };
+        let value = event.to_avro_value().and_then(|v| v.resolve(schema)).map_err(encode_err)?;
         let mut out = Vec::with_capacity(256);
         match &self.encoding {
             Encoding::SingleObject => {
@@ -205,12 +172,10 @@ impl Codec {
                 out.extend_from_slice(&fp.to_le_bytes());
             }
             Encoding::Confluent(ids) => {
-                let id = ids.by_kind.get(&kind).ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "no Confluent schema id registered for {}",
-                        kind.name()
-                    ))
-                })?;
+                let id = ids
+                    .by_kind
+                    .get(&kind)
+                    .ok_or_else(|| Error::Invalid(format!("no Confluent schema id registered for {}", kind.name())))?;
                 out.push(CONFLUENT_MAGIC);
                 out.extend_from_slice(&id.to_be_bytes());
             }
@@ -227,11 +192,7 @@ impl Codec {
         let value = apache_avro::from_avro_datum(writer, &mut body, Some(reader))
             .map_err(|e| Error::Decode(format!("{} payload: {e}", kind.name())))?;
         if !body.is_empty() {
-            return Err(Error::Decode(format!(
-                "{} payload: {} trailing bytes",
-                kind.name(),
-                body.len()
-            )));
+            return Err(Error::Decode(format!("{} payload: {} trailing bytes", kind.name(), body.len())));
         }
         from_value(kind, &value)
     }
@@ -242,10 +203,11 @@ impl Codec {
             let mut fp = [0u8; 8];
             fp.copy_from_slice(&bytes[2..10]);
             let fp = u64::from_le_bytes(fp);
-            let known =
-                self.store.writers.get(&fp).ok_or_else(|| {
-                    Error::Decode(format!("unknown schema fingerprint {fp:016x}"))
-                })?;
+            let known = self
+                .store
+                .writers
+                .get(&fp)
+                .ok_or_else(|| Error::Decode(format!("unknown schema fingerprint {fp:016x}")))?;
             return Ok((known.kind, &known.schema, &bytes[10..]));
         }
         if bytes.len() >= 5 && bytes[0] == CONFLUENT_MAGIC {
@@ -338,8 +300,7 @@ fn write_bytes(bytes: &[u8], out: &mut Vec<u8>) {
 }
 
 fn from_value(kind: EventKind, value: &Value) -> Result<Event> {
-    Event::from_avro_value(kind, value)
-        .map_err(|e| Error::Decode(format!("{} fields: {e}", kind.name())))
+    Event::from_avro_value(kind, value).map_err(|e| Error::Decode(format!("{} fields: {e}", kind.name())))
 }
 
 #[cfg(test)]

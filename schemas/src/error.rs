@@ -17,16 +17,10 @@ pub enum Error {
     // --- Our bug or a broken installation. ---
     /// A shipped or supplied schema that does not parse.
     #[error("schema {origin}: {source}")]
-    Schema {
-        origin: String,
-        source: Box<apache_avro::Error>,
-    },
+    Schema { origin: String, source: Box<apache_avro::Error> },
     /// A typed event that does not fit its own schema.
     #[error("cannot encode {kind} event: {source}")]
-    Encode {
-        kind: &'static str,
-        source: Box<apache_avro::Error>,
-    },
+    Encode { kind: &'static str, source: Box<apache_avro::Error> },
 
     // --- External systems: a retry may help. ---
     /// The Kafka client or broker.
@@ -39,10 +33,7 @@ pub enum Error {
     State(#[from] sled::Error),
     /// A file.
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     /// No broker to talk to, with what to do about it.
     #[error("{0}")]
     NoBroker(String),

@@ -57,11 +57,7 @@ pub struct FaultSpec {
 }
 
 const fn p(name: &'static str, kind: ParamKind, default: ParamDefault) -> ParamSpec {
-    ParamSpec {
-        name,
-        kind,
-        default,
-    }
+    ParamSpec { name, kind, default }
 }
 
 use ParamDefault as D;
@@ -75,18 +71,12 @@ pub const CATALOGUE: &[FaultSpec] = &[
     FaultSpec {
         fault_type: "data_corruption",
         layer: Layer::Data,
-        params: &[
-            p("corruption_rate", K::Rate, D::Float(0.1)),
-            p("columns", K::List, D::Absent),
-        ],
+        params: &[p("corruption_rate", K::Rate, D::Float(0.1)), p("columns", K::List, D::Absent)],
     },
     FaultSpec {
         fault_type: "missing_data",
         layer: Layer::Data,
-        params: &[
-            p("missing_rate", K::Rate, D::Float(0.2)),
-            p("columns", K::List, D::Absent),
-        ],
+        params: &[p("missing_rate", K::Rate, D::Float(0.2)), p("columns", K::List, D::Absent)],
     },
     FaultSpec {
         fault_type: "schema_drift",
@@ -94,12 +84,7 @@ pub const CATALOGUE: &[FaultSpec] = &[
         params: &[
             p(
                 "drift_type",
-                K::Choice(&[
-                    "add_column",
-                    "remove_column",
-                    "rename_column",
-                    "type_change",
-                ]),
+                K::Choice(&["add_column", "remove_column", "rename_column", "type_change"]),
                 D::Text("add_column"),
             ),
             p("column_name", K::Text, D::Absent),
@@ -110,45 +95,21 @@ pub const CATALOGUE: &[FaultSpec] = &[
     FaultSpec {
         fault_type: "distribution_drift",
         layer: Layer::Data,
-        params: &[
-            p(
-                "magnitude",
-                K::Float {
-                    min: 0.0,
-                    max: 10.0,
-                },
-                D::Float(0.5),
-            ),
-            p("columns", K::List, D::Absent),
-        ],
+        params: &[p("magnitude", K::Float { min: 0.0, max: 10.0 }, D::Float(0.5)), p("columns", K::List, D::Absent)],
     },
     FaultSpec {
         fault_type: "outlier_injection",
         layer: Layer::Data,
         params: &[
             p("outlier_rate", K::Rate, D::Float(0.05)),
-            p(
-                "magnitude",
-                K::Float {
-                    min: 0.0,
-                    max: 100.0,
-                },
-                D::Float(3.0),
-            ),
+            p("magnitude", K::Float { min: 0.0, max: 100.0 }, D::Float(3.0)),
             p("columns", K::List, D::Absent),
         ],
     },
     FaultSpec {
         fault_type: "latency_injection",
         layer: Layer::Data,
-        params: &[p(
-            "delay_ms",
-            K::Int {
-                min: 0,
-                max: MAX_DELAY_MS,
-            },
-            D::Int(1000),
-        )],
+        params: &[p("delay_ms", K::Int { min: 0, max: MAX_DELAY_MS }, D::Int(1000))],
     },
     FaultSpec {
         fault_type: "duplicate_records",
@@ -161,55 +122,29 @@ pub const CATALOGUE: &[FaultSpec] = &[
         layer: Layer::Model,
         params: &[
             p("drift_rate", K::Rate, D::Float(0.1)),
-            p(
-                "drift_type",
-                K::Choice(&["gradual", "sudden"]),
-                D::Text("gradual"),
-            ),
+            p("drift_type", K::Choice(&["gradual", "sudden"]), D::Text("gradual")),
         ],
     },
-    FaultSpec {
-        fault_type: "wrong_version",
-        layer: Layer::Model,
-        params: &[p("fallback_model", K::Text, D::Absent)],
-    },
+    FaultSpec { fault_type: "wrong_version", layer: Layer::Model, params: &[p("fallback_model", K::Text, D::Absent)] },
     FaultSpec {
         fault_type: "slow_inference",
         layer: Layer::Model,
         params: &[
-            p(
-                "latency_ms",
-                K::Int {
-                    min: 0,
-                    max: MAX_DELAY_MS,
-                },
-                D::Int(500),
-            ),
+            p("latency_ms", K::Int { min: 0, max: MAX_DELAY_MS }, D::Int(500)),
             p("variance", K::Rate, D::Float(0.2)),
         ],
     },
     FaultSpec {
         fault_type: "memory_leak",
         layer: Layer::Model,
-        params: &[p(
-            "leak_rate_mb",
-            K::Float {
-                min: 0.001,
-                max: 10_240.0,
-            },
-            D::Float(10.0),
-        )],
+        params: &[p("leak_rate_mb", K::Float { min: 0.001, max: 10_240.0 }, D::Float(10.0))],
     },
     FaultSpec {
         fault_type: "prediction_corruption",
         layer: Layer::Model,
         params: &[
             p("corruption_rate", K::Rate, D::Float(0.1)),
-            p(
-                "type",
-                K::Choice(&["random", "bias", "flip"]),
-                D::Text("random"),
-            ),
+            p("type", K::Choice(&["random", "bias", "flip"]), D::Text("random")),
         ],
     },
     FaultSpec {
@@ -232,22 +167,8 @@ pub const CATALOGUE: &[FaultSpec] = &[
         fault_type: "network_latency",
         layer: Layer::Infrastructure,
         params: &[
-            p(
-                "latency_ms",
-                K::Int {
-                    min: 0,
-                    max: MAX_DELAY_MS,
-                },
-                D::Int(100),
-            ),
-            p(
-                "jitter_ms",
-                K::Int {
-                    min: 0,
-                    max: MAX_DELAY_MS,
-                },
-                D::Int(20),
-            ),
+            p("latency_ms", K::Int { min: 0, max: MAX_DELAY_MS }, D::Int(100)),
+            p("jitter_ms", K::Int { min: 0, max: MAX_DELAY_MS }, D::Int(20)),
         ],
     },
     FaultSpec {
@@ -259,31 +180,16 @@ pub const CATALOGUE: &[FaultSpec] = &[
         fault_type: "node_failure",
         layer: Layer::Infrastructure,
         params: &[
-            p(
-                "failure_type",
-                K::Choice(&["crash", "hang", "slow"]),
-                D::Text("crash"),
-            ),
+            p("failure_type", K::Choice(&["crash", "hang", "slow"]), D::Text("crash")),
             p("target_service", K::Text, D::Absent),
         ],
     },
-    FaultSpec {
-        fault_type: "gpu_unavailable",
-        layer: Layer::Infrastructure,
-        params: &[],
-    },
+    FaultSpec { fault_type: "gpu_unavailable", layer: Layer::Infrastructure, params: &[] },
     FaultSpec {
         fault_type: "storage_bottleneck",
         layer: Layer::Infrastructure,
         params: &[
-            p(
-                "iops_limit",
-                K::Int {
-                    min: 1,
-                    max: 1_000_000,
-                },
-                D::Int(100),
-            ),
+            p("iops_limit", K::Int { min: 1, max: 1_000_000 }, D::Int(100)),
             p("path", K::Text, D::Absent),
             p("cgroup", K::Text, D::Absent),
         ],
@@ -292,22 +198,8 @@ pub const CATALOGUE: &[FaultSpec] = &[
         fault_type: "disk_full",
         layer: Layer::Infrastructure,
         params: &[
-            p(
-                "fill_percent",
-                K::Float {
-                    min: 0.0,
-                    max: 100.0,
-                },
-                D::Absent,
-            ),
-            p(
-                "bytes",
-                K::Int {
-                    min: 1,
-                    max: i64::MAX,
-                },
-                D::Absent,
-            ),
+            p("fill_percent", K::Float { min: 0.0, max: 100.0 }, D::Absent),
+            p("bytes", K::Int { min: 1, max: i64::MAX }, D::Absent),
             p("path", K::Text, D::Absent),
         ],
     },
@@ -315,28 +207,14 @@ pub const CATALOGUE: &[FaultSpec] = &[
         fault_type: "cpu_throttle",
         layer: Layer::Infrastructure,
         params: &[
-            p(
-                "throttle_percent",
-                K::Float {
-                    min: 1.0,
-                    max: 100.0,
-                },
-                D::Float(50.0),
-            ),
+            p("throttle_percent", K::Float { min: 1.0, max: 100.0 }, D::Float(50.0)),
             p("cgroup", K::Text, D::Absent),
         ],
     },
     FaultSpec {
         fault_type: "memory_pressure",
         layer: Layer::Infrastructure,
-        params: &[p(
-            "memory_mb",
-            K::Int {
-                min: 1,
-                max: 1_048_576,
-            },
-            D::Int(1024),
-        )],
+        params: &[p("memory_mb", K::Int { min: 1, max: 1_048_576 }, D::Int(1024))],
     },
     FaultSpec {
         fault_type: "network_partition",
@@ -362,10 +240,7 @@ pub struct FaultError {
 
 impl FaultError {
     fn new(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.to_owned(),
-            message: message.into(),
-        }
+        Self { field: field.to_owned(), message: message.into() }
     }
 }
 
@@ -376,11 +251,7 @@ pub fn spec(fault_type: &str) -> Option<&'static FaultSpec> {
 
 /// Fault types of one layer, for error messages and help.
 pub fn fault_types(layer: Layer) -> Vec<&'static str> {
-    CATALOGUE
-        .iter()
-        .filter(|s| s.layer == layer)
-        .map(|s| s.fault_type)
-        .collect()
+    CATALOGUE.iter().filter(|s| s.layer == layer).map(|s| s.fault_type).collect()
 }
 
 /// Validates a fault: its type, its layer, and every parameter's name, type and range. Returns the
@@ -393,19 +264,13 @@ pub fn validate(
     let spec = spec(fault_type).ok_or_else(|| {
         FaultError::new(
             "fault_type",
-            format!(
-                "unknown fault_type {fault_type:?} for layer {layer}; known: {}",
-                fault_types(layer).join(", ")
-            ),
+            format!("unknown fault_type {fault_type:?} for layer {layer}; known: {}", fault_types(layer).join(", ")),
         )
     })?;
     if spec.layer != layer {
         return Err(FaultError::new(
             "layer",
-            format!(
-                "fault_type {fault_type:?} belongs to layer {}, not {layer}",
-                spec.layer
-            ),
+            format!("fault_type {fault_type:?} belongs to layer {}, not {layer}", spec.layer),
         ));
     }
     for name in params.keys() {
@@ -415,11 +280,7 @@ pub fn validate(
                 name,
                 format!(
                     "unknown parameter {name:?} for fault_type {fault_type}; known: {}",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
+                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
                 ),
             ));
         }
@@ -453,36 +314,22 @@ fn check(param: &ParamSpec, given: &Json) -> Result<ParamValue, FaultError> {
     match param.kind {
         K::Rate => {
             let v = given.as_f64().ok_or_else(|| {
-                FaultError::new(
-                    name,
-                    format!("fault parameter {name:?} must be a number, got {shown}"),
-                )
+                FaultError::new(name, format!("fault parameter {name:?} must be a number, got {shown}"))
             })?;
             in_range(name, v, 0.0, 1.0).map(|()| ParamValue::Float(v))
         }
         K::Float { min, max } => {
             let v = given.as_f64().ok_or_else(|| {
-                FaultError::new(
-                    name,
-                    format!("fault parameter {name:?} must be a number, got {shown}"),
-                )
+                FaultError::new(name, format!("fault parameter {name:?} must be a number, got {shown}"))
             })?;
             in_range(name, v, min, max).map(|()| ParamValue::Float(v))
         }
         K::Int { min, max } => {
             let v = given
                 .as_i64()
-                .or_else(|| {
-                    given
-                        .as_f64()
-                        .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
-                        .map(|f| f as i64)
-                })
+                .or_else(|| given.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64))
                 .ok_or_else(|| {
-                    FaultError::new(
-                        name,
-                        format!("fault parameter {name:?} must be a whole number, got {shown}"),
-                    )
+                    FaultError::new(name, format!("fault parameter {name:?} must be a whole number, got {shown}"))
                 })?;
             if v < min || v > max {
                 return Err(FaultError::new(
@@ -493,47 +340,33 @@ fn check(param: &ParamSpec, given: &Json) -> Result<ParamValue, FaultError> {
             Ok(ParamValue::Int(v))
         }
         K::Choice(choices) => {
-            let v = given
-                .as_str()
-                .filter(|v| choices.contains(v))
-                .ok_or_else(|| {
-                    FaultError::new(
-                        name,
-                        format!(
-                            "fault parameter {name:?} must be one of {}, got {shown}",
-                            choices.join(", ")
-                        ),
-                    )
-                })?;
+            let v = given.as_str().filter(|v| choices.contains(v)).ok_or_else(|| {
+                FaultError::new(
+                    name,
+                    format!("fault parameter {name:?} must be one of {}, got {shown}", choices.join(", ")),
+                )
+            })?;
             Ok(ParamValue::Text(v.to_owned()))
         }
         K::Text => {
-            let v = given
-                .as_str()
-                .filter(|v| !v.trim().is_empty())
-                .ok_or_else(|| {
-                    FaultError::new(
-                        name,
-                        format!("fault parameter {name:?} must be a non-empty string, got {shown}"),
-                    )
-                })?;
+            let v = given.as_str().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                FaultError::new(name, format!("fault parameter {name:?} must be a non-empty string, got {shown}"))
+            })?;
             Ok(ParamValue::Text(v.to_owned()))
         }
         K::List => {
             let items = match given {
                 Json::String(s) => vec![s.clone()],
-                Json::Array(items) => items
-                    .iter()
-                    .map(|item| item.as_str().map(str::to_owned))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| {
-                        FaultError::new(
-                            name,
-                            format!(
-                                "fault parameter {name:?} must be a list of strings, got {shown}"
-                            ),
-                        )
-                    })?,
+                Json::Array(items) => {
+                    items.iter().map(|item| item.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>().ok_or_else(
+                        || {
+                            FaultError::new(
+                                name,
+                                format!("fault parameter {name:?} must be a list of strings, got {shown}"),
+                            )
+                        },
+                    )?
+                }
                 _ => {
                     return Err(FaultError::new(
                         name,
@@ -556,10 +389,7 @@ fn in_range(name: &str, v: f64, min: f64, max: f64) -> Result<(), FaultError> {
     if v.is_finite() && v >= min && v <= max {
         Ok(())
     } else {
-        Err(FaultError::new(
-            name,
-            format!("fault parameter {name:?} must be in [{min}, {max}], got {v}"),
-        ))
+        Err(FaultError::new(name, format!("fault parameter {name:?} must be in [{min}, {max}], got {v}")))
     }
 }
 
@@ -586,16 +416,10 @@ fn check_rules(fault_type: &str, params: &BTreeMap<String, ParamValue>) -> Resul
         }
         "disk_full" => match (has("fill_percent"), has("bytes")) {
             (true, true) => {
-                return Err(FaultError::new(
-                    "bytes",
-                    "disk_full takes fill_percent or bytes, not both",
-                ));
+                return Err(FaultError::new("bytes", "disk_full takes fill_percent or bytes, not both"));
             }
             (false, false) => {
-                return Err(FaultError::new(
-                    "fill_percent",
-                    "disk_full needs fill_percent (0-100) or bytes",
-                ));
+                return Err(FaultError::new("fill_percent", "disk_full needs fill_percent (0-100) or bytes"));
             }
             _ => {}
         },
@@ -632,17 +456,9 @@ mod tests {
 
     #[test]
     fn rate_out_of_range_names_the_parameter() {
-        let err = validate(
-            Layer::Infrastructure,
-            "packet_loss",
-            &params(json!({"loss_rate": 1.5})),
-        )
-        .unwrap_err();
+        let err = validate(Layer::Infrastructure, "packet_loss", &params(json!({"loss_rate": 1.5}))).unwrap_err();
         assert_eq!(err.field, "loss_rate");
-        assert_eq!(
-            err.message,
-            r#"fault parameter "loss_rate" must be in [0, 1], got 1.5"#
-        );
+        assert_eq!(err.message, r#"fault parameter "loss_rate" must be in [0, 1], got 1.5"#);
     }
 
     #[test]
@@ -650,12 +466,7 @@ mod tests {
         let err = validate(Layer::Data, "data_explosion", &params(json!({}))).unwrap_err();
         assert_eq!(err.field, "fault_type");
         assert!(err.message.contains("data_corruption"), "{}", err.message);
-        let err = validate(
-            Layer::Data,
-            "data_corruption",
-            &params(json!({"rate": 0.1})),
-        )
-        .unwrap_err();
+        let err = validate(Layer::Data, "data_corruption", &params(json!({"rate": 0.1}))).unwrap_err();
         assert_eq!(err.field, "rate");
         let err = validate(Layer::Model, "packet_loss", &params(json!({}))).unwrap_err();
         assert_eq!(err.field, "layer");
@@ -663,43 +474,17 @@ mod tests {
 
     #[test]
     fn checks_types_and_cross_rules() {
-        let err = validate(
-            Layer::Model,
-            "slow_inference",
-            &params(json!({"latency_ms": 1.5})),
-        )
-        .unwrap_err();
+        let err = validate(Layer::Model, "slow_inference", &params(json!({"latency_ms": 1.5}))).unwrap_err();
         assert_eq!(err.field, "latency_ms");
-        let err = validate(
-            Layer::Data,
-            "schema_drift",
-            &params(json!({"drift_type": "rename_column", "old_name": "a"})),
-        )
-        .unwrap_err();
+        let err =
+            validate(Layer::Data, "schema_drift", &params(json!({"drift_type": "rename_column", "old_name": "a"})))
+                .unwrap_err();
         assert_eq!(err.field, "new_name");
         assert!(validate(Layer::Infrastructure, "disk_full", &params(json!({}))).is_err());
-        assert!(
-            validate(
-                Layer::Infrastructure,
-                "disk_full",
-                &params(json!({"bytes": 1024}))
-            )
-            .is_ok()
-        );
-        assert!(
-            validate(
-                Layer::Infrastructure,
-                "network_partition",
-                &params(json!({}))
-            )
-            .is_err()
-        );
-        let out = validate(
-            Layer::Infrastructure,
-            "network_partition",
-            &params(json!({"blocked_hosts": "db"})),
-        )
-        .unwrap();
+        assert!(validate(Layer::Infrastructure, "disk_full", &params(json!({"bytes": 1024}))).is_ok());
+        assert!(validate(Layer::Infrastructure, "network_partition", &params(json!({}))).is_err());
+        let out =
+            validate(Layer::Infrastructure, "network_partition", &params(json!({"blocked_hosts": "db"}))).unwrap();
         assert_eq!(out["blocked_hosts"], ParamValue::List(vec!["db".into()]));
     }
 

@@ -93,10 +93,7 @@ pub struct TimestampMs(pub i64);
 impl TimestampMs {
     /// The current wall-clock time.
     pub fn now() -> Self {
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         Self(i64::try_from(millis).unwrap_or(i64::MAX))
     }
 

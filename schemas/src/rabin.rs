@@ -25,9 +25,7 @@ static TABLE: [u64; 256] = table();
 
 /// Fingerprint of `data` (the canonical form's UTF-8 bytes).
 pub fn fingerprint(data: &[u8]) -> u64 {
-    data.iter().fold(EMPTY, |fp, &byte| {
-        (fp >> 8) ^ TABLE[((fp ^ u64::from(byte)) & 0xff) as usize]
-    })
+    data.iter().fold(EMPTY, |fp, &byte| (fp >> 8) ^ TABLE[((fp ^ u64::from(byte)) & 0xff) as usize])
 }
 
 #[cfg(test)]
@@ -39,9 +37,6 @@ mod tests {
         // Values from the Avro reference implementation's fingerprint test suite.
         assert_eq!(fingerprint(br#""null""#) as i64, 7195948357588979594);
         assert_eq!(fingerprint(br#""boolean""#) as i64, -6970731678124411036);
-        assert_eq!(
-            fingerprint(br#"{"name":"foo","type":"fixed","size":15}"#) as i64,
-            1756455273707447556
-        );
+        assert_eq!(fingerprint(br#"{"name":"foo","type":"fixed","size":15}"#) as i64, 1756455273707447556);
     }
 }

@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::events::*;
-use crate::experiment::{
-    ExperimentSpec, Layer, ParamValue, RollbackConfig, RollbackStrategy, RunMode,
-};
+use crate::experiment::{ExperimentSpec, Layer, ParamValue, RollbackConfig, RollbackStrategy, RunMode};
 use crate::ids::{DispatchId, EventId, RegionName, RunId, TimestampMs};
 
 const AT: TimestampMs = TimestampMs(1_767_225_600_000); // 2026-01-01T00:00:00Z
@@ -28,19 +26,13 @@ pub fn experiment() -> ExperimentSpec {
         parameters: BTreeMap::from([
             ("latency_ms".to_owned(), ParamValue::Int(100)),
             ("jitter_ms".to_owned(), ParamValue::Int(20)),
-            (
-                "hosts".to_owned(),
-                ParamValue::List(vec!["model".into(), "features".into()]),
-            ),
+            ("hosts".to_owned(), ParamValue::List(vec!["model".into(), "features".into()])),
             ("note".to_owned(), ParamValue::Text("sample".into())),
             ("ratio".to_owned(), ParamValue::Float(0.25)),
             ("strict".to_owned(), ParamValue::Bool(true)),
         ]),
         duration_ms: 2_000,
-        rollback: RollbackConfig {
-            strategy: RollbackStrategy::Gradual,
-            ..RollbackConfig::default()
-        },
+        rollback: RollbackConfig { strategy: RollbackStrategy::Gradual, ..RollbackConfig::default() },
         tags: BTreeMap::from([("team".to_owned(), "ml-platform".to_owned())]),
     }
 }
@@ -87,14 +79,8 @@ pub fn sample(kind: EventKind) -> Event {
             occurred_at: AT,
             run_id: run(),
             experiment: experiment(),
-            variant_a: AbVariant {
-                label: "baseline".into(),
-                regions: vec![region("eu-west")],
-            },
-            variant_b: AbVariant {
-                label: "with-retries".into(),
-                regions: vec![region("us-east")],
-            },
+            variant_a: AbVariant { label: "baseline".into(), regions: vec![region("eu-west")] },
+            variant_b: AbVariant { label: "with-retries".into(), regions: vec![region("us-east")] },
             samples_per_variant: 10,
             alpha: 0.05,
             requested_by: "analyst".into(),
@@ -107,11 +93,9 @@ pub fn sample(kind: EventKind) -> Event {
             priority: 2,
             metadata: BTreeMap::from([("zone".to_owned(), "eu-west-1a".to_owned())]),
         }),
-        EventKind::RegionRemoved => Event::RegionRemoved(RegionRemoved {
-            event_id: id,
-            occurred_at: AT,
-            region: region("eu-west"),
-        }),
+        EventKind::RegionRemoved => {
+            Event::RegionRemoved(RegionRemoved { event_id: id, occurred_at: AT, region: region("eu-west") })
+        }
         EventKind::RegionDispatched => Event::RegionDispatched(RegionDispatched {
             event_id: id,
             occurred_at: AT,

@@ -29,15 +29,8 @@ pub enum Topic {
 
 impl Topic {
     /// Every topic.
-    pub const ALL: [Topic; 7] = [
-        Topic::Commands,
-        Topic::Regions,
-        Topic::Dispatch,
-        Topic::Results,
-        Topic::Health,
-        Topic::Rollback,
-        Topic::Dlq,
-    ];
+    pub const ALL: [Topic; 7] =
+        [Topic::Commands, Topic::Regions, Topic::Dispatch, Topic::Results, Topic::Health, Topic::Rollback, Topic::Dlq];
 
     /// The part after the prefix.
     pub fn suffix(self) -> &'static str {
@@ -80,18 +73,14 @@ pub struct TopicNames {
 
 impl Default for TopicNames {
     fn default() -> Self {
-        Self {
-            prefix: DEFAULT_PREFIX.to_owned(),
-        }
+        Self { prefix: DEFAULT_PREFIX.to_owned() }
     }
 }
 
 impl TopicNames {
     /// Names under `prefix` (no trailing dot).
     pub fn with_prefix(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
+        Self { prefix: prefix.into() }
     }
 
     /// The prefix.

@@ -29,34 +29,20 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
         Some(path) => (path.display().to_string(), std::fs::read_to_string(path)?),
         None => ("examples/campaign.yaml".to_owned(), CAMPAIGN.to_owned()),
     };
-    let requests = parse_experiments(
-        &name,
-        &text,
-        &RunOverrides::default(),
-        &commands::submit::requester(),
-        TimestampMs::now(),
-    )
-    .map_err(|e| crate::Exit(crate::EXIT_INVALID_INPUT, e.to_string()))?;
+    let requests =
+        parse_experiments(&name, &text, &RunOverrides::default(), &commands::submit::requester(), TimestampMs::now())
+            .map_err(|e| crate::Exit(crate::EXIT_INVALID_INPUT, e.to_string()))?;
 
     println!("== ChaosEater demo ==");
     let (ctx, embedded) = broker::service_context(config)?;
     commands::ensure_topics(&ctx, embedded.is_some()).await?;
     match &embedded {
-        Some(_) => println!(
-            "broker     embedded (librdkafka mock cluster) at {}",
-            ctx.brokers
-        ),
+        Some(_) => println!("broker     embedded (librdkafka mock cluster) at {}", ctx.brokers),
         None => println!("broker     {}", ctx.brokers),
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let ledger = commands::serve::spawn_processor(
-        RunLedger::NAME,
-        &ctx,
-        config,
-        embedded.is_some(),
-        stop_rx,
-    )?;
+    let ledger = commands::serve::spawn_processor(RunLedger::NAME, &ctx, config, embedded.is_some(), stop_rx)?;
     println!(
         "processors {} (state in {})",
         RunLedger::NAME,
@@ -76,12 +62,7 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
             e.layer.as_str(),
             e.fault_type,
             request.mode.as_str(),
-            request
-                .regions
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
+            request.regions.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
             ctx.topics.name(Topic::Commands),
             delivery.partition,
             delivery.offset
@@ -89,10 +70,11 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     }
 
     // A malformed command, as a broken producer elsewhere might send: it must land in the DLQ, not stop us.
+    let marker = format!("malformed-{}", TimestampMs::now().0);
     producer
         .publish_raw(&[RawMessage {
             topic: ctx.topics.name(Topic::Commands),
-            key: Some(b"not-a-run".to_vec()),
+            key: Some(marker.clone().into_bytes()),
             payload: b"{\"this is\": \"not avro\"}".to_vec(),
             headers: Vec::new(),
         }])
@@ -105,11 +87,8 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
         StartFrom::Beginning,
     )
     .await?;
-    let dead = wait_for_dead_letter(&dlq).await?;
-    println!(
-        "\nmalformed message sent to {} -> dead-lettered:",
-        ctx.topics.name(Topic::Commands)
-    );
+    let dead = wait_for_dead_letter(&dlq, &marker).await?;
+    println!("\nmalformed message sent to {} -> dead-lettered:", ctx.topics.name(Topic::Commands));
     println!("  {}", commands::tail::render(&ctx.codec, &dead));
 
     // Stop the ledger, then read what it committed (its store is closed once the task ends). Clients go
@@ -118,11 +97,7 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     ledger.await??;
     drop(dlq);
     drop(producer);
-    let store = StateStore::open(&commands::processor_state_dir(
-        config,
-        embedded.is_some(),
-        RunLedger::NAME,
-    ))?;
+    let store = StateStore::open(&commands::processor_state_dir(config, embedded.is_some(), RunLedger::NAME))?;
     println!("\nthe run ledger recorded:");
     for request in &requests {
         for entry in RunLedger::timeline(&store, &request.run_id)? {
@@ -132,31 +107,22 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
             );
         }
     }
-    println!(
-        "\nnext: `chaoseater tail --from-beginning` shows the events while `chaoseater serve` runs;"
-    );
-    println!(
-        "region agents and the orchestrator that execute these runs are being built (issues 3 and 4)."
-    );
+    println!("\nnext: `chaoseater tail --from-beginning` shows the events while `chaoseater serve` runs;");
+    println!("region agents and the orchestrator that execute these runs are being built (issues 3 and 4).");
     println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
     drop(embedded);
     Ok(())
 }
 
-async fn wait_for_dead_letter(dlq: &EventConsumer) -> Result<chaoseater_schemas::bus::Received> {
+/// Waits for the dead letter keyed `marker` (a broker that outlives one demo holds older ones too).
+async fn wait_for_dead_letter(dlq: &EventConsumer, marker: &str) -> Result<chaoseater_schemas::bus::Received> {
     let deadline = Instant::now() + DEADLINE;
     while Instant::now() < deadline {
-        if let Some(message) = dlq
-            .next_batch(1, Duration::from_millis(500))
-            .await?
-            .into_iter()
-            .next()
-        {
-            return Ok(message);
+        for message in dlq.next_batch(100, Duration::from_millis(500)).await? {
+            if message.key.as_deref() == Some(marker.as_bytes()) {
+                return Ok(message);
+            }
         }
     }
-    bail!(
-        "the malformed message did not reach the dead-letter topic within {} s",
-        DEADLINE.as_secs()
-    )
+    bail!("the malformed message did not reach the dead-letter topic within {} s", DEADLINE.as_secs())
 }

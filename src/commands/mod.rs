@@ -49,11 +49,7 @@ pub async fn ensure_topics(ctx: &BusContext, embedded: bool) -> Result<()> {
 /// Where a processor keeps its state. Stored offsets only mean something for the log they were read
 /// from, so with the embedded (in-memory) broker each session starts from a fresh directory.
 pub fn processor_state_dir(config: &Config, embedded: bool, name: &str) -> PathBuf {
-    if embedded {
-        config.state_dir.join("embedded").join(name)
-    } else {
-        config.state_dir.join("processors").join(name)
-    }
+    if embedded { config.state_dir.join("embedded").join(name) } else { config.state_dir.join("processors").join(name) }
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
@@ -61,14 +57,13 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -14,15 +14,10 @@ use crate::config::Config;
 pub const PROCESSORS: &[&str] = &[RunLedger::NAME];
 
 pub async fn run(args: ServeArgs, config: &Config) -> Result<()> {
-    let selected = args
-        .processors
-        .unwrap_or_else(|| PROCESSORS.iter().map(|s| (*s).to_owned()).collect());
+    let selected = args.processors.unwrap_or_else(|| PROCESSORS.iter().map(|s| (*s).to_owned()).collect());
     for name in &selected {
         if !PROCESSORS.contains(&name.as_str()) {
-            bail!(
-                "unknown processor {name:?}; one of {}",
-                PROCESSORS.join(", ")
-            );
+            bail!("unknown processor {name:?}; one of {}", PROCESSORS.join(", "));
         }
     }
     let (ctx, embedded) = broker::service_context(config)?;
@@ -30,13 +25,7 @@ pub async fn run(args: ServeArgs, config: &Config) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for name in &selected {
-        tasks.push(spawn_processor(
-            name,
-            &ctx,
-            config,
-            embedded.is_some(),
-            stop_rx.clone(),
-        )?);
+        tasks.push(spawn_processor(name, &ctx, config, embedded.is_some(), stop_rx.clone())?);
     }
     info!(processors = ?selected, brokers = %ctx.brokers, "Serving. Stop with Ctrl-C.");
     super::shutdown_signal().await;
@@ -64,9 +53,7 @@ pub fn spawn_processor(
     }
     let store = StateStore::open(&dir)?;
     let runner = match name {
-        RunLedger::NAME => {
-            ProcessorRunner::new(ctx.clone(), RunLedger, store, RunnerOptions::default())?
-        }
+        RunLedger::NAME => ProcessorRunner::new(ctx.clone(), RunLedger, store, RunnerOptions::default())?,
         other => bail!("unknown processor {other:?}"),
     };
     Ok(tokio::spawn(async move {

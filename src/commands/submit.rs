@@ -12,9 +12,8 @@ use crate::{EXIT_INVALID_INPUT, Exit, broker};
 /// Who is asking, for the `requested_by` field.
 pub fn requester() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into());
+    let host =
+        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into());
     format!("{user}@{host}")
 }
 

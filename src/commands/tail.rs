@@ -23,21 +23,16 @@ pub async fn run(args: TailArgs, config: &Config) -> Result<()> {
             match Topic::parse(topic) {
                 Some(role) if !topic.contains('.') => names.push(ctx.topics.name(role)),
                 Some(_) => names.push(topic.clone()),
-                None => bail!(
-                    "unknown topic {topic:?}; one of commands, regions, dispatch, results, health, rollback, dlq"
-                ),
+                None => {
+                    bail!("unknown topic {topic:?}; one of commands, regions, dispatch, results, health, rollback, dlq")
+                }
             }
         }
         names
     };
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let start = if args.from_beginning {
-        StartFrom::Beginning
-    } else {
-        StartFrom::End
-    };
-    let consumer =
-        EventConsumer::assign(&ctx, "chaoseater-tail", &refs, &Default::default(), start).await?;
+    let start = if args.from_beginning { StartFrom::Beginning } else { StartFrom::End };
+    let consumer = EventConsumer::assign(&ctx, "chaoseater-tail", &refs, &Default::default(), start).await?;
     let idle = args.idle_timeout.map(Duration::from_secs_f64);
     let mut printed = 0u64;
     let mut last = Instant::now();
@@ -75,31 +70,19 @@ pub fn render(codec: &Codec, message: &Received) -> Value {
     line.insert("topic".into(), json!(message.topic));
     line.insert("partition".into(), json!(message.partition));
     line.insert("offset".into(), json!(message.offset));
-    line.insert(
-        "key".into(),
-        json!(message.key.as_deref().map(String::from_utf8_lossy)),
-    );
+    line.insert("key".into(), json!(message.key.as_deref().map(String::from_utf8_lossy)));
     match codec.decode(message.payload.as_deref().unwrap_or_default()) {
         Ok(event) => {
-            line.insert(
-                "event".into(),
-                serde_json::to_value(&event).unwrap_or(Value::Null),
-            );
+            line.insert("event".into(), serde_json::to_value(&event).unwrap_or(Value::Null));
         }
         Err(err) => {
             line.insert("error".into(), json!(err.to_string()));
-            line.insert(
-                "payload_len".into(),
-                json!(message.payload.as_ref().map_or(0, Vec::len)),
-            );
+            line.insert("payload_len".into(), json!(message.payload.as_ref().map_or(0, Vec::len)));
         }
     }
     if !message.headers.is_empty() {
-        let headers: Map<String, Value> = message
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(String::from_utf8_lossy(v))))
-            .collect();
+        let headers: Map<String, Value> =
+            message.headers.iter().map(|(k, v)| (k.clone(), json!(String::from_utf8_lossy(v)))).collect();
         line.insert("headers".into(), Value::Object(headers));
     }
     Value::Object(line)

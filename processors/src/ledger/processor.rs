@@ -42,21 +42,13 @@ impl RunLedger {
     }
 
     /// The timeline of one run, oldest first.
-    pub fn timeline(
-        store: &StateStore,
-        run_id: &RunId,
-    ) -> chaoseater_schemas::Result<Vec<LedgerEntry>> {
+    pub fn timeline(store: &StateStore, run_id: &RunId) -> chaoseater_schemas::Result<Vec<LedgerEntry>> {
         let entries = store.scan_prefix(&Self::run_prefix(run_id.as_str()))?;
-        Ok(entries
-            .iter()
-            .filter_map(|(_, value)| serde_json::from_slice(value).ok())
-            .collect())
+        Ok(entries.iter().filter_map(|(_, value)| serde_json::from_slice(value).ok()).collect())
     }
 
     /// Events applied per (topic, partition).
-    pub fn applied_counts(
-        store: &StateStore,
-    ) -> chaoseater_schemas::Result<Vec<(String, i32, u64)>> {
+    pub fn applied_counts(store: &StateStore) -> chaoseater_schemas::Result<Vec<(String, i32, u64)>> {
         let mut out = Vec::new();
         for (key, value) in store.scan_prefix(b"count/")? {
             let rest = &key[b"count/".len()..];
@@ -74,10 +66,7 @@ impl RunLedger {
 }
 
 fn read_u64(value: Option<Vec<u8>>) -> u64 {
-    value
-        .and_then(|v| v.as_slice().try_into().ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0)
+    value.and_then(|v| v.as_slice().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
 }
 
 impl Processor for RunLedger {
@@ -86,20 +75,10 @@ impl Processor for RunLedger {
     }
 
     fn topics(&self) -> Vec<Topic> {
-        vec![
-            Topic::Commands,
-            Topic::Dispatch,
-            Topic::Results,
-            Topic::Rollback,
-        ]
+        vec![Topic::Commands, Topic::Dispatch, Topic::Results, Topic::Rollback]
     }
 
-    fn apply(
-        &mut self,
-        event: &Event,
-        origin: &Origin,
-        state: &mut StateView<'_>,
-    ) -> Result<Vec<Event>, Rejection> {
+    fn apply(&mut self, event: &Event, origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
         let store_err = |e: chaoseater_schemas::Error| Rejection(format!("state store: {e}"));
         let count_key = Self::count_key(&origin.topic, origin.partition);
         let count = read_u64(state.get(&count_key).map_err(store_err)?);
@@ -122,8 +101,7 @@ impl Processor for RunLedger {
             partition: origin.partition,
             offset: origin.offset,
         };
-        let value = serde_json::to_vec(&entry)
-            .map_err(|e| Rejection(format!("cannot record entry: {e}")))?;
+        let value = serde_json::to_vec(&entry).map_err(|e| Rejection(format!("cannot record entry: {e}")))?;
         state.put(key, value);
         Ok(Vec::new())
     }

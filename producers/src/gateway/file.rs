@@ -7,9 +7,7 @@ use std::fmt;
 use std::path::Path;
 
 use chaoseater_schemas::events::RunRequested;
-use chaoseater_schemas::experiment::{
-    ExperimentSpec, Layer, RollbackConfig, RollbackStrategy, RunMode,
-};
+use chaoseater_schemas::experiment::{ExperimentSpec, Layer, RollbackConfig, RollbackStrategy, RunMode};
 use chaoseater_schemas::faults;
 use chaoseater_schemas::ids::{RegionName, RunId, TimestampMs};
 use serde::Deserialize;
@@ -146,13 +144,10 @@ pub fn parse_experiments(
         field: field.map(str::to_owned),
         message,
     };
-    let parsed: ExperimentFile = serde_yaml::from_str(text)
-        .map_err(|e| whole(None, format!("not a valid experiment file: {e}")))?;
+    let parsed: ExperimentFile =
+        serde_yaml::from_str(text).map_err(|e| whole(None, format!("not a valid experiment file: {e}")))?;
     if parsed.experiments.is_empty() {
-        return Err(whole(
-            Some("experiments"),
-            "the list is empty: nothing to run".into(),
-        ));
+        return Err(whole(Some("experiments"), "the list is empty: nothing to run".into()));
     }
     let mut names = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(parsed.experiments.len());
@@ -166,10 +161,7 @@ pub fn parse_experiments(
         };
         let request = build(&entry, &parsed.run, overrides, requested_by, now, &at)?;
         if !names.insert(request.experiment.name.clone()) {
-            return Err(at(
-                "name",
-                "another experiment in this file has the same name".into(),
-            ));
+            return Err(at("name", "another experiment in this file has the same name".into()));
         }
         out.push(request);
     }
@@ -188,36 +180,19 @@ fn build(
         Some(name) if !name.is_empty() => name.to_owned(),
         _ => return Err(at("name", "missing: every experiment needs a name".into())),
     };
-    let layer_text = entry.layer.as_deref().ok_or_else(|| {
-        at(
-            "layer",
-            "missing: one of data, model, infrastructure".into(),
-        )
-    })?;
-    let layer = Layer::parse(layer_text).ok_or_else(|| {
-        at(
-            "layer",
-            format!("unknown layer {layer_text:?}; one of data, model, infrastructure"),
-        )
-    })?;
+    let layer_text =
+        entry.layer.as_deref().ok_or_else(|| at("layer", "missing: one of data, model, infrastructure".into()))?;
+    let layer = Layer::parse(layer_text)
+        .ok_or_else(|| at("layer", format!("unknown layer {layer_text:?}; one of data, model, infrastructure")))?;
     let fault_type = entry.fault_type.as_deref().ok_or_else(|| {
-        at(
-            "fault_type",
-            format!(
-                "missing; for layer {layer}: {}",
-                faults::fault_types(layer).join(", ")
-            ),
-        )
+        at("fault_type", format!("missing; for layer {layer}: {}", faults::fault_types(layer).join(", ")))
     })?;
     let params = match &entry.parameters {
         None | Some(serde_yaml::Value::Null) => serde_json::Map::new(),
         Some(value) => match serde_json::to_value(value) {
             Ok(serde_json::Value::Object(map)) => map,
             _ => {
-                return Err(at(
-                    "parameters",
-                    "must be a mapping of parameter names to values".into(),
-                ));
+                return Err(at("parameters", "must be a mapping of parameter names to values".into()));
             }
         },
     };
@@ -234,60 +209,36 @@ fn build(
 
     // Precedence: command line, then the experiment, then the file.
     let run = &entry.run;
-    let regions: Vec<String> =
-        pick(&overrides.regions, &run.regions, &file_run.regions).unwrap_or_default();
+    let regions: Vec<String> = pick(&overrides.regions, &run.regions, &file_run.regions).unwrap_or_default();
     let mut region_names = Vec::with_capacity(regions.len());
     for region in regions {
         let region = region.trim().to_owned();
         if region.is_empty() || region.contains(char::is_whitespace) {
             return Err(at("regions", format!("invalid region name {region:?}")));
         }
-        if region_names
-            .iter()
-            .any(|r: &RegionName| r.as_str() == region)
-        {
+        if region_names.iter().any(|r: &RegionName| r.as_str() == region) {
             return Err(at("regions", format!("region {region:?} is listed twice")));
         }
         region_names.push(RegionName::new(region));
     }
-    let mode_text =
-        pick(&overrides.mode, &run.mode, &file_run.mode).unwrap_or_else(|| "parallel".into());
+    let mode_text = pick(&overrides.mode, &run.mode, &file_run.mode).unwrap_or_else(|| "parallel".into());
     let mode = match mode_text.as_str() {
         "parallel" => RunMode::Parallel,
         "sequential" => RunMode::Sequential,
         "blast-radius" | "blast_radius" => RunMode::BlastRadius,
         other => {
-            return Err(at(
-                "mode",
-                format!("unknown mode {other:?}; one of parallel, sequential, blast-radius"),
-            ));
+            return Err(at("mode", format!("unknown mode {other:?}; one of parallel, sequential, blast-radius")));
         }
     };
-    let max_concurrent = pick(
-        &overrides.max_concurrent,
-        &run.max_concurrent,
-        &file_run.max_concurrent,
-    )
-    .unwrap_or(3);
+    let max_concurrent = pick(&overrides.max_concurrent, &run.max_concurrent, &file_run.max_concurrent).unwrap_or(3);
     if !(1..=10_000).contains(&max_concurrent) {
-        return Err(at(
-            "max_concurrent",
-            format!("must be in [1, 10000], got {max_concurrent}"),
-        ));
+        return Err(at("max_concurrent", format!("must be in [1, 10000], got {max_concurrent}")));
     }
-    let fail_fast =
-        pick(&overrides.fail_fast, &run.fail_fast, &file_run.fail_fast).unwrap_or(false);
-    let blast = pick(
-        &overrides.blast_radius_percent,
-        &run.blast_radius_percent,
-        &file_run.blast_radius_percent,
-    )
-    .unwrap_or(100.0);
+    let fail_fast = pick(&overrides.fail_fast, &run.fail_fast, &file_run.fail_fast).unwrap_or(false);
+    let blast = pick(&overrides.blast_radius_percent, &run.blast_radius_percent, &file_run.blast_radius_percent)
+        .unwrap_or(100.0);
     if !(blast > 0.0 && blast <= 100.0) {
-        return Err(at(
-            "blast_radius_percent",
-            format!("must be in (0, 100], got {blast}"),
-        ));
+        return Err(at("blast_radius_percent", format!("must be in (0, 100], got {blast}")));
     }
     let min_score = pick(&overrides.min_score, &run.min_score, &file_run.min_score);
     if let Some(score) = min_score
@@ -322,16 +273,12 @@ fn build(
 
 /// The first value set: command line, then experiment, then file.
 fn pick<T: Clone>(flag: &Option<T>, experiment: &Option<T>, file: &Option<T>) -> Option<T> {
-    flag.clone()
-        .or_else(|| experiment.clone())
-        .or_else(|| file.clone())
+    flag.clone().or_else(|| experiment.clone()).or_else(|| file.clone())
 }
 
 /// Seconds as a number, or a string with a unit (ms, s, m, h).
 fn parse_duration(value: Option<&serde_yaml::Value>) -> Result<i64, String> {
-    let value = value.ok_or(
-        "missing: how long the fault lasts, in seconds (e.g. 30) or with a unit (e.g. 1500ms)",
-    )?;
+    let value = value.ok_or("missing: how long the fault lasts, in seconds (e.g. 30) or with a unit (e.g. 1500ms)")?;
     let seconds = match value {
         serde_yaml::Value::Number(n) => n.as_f64().ok_or("not a number")?,
         serde_yaml::Value::String(s) => {
@@ -354,9 +301,7 @@ fn parse_duration(value: Option<&serde_yaml::Value>) -> Result<i64, String> {
                 * scale
         }
         other => {
-            return Err(format!(
-                "must be seconds or a string with a unit, got {other:?}"
-            ));
+            return Err(format!("must be seconds or a string with a unit, got {other:?}"));
         }
     };
     let ms = (seconds * 1000.0).round();
@@ -376,12 +321,7 @@ fn rollback_config(entry: &ExperimentEntry) -> Result<RollbackConfig, (String, S
         .as_ref()
         .and_then(|r| r.strategy.clone())
         .map(|s| ("rollback.strategy", s))
-        .or_else(|| {
-            entry
-                .rollback_strategy
-                .clone()
-                .map(|s| ("rollback_strategy", s))
-        });
+        .or_else(|| entry.rollback_strategy.clone().map(|s| ("rollback_strategy", s)));
     if let Some((field, text)) = strategy_text {
         if text != "auto" {
             config.strategy = RollbackStrategy::parse(&text).ok_or_else(|| {
@@ -398,46 +338,31 @@ fn rollback_config(entry: &ExperimentEntry) -> Result<RollbackConfig, (String, S
     let err = |field: &str, message: String| (format!("rollback.{field}"), message);
     if let Some(v) = r.timeout_seconds {
         if !(1..=86_400).contains(&v) {
-            return Err(err(
-                "timeout_seconds",
-                format!("must be in [1, 86400], got {v}"),
-            ));
+            return Err(err("timeout_seconds", format!("must be in [1, 86400], got {v}")));
         }
         config.timeout_seconds = v;
     }
     if let Some(v) = r.health_check_interval {
         if !(v > 0.0 && v <= 3600.0) {
-            return Err(err(
-                "health_check_interval",
-                format!("must be in (0, 3600] seconds, got {v}"),
-            ));
+            return Err(err("health_check_interval", format!("must be in (0, 3600] seconds, got {v}")));
         }
         config.health_check_interval_s = v;
     }
     if let Some(v) = r.failure_threshold {
         if !(0.0..=1.0).contains(&v) {
-            return Err(err(
-                "failure_threshold",
-                format!("must be in [0, 1], got {v}"),
-            ));
+            return Err(err("failure_threshold", format!("must be in [0, 1], got {v}")));
         }
         config.failure_threshold = v;
     }
     if let Some(v) = r.canary_percentage {
         if !(v > 0.0 && v < 100.0) {
-            return Err(err(
-                "canary_percentage",
-                format!("must be in (0, 100), got {v}"),
-            ));
+            return Err(err("canary_percentage", format!("must be in (0, 100), got {v}")));
         }
         config.canary_percentage = v;
     }
     if let Some(v) = r.gradual_steps {
         if !(1..=100).contains(&v) {
-            return Err(err(
-                "gradual_steps",
-                format!("must be in [1, 100], got {v}"),
-            ));
+            return Err(err("gradual_steps", format!("must be in [1, 100], got {v}")));
         }
         config.gradual_steps = v as i32;
     }

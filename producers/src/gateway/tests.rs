@@ -4,13 +4,7 @@ use chaoseater_schemas::ids::TimestampMs;
 use super::*;
 
 fn parse(text: &str) -> Result<Vec<chaoseater_schemas::events::RunRequested>, GatewayError> {
-    parse_experiments(
-        "exp.yaml",
-        text,
-        &RunOverrides::default(),
-        "tester",
-        TimestampMs(1),
-    )
+    parse_experiments("exp.yaml", text, &RunOverrides::default(), "tester", TimestampMs(1))
 }
 
 const PYTHON_TOOL_FILE: &str = r#"
@@ -41,20 +35,11 @@ fn reads_the_python_tools_format() {
     assert_eq!(first.rollback.strategy, RollbackStrategy::Immediate);
     let second = &runs[1];
     assert_eq!(second.experiment.duration_ms, 1_500);
-    assert_eq!(
-        second.experiment.parameters["latency_ms"],
-        ParamValue::Int(100)
-    );
-    assert_eq!(
-        second.experiment.rollback.strategy,
-        RollbackStrategy::Gradual
-    );
+    assert_eq!(second.experiment.parameters["latency_ms"], ParamValue::Int(100));
+    assert_eq!(second.experiment.rollback.strategy, RollbackStrategy::Gradual);
     assert_eq!(second.mode, RunMode::Parallel);
     assert_ne!(runs[0].run_id, runs[1].run_id);
-    assert_eq!(
-        runs[0].event_id,
-        chaoseater_schemas::events::RunRequested::id_for(&runs[0].run_id)
-    );
+    assert_eq!(runs[0].event_id, chaoseater_schemas::events::RunRequested::id_for(&runs[0].run_id));
 }
 
 #[test]
@@ -84,11 +69,8 @@ experiments:
     assert_eq!(run.experiment.rollback.timeout_seconds, 300);
     assert_eq!(run.experiment.tags["team"], "ml");
 
-    let overrides = RunOverrides {
-        mode: Some("parallel".into()),
-        regions: Some(vec!["ap".into()]),
-        ..Default::default()
-    };
+    let overrides =
+        RunOverrides { mode: Some("parallel".into()), regions: Some(vec!["ap".into()]), ..Default::default() };
     let runs = parse_experiments("f", text, &overrides, "t", TimestampMs(1)).unwrap();
     assert_eq!(runs[0].mode, RunMode::Parallel);
     assert_eq!(runs[0].regions[0].as_str(), "ap");
@@ -100,13 +82,8 @@ fn error_of(text: &str) -> String {
 
 #[test]
 fn errors_name_the_file_experiment_and_field() {
-    let err = error_of(
-        "experiments:\n  - {name: x, layer: data, fault_type: data_explosion, duration: 1}\n",
-    );
-    assert!(
-        err.starts_with("exp.yaml: experiment 1 (\"x\"): field fault_type: unknown fault_type"),
-        "{err}"
-    );
+    let err = error_of("experiments:\n  - {name: x, layer: data, fault_type: data_explosion, duration: 1}\n");
+    assert!(err.starts_with("exp.yaml: experiment 1 (\"x\"): field fault_type: unknown fault_type"), "{err}");
 
     let err = error_of(
         "experiments:\n  - {name: x, layer: infrastructure, fault_type: packet_loss, duration: 1, parameters: {loss_rate: 1.5}}\n",
@@ -120,20 +97,14 @@ fn errors_name_the_file_experiment_and_field() {
     assert!(err.contains("field duration: missing"), "{err}");
 
     let err = error_of("experiments:\n  - {name: x, layer: model\n");
-    assert!(
-        err.starts_with("exp.yaml: not a valid experiment file"),
-        "{err}"
-    );
+    assert!(err.starts_with("exp.yaml: not a valid experiment file"), "{err}");
     assert!(err.contains("line"), "{err}");
 
-    let err = error_of(
-        "experiments:\n  - {name: x, layer: model, fault_type: model_drift, duration: 1, colour: red}\n",
-    );
+    let err =
+        error_of("experiments:\n  - {name: x, layer: model, fault_type: model_drift, duration: 1, colour: red}\n");
     assert!(err.contains("unknown field `colour`"), "{err}");
 
-    let err = error_of(
-        "experiments:\n  - {name: x, layer: model, fault_type: model_drift, duration: -1}\n",
-    );
+    let err = error_of("experiments:\n  - {name: x, layer: model, fault_type: model_drift, duration: -1}\n");
     assert!(err.contains("field duration: must be positive"), "{err}");
 
     let err = error_of(

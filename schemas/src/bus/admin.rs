@@ -20,10 +20,7 @@ pub enum TopicOutcome {
 }
 
 /// Creates the topics that are missing; existing ones are left as they are.
-pub async fn ensure_topics(
-    ctx: &BusContext,
-    roles: &[Topic],
-) -> Result<Vec<(String, TopicOutcome)>> {
+pub async fn ensure_topics(ctx: &BusContext, roles: &[Topic]) -> Result<Vec<(String, TopicOutcome)>> {
     let admin: AdminClient<DefaultClientContext> = ctx.client_config().create()?;
     let names: Vec<String> = roles.iter().map(|&role| ctx.topics.name(role)).collect();
     let new_topics: Vec<NewTopic<'_>> = roles
@@ -31,11 +28,7 @@ pub async fn ensure_topics(
         .zip(&names)
         .map(|(role, name)| {
             let topic = NewTopic::new(name, role.partitions(), TopicReplication::Fixed(1));
-            if role.compacted() {
-                topic.set("cleanup.policy", "compact")
-            } else {
-                topic
-            }
+            if role.compacted() { topic.set("cleanup.policy", "compact") } else { topic }
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
@@ -44,13 +37,9 @@ pub async fn ensure_topics(
     for result in results {
         match result {
             Ok(name) => out.push((name, TopicOutcome::Created)),
-            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                out.push((name, TopicOutcome::AlreadyExisted))
-            }
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => out.push((name, TopicOutcome::AlreadyExisted)),
             Err((name, code)) => {
-                return Err(Error::Invalid(format!(
-                    "cannot create topic {name}: {code}"
-                )));
+                return Err(Error::Invalid(format!("cannot create topic {name}: {code}")));
             }
         }
     }
@@ -60,15 +49,11 @@ pub async fn ensure_topics(
 /// Every topic on the broker with its partition count, sorted by name.
 pub async fn list_topics(ctx: &BusContext) -> Result<Vec<(String, usize)>> {
     let consumer: BaseConsumer = ctx.client_config().create()?;
-    let metadata =
-        tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, Duration::from_secs(10)))
-            .await
-            .map_err(|e| Error::Invalid(format!("metadata task failed: {e}")))??;
-    let mut topics: Vec<(String, usize)> = metadata
-        .topics()
-        .iter()
-        .map(|t| (t.name().to_owned(), t.partitions().len()))
-        .collect();
+    let metadata = tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, Duration::from_secs(10)))
+        .await
+        .map_err(|e| Error::Invalid(format!("metadata task failed: {e}")))??;
+    let mut topics: Vec<(String, usize)> =
+        metadata.topics().iter().map(|t| (t.name().to_owned(), t.partitions().len())).collect();
     topics.sort();
     Ok(topics)
 }

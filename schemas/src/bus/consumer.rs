@@ -2,13 +2,15 @@
 //! (a processor's state store, or the end of the log for a live `tail`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use tracing::warn;
 
 use super::BusContext;
 use crate::error::{Error, Result};
@@ -38,14 +40,7 @@ impl Received {
         let headers = message
             .headers()
             .map(|hdrs| {
-                hdrs.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                        )
-                    })
-                    .collect()
+                hdrs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()
             })
             .unwrap_or_default();
         Self {
@@ -64,12 +59,33 @@ pub type Positions = HashMap<(String, i32), i64>;
 
 /// A consumer of every partition of some topics.
 pub struct EventConsumer {
-    inner: Arc<StreamConsumer>,
+    config: ClientConfig,
+    partitions: Vec<(String, i32)>,
+    default: StartFrom,
+    /// The librdkafka consumer; replaced when a resumed partition has to be re-read (see `check_resumed`).
+    /// std Mutex: held only to clone or swap the Arc, never across an await.
+    inner: Mutex<Arc<StreamConsumer>>,
+    /// Next offset per partition, and partitions resumed at a stored position whose first record has not
+    /// arrived yet. std Mutex, for the same reason.
+    tracking: Mutex<Tracking>,
+}
+
+#[derive(Debug, Default)]
+struct Tracking {
+    next: Positions,
+    resuming: HashMap<(String, i32), Resume>,
+}
+
+/// A partition resumed at `position`; `from_beginning` once it is being re-read from the log start.
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    position: i64,
+    from_beginning: bool,
 }
 
 impl std::fmt::Debug for EventConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventConsumer").finish_non_exhaustive()
+        f.debug_struct("EventConsumer").field("partitions", &self.partitions.len()).finish_non_exhaustive()
     }
 }
 
@@ -99,41 +115,114 @@ impl EventConsumer {
                     StartFrom::End => "latest",
                 },
             );
-        let consumer: Arc<StreamConsumer> = Arc::new(config.create()?);
-        let mut assignment = TopicPartitionList::new();
+        let probe: Arc<StreamConsumer> = Arc::new(config.create()?);
+        let mut partitions = Vec::new();
+        let mut tracking = Tracking::default();
         for &topic in topics {
-            let partitions = partitions_of(&consumer, topic).await?;
-            for partition in partitions {
-                let offset = match positions.get(&(topic.to_owned(), partition)) {
-                    Some(&next) => Offset::Offset(next),
-                    None if default == StartFrom::Beginning => Offset::Beginning,
-                    None => Offset::End,
-                };
-                assignment.add_partition_offset(topic, partition, offset)?;
+            for partition in partitions_of(&probe, topic).await? {
+                let key = (topic.to_owned(), partition);
+                if let Some(&next) = positions.get(&key) {
+                    tracking.next.insert(key.clone(), next);
+                    if next > 0 {
+                        tracking.resuming.insert(key.clone(), Resume { position: next, from_beginning: false });
+                    }
+                }
+                partitions.push(key);
             }
         }
+        let this =
+            Self { config, partitions, default, inner: Mutex::new(Arc::clone(&probe)), tracking: Mutex::new(tracking) };
+        this.assign_to(&probe)?;
+        Ok(this)
+    }
+
+    /// Assigns every partition to `consumer` at its tracked position.
+    fn assign_to(&self, consumer: &StreamConsumer) -> Result<()> {
+        let tracking = lock(&self.tracking);
+        let mut assignment = TopicPartitionList::new();
+        for key in &self.partitions {
+            let offset = match (tracking.resuming.get(key), tracking.next.get(key)) {
+                (Some(resume), _) if resume.from_beginning => Offset::Beginning,
+                (_, Some(&next)) => Offset::Offset(next),
+                (_, None) if self.default == StartFrom::Beginning => Offset::Beginning,
+                (_, None) => Offset::End,
+            };
+            assignment.add_partition_offset(&key.0, key.1, offset)?;
+        }
         consumer.assign(&assignment)?;
-        Ok(Self { inner: consumer })
+        Ok(())
     }
 
     /// Waits up to `wait` for a first message, then takes whatever else is ready, up to `max` messages.
     /// Returns an empty batch when nothing arrived in time.
     pub async fn next_batch(&self, max: usize, wait: Duration) -> Result<Vec<Received>> {
+        let consumer = Arc::clone(&lock(&self.inner));
         let mut batch = Vec::new();
-        let first = match tokio::time::timeout(wait, self.inner.recv()).await {
+        let first = match tokio::time::timeout(wait, consumer.recv()).await {
             Err(_elapsed) => return Ok(batch),
             Ok(message) => message?,
         };
         batch.push(Received::from_message(&first));
         drop(first);
         while batch.len() < max {
-            match self.inner.recv().now_or_never() {
+            match consumer.recv().now_or_never() {
                 Some(message) => batch.push(Received::from_message(&message?)),
                 None => break,
             }
         }
-        Ok(batch)
+        self.check_resumed(batch)
     }
+
+    /// Makes sure a resumed partition really starts at its stored position.
+    ///
+    /// Kafka answers a fetch at offset P with the record batch that contains P, and librdkafka drops the
+    /// records before P. Tansu 0.6 answers with the first batch that starts at or after P instead, which
+    /// silently skips the rest of P's batch. When the first record of a resumed partition lies beyond P,
+    /// the partition is re-read from the start of the log on a fresh consumer (so nothing fetched before
+    /// can still arrive) and records before P are dropped here. On Kafka this triggers only where offsets
+    /// legitimately have gaps (compaction, transaction markers), at the cost of one re-read.
+    fn check_resumed(&self, batch: Vec<Received>) -> Result<Vec<Received>> {
+        let mut rebuild = false;
+        let mut kept = Vec::with_capacity(batch.len());
+        {
+            let mut tracking = lock(&self.tracking);
+            for message in batch {
+                let key = (message.topic.clone(), message.partition);
+                if let Some(resume) = tracking.resuming.get(&key).copied() {
+                    if message.offset < resume.position {
+                        continue;
+                    }
+                    if message.offset > resume.position && !resume.from_beginning {
+                        warn!(
+                            topic = %message.topic,
+                            partition = message.partition,
+                            position = resume.position,
+                            first_offset = message.offset,
+                            "Broker skipped records after the stored position; re-reading the partition."
+                        );
+                        tracking.resuming.insert(key, Resume { from_beginning: true, ..resume });
+                        rebuild = true;
+                        break;
+                    }
+                    tracking.resuming.remove(&key);
+                }
+                tracking.next.insert(key, message.offset + 1);
+                kept.push(message);
+            }
+        }
+        if rebuild {
+            // The messages kept so far are returned; everything else is fetched again from the tracked
+            // positions by a new consumer.
+            let fresh: Arc<StreamConsumer> = Arc::new(self.config.create()?);
+            self.assign_to(&fresh)?;
+            *lock(&self.inner) = fresh;
+        }
+        Ok(kept)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The partitions of a topic, from broker metadata. A missing topic is an error that says what to do.
@@ -141,10 +230,9 @@ async fn partitions_of(consumer: &Arc<StreamConsumer>, topic: &str) -> Result<Ve
     let consumer = Arc::clone(consumer);
     let name = topic.to_owned();
     // fetch_metadata blocks on the network; keep it off the async workers.
-    let metadata =
-        tokio::task::spawn_blocking(move || consumer.fetch_metadata(Some(&name), METADATA_TIMEOUT))
-            .await
-            .map_err(|e| Error::Invalid(format!("metadata task failed: {e}")))??;
+    let metadata = tokio::task::spawn_blocking(move || consumer.fetch_metadata(Some(&name), METADATA_TIMEOUT))
+        .await
+        .map_err(|e| Error::Invalid(format!("metadata task failed: {e}")))??;
     let found = metadata.topics().iter().find(|t| t.name() == topic);
     match found {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => {

@@ -24,12 +24,7 @@ pub struct BusContext {
 impl BusContext {
     /// A context for `brokers` with no extra properties and the default codec.
     pub fn new(brokers: impl Into<String>, codec: Codec) -> Self {
-        Self {
-            brokers: brokers.into(),
-            properties: BTreeMap::new(),
-            codec,
-            topics: TopicNames::default(),
-        }
+        Self { brokers: brokers.into(), properties: BTreeMap::new(), codec, topics: TopicNames::default() }
     }
 
     /// A librdkafka configuration with the bootstrap servers and the pass-through properties.

@@ -23,9 +23,7 @@ pub struct EmbeddedBroker {
 
 impl std::fmt::Debug for EmbeddedBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedBroker")
-            .field("bootstrap", &self.cluster.bootstrap_servers())
-            .finish()
+        f.debug_struct("EmbeddedBroker").field("bootstrap", &self.cluster.bootstrap_servers()).finish()
     }
 }
 
@@ -37,19 +35,12 @@ impl EmbeddedBroker {
         for role in Topic::ALL {
             cluster.create_topic(&names.name(role), role.partitions(), 1)?;
         }
-        std::fs::create_dir_all(state_dir).map_err(|source| Error::Io {
-            path: state_dir.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(state_dir)
+            .map_err(|source| Error::Io { path: state_dir.display().to_string(), source })?;
         let address_file = state_dir.join(ADDRESS_FILE);
-        std::fs::write(&address_file, cluster.bootstrap_servers()).map_err(|source| Error::Io {
-            path: address_file.display().to_string(),
-            source,
-        })?;
-        Ok(Self {
-            cluster,
-            address_file,
-        })
+        std::fs::write(&address_file, cluster.bootstrap_servers())
+            .map_err(|source| Error::Io { path: address_file.display().to_string(), source })?;
+        Ok(Self { cluster, address_file })
     }
 
     /// The bootstrap address clients connect to.

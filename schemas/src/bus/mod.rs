@@ -21,8 +21,6 @@ pub mod state;
 pub use consumer::{EventConsumer, Received, StartFrom};
 pub use context::BusContext;
 pub use embedded::EmbeddedBroker;
-pub use processor::{
-    Origin, Processor, ProcessorRunner, Rejection, RunnerOptions, RunnerStats, StateView,
-};
+pub use processor::{Origin, Processor, ProcessorRunner, Rejection, RunnerOptions, StateView};
 pub use producer::EventProducer;
-pub use state::StateStore;
+pub use state::{RunnerStats, StateStore};

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use super::BusContext;
 use super::consumer::{EventConsumer, Received, StartFrom};
 use super::producer::{EventProducer, RawMessage};
-use super::state::{Commit, OutboxEntry, StateStore};
+use super::state::{Commit, OutboxEntry, RunnerStats, StateStore};
 use crate::error::Result;
 use crate::events::Event;
 use crate::topics::{Topic, headers};
@@ -43,12 +43,7 @@ pub trait Processor: Send {
     fn topics(&self) -> Vec<Topic>;
 
     /// Applies one event. Returns the events to publish, or a rejection that sends the event to the DLQ.
-    fn apply(
-        &mut self,
-        event: &Event,
-        origin: &Origin,
-        state: &mut StateView<'_>,
-    ) -> Result<Vec<Event>, Rejection>;
+    fn apply(&mut self, event: &Event, origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection>;
 
     /// Called after each committed batch, with the store as committed. Defaults to nothing.
     fn on_commit(&mut self, _store: &StateStore) {}
@@ -99,21 +94,8 @@ pub struct RunnerOptions {
 
 impl Default for RunnerOptions {
     fn default() -> Self {
-        Self {
-            batch_max: 1_000,
-            poll_wait: Duration::from_millis(200),
-            start_from: StartFrom::Beginning,
-        }
+        Self { batch_max: 1_000, poll_wait: Duration::from_millis(200), start_from: StartFrom::Beginning }
     }
-}
-
-/// What a run of the loop did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunnerStats {
-    pub applied: u64,
-    pub duplicates_dropped: u64,
-    pub dead_lettered: u64,
-    pub published: u64,
 }
 
 /// Runs one processor against the bus.
@@ -128,20 +110,9 @@ pub struct ProcessorRunner<P> {
 
 impl<P: Processor> ProcessorRunner<P> {
     /// A runner for `processor` with its state in `store`.
-    pub fn new(
-        ctx: BusContext,
-        processor: P,
-        store: StateStore,
-        options: RunnerOptions,
-    ) -> Result<Self> {
+    pub fn new(ctx: BusContext, processor: P, store: StateStore, options: RunnerOptions) -> Result<Self> {
         let producer = EventProducer::new(&ctx)?;
-        Ok(Self {
-            ctx,
-            processor,
-            store,
-            producer,
-            options,
-        })
+        Ok(Self { ctx, processor, store, producer, options })
     }
 
     /// The state store, for readers of the processor's view.
@@ -156,12 +127,7 @@ impl<P: Processor> ProcessorRunner<P> {
         stats.published += self.drain_outbox().await?;
         let positions = self.store.positions()?;
         let name = self.processor.name();
-        let topics: Vec<String> = self
-            .processor
-            .topics()
-            .into_iter()
-            .map(|t| self.ctx.topics.name(t))
-            .collect();
+        let topics: Vec<String> = self.processor.topics().into_iter().map(|t| self.ctx.topics.name(t)).collect();
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         let consumer = EventConsumer::assign(
             &self.ctx,
@@ -185,40 +151,24 @@ impl<P: Processor> ProcessorRunner<P> {
             self.process(batch, &mut stats).await?;
         }
         self.store.flush()?;
-        info!(
-            processor = name,
-            applied = stats.applied,
-            dead_lettered = stats.dead_lettered,
-            "Processor stopped."
-        );
+        info!(processor = name, applied = stats.applied, dead_lettered = stats.dead_lettered, "Processor stopped.");
         Ok(stats)
     }
 
-    async fn process(&mut self, batch: Vec<Received>, stats: &mut RunnerStats) -> Result<()> {
+    async fn process(&mut self, batch: Vec<Received>, total: &mut RunnerStats) -> Result<()> {
         let codec = self.ctx.codec.clone();
         let mut commit = Commit::default();
+        let stats = &mut commit.stats;
         let mut dead = Vec::new();
         let mut seen_in_batch = std::collections::HashSet::new();
         for message in batch {
-            commit.offsets.insert(
-                (message.topic.clone(), message.partition),
-                message.offset + 1,
-            );
-            let origin = Origin {
-                topic: message.topic.clone(),
-                partition: message.partition,
-                offset: message.offset,
-            };
+            commit.offsets.insert((message.topic.clone(), message.partition), message.offset + 1);
+            let origin = Origin { topic: message.topic.clone(), partition: message.partition, offset: message.offset };
             let event = match codec.decode(message.payload.as_deref().unwrap_or_default()) {
                 Ok(event) => event,
                 Err(err) => {
                     warn!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, error = %err, "Dead-lettered an undecodable message.");
-                    dead.push(dead_letter(
-                        &self.ctx,
-                        &message,
-                        &err.to_string(),
-                        self.processor.name(),
-                    ));
+                    dead.push(dead_letter(&self.ctx, &message, &err.to_string(), self.processor.name()));
                     continue;
                 }
             };
@@ -228,10 +178,7 @@ impl<P: Processor> ProcessorRunner<P> {
                 stats.duplicates_dropped += 1;
                 continue;
             }
-            let mut view = StateView {
-                store: &self.store,
-                pending: &mut commit.state,
-            };
+            let mut view = StateView { store: &self.store, pending: &mut commit.state };
             match self.processor.apply(&event, &origin, &mut view) {
                 Ok(outputs) => {
                     for output in outputs {
@@ -249,25 +196,24 @@ impl<P: Processor> ProcessorRunner<P> {
                 }
                 Err(Rejection(reason)) => {
                     warn!(topic = %origin.topic, offset = origin.offset, event_id = %id, %reason, "Dead-lettered an invalid event.");
-                    dead.push(dead_letter(
-                        &self.ctx,
-                        &message,
-                        &reason,
-                        self.processor.name(),
-                    ));
+                    dead.push(dead_letter(&self.ctx, &message, &reason, self.processor.name()));
                 }
             }
         }
         // Dead letters are acknowledged before the offsets move past them, so none can be lost.
         if !dead.is_empty() {
             self.producer.publish_raw(&dead).await?;
-            stats.dead_lettered += dead.len() as u64;
+            commit.stats.dead_lettered += dead.len() as u64;
         }
         let has_outbox = !commit.outbox.is_empty();
+        let batch_stats = commit.stats;
         self.store.commit(commit)?;
         self.processor.on_commit(&self.store);
+        total.applied += batch_stats.applied;
+        total.duplicates_dropped += batch_stats.duplicates_dropped;
+        total.dead_lettered += batch_stats.dead_lettered;
         if has_outbox {
-            stats.published += self.drain_outbox().await?;
+            total.published += self.drain_outbox().await?;
         }
         Ok(())
     }
@@ -285,14 +231,8 @@ impl<P: Processor> ProcessorRunner<P> {
                 key: Some(entry.key.clone()),
                 payload: entry.payload.clone(),
                 headers: vec![
-                    (
-                        headers::EVENT_TYPE.to_owned(),
-                        entry.event_type.clone().into_bytes(),
-                    ),
-                    (
-                        headers::EVENT_ID.to_owned(),
-                        entry.event_id.clone().into_bytes(),
-                    ),
+                    (headers::EVENT_TYPE.to_owned(), entry.event_type.clone().into_bytes()),
+                    (headers::EVENT_ID.to_owned(), entry.event_id.clone().into_bytes()),
                 ],
             })
             .collect();
@@ -304,30 +244,13 @@ impl<P: Processor> ProcessorRunner<P> {
 }
 
 /// The DLQ copy of a message: same key and bytes, headers naming the error and the origin.
-pub fn dead_letter(
-    ctx: &BusContext,
-    message: &Received,
-    error: &str,
-    consumer: &str,
-) -> RawMessage {
+pub fn dead_letter(ctx: &BusContext, message: &Received, error: &str, consumer: &str) -> RawMessage {
     let mut hdrs = message.headers.clone();
     hdrs.push((headers::DLQ_ERROR.to_owned(), error.as_bytes().to_vec()));
-    hdrs.push((
-        headers::DLQ_TOPIC.to_owned(),
-        message.topic.clone().into_bytes(),
-    ));
-    hdrs.push((
-        headers::DLQ_PARTITION.to_owned(),
-        message.partition.to_string().into_bytes(),
-    ));
-    hdrs.push((
-        headers::DLQ_OFFSET.to_owned(),
-        message.offset.to_string().into_bytes(),
-    ));
-    hdrs.push((
-        headers::DLQ_CONSUMER.to_owned(),
-        consumer.as_bytes().to_vec(),
-    ));
+    hdrs.push((headers::DLQ_TOPIC.to_owned(), message.topic.clone().into_bytes()));
+    hdrs.push((headers::DLQ_PARTITION.to_owned(), message.partition.to_string().into_bytes()));
+    hdrs.push((headers::DLQ_OFFSET.to_owned(), message.offset.to_string().into_bytes()));
+    hdrs.push((headers::DLQ_CONSUMER.to_owned(), consumer.as_bytes().to_vec()));
     RawMessage {
         topic: ctx.topics.name(Topic::Dlq),
         key: message.key.clone(),

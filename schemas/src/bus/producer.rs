@@ -53,11 +53,7 @@ impl EventProducer {
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "200000")
             .set("message.timeout.ms", "60000");
-        Ok(Self {
-            inner: config.create()?,
-            codec: ctx.codec.clone(),
-            topics: ctx.topics.clone(),
-        })
+        Ok(Self { inner: config.create()?, codec: ctx.codec.clone(), topics: ctx.topics.clone() })
     }
 
     /// The codec events are encoded with.
@@ -90,20 +86,9 @@ impl EventProducer {
         for message in messages {
             let mut hdrs = OwnedHeaders::new_with_capacity(message.headers.len());
             for (key, value) in &message.headers {
-                hdrs = hdrs.insert(Header {
-                    key,
-                    value: Some(value),
-                });
+                hdrs = hdrs.insert(Header { key, value: Some(value) });
             }
-            pending.push(
-                self.enqueue(
-                    &message.topic,
-                    message.key.as_deref(),
-                    &message.payload,
-                    hdrs,
-                )
-                .await?,
-            );
+            pending.push(self.enqueue(&message.topic, message.key.as_deref(), &message.payload, hdrs).await?);
         }
         let mut out = Vec::with_capacity(pending.len());
         for future in pending {
@@ -116,21 +101,9 @@ impl EventProducer {
     pub async fn enqueue_event(&self, event: &Event) -> Result<DeliveryFuture> {
         let payload = self.codec.encode(event)?;
         let hdrs = OwnedHeaders::new_with_capacity(2)
-            .insert(Header {
-                key: headers::EVENT_TYPE,
-                value: Some(event.kind().name()),
-            })
-            .insert(Header {
-                key: headers::EVENT_ID,
-                value: Some(event.event_id().as_str()),
-            });
-        self.enqueue(
-            &self.topics.name(event.topic()),
-            Some(event.key().as_bytes()),
-            &payload,
-            hdrs,
-        )
-        .await
+            .insert(Header { key: headers::EVENT_TYPE, value: Some(event.kind().name()) })
+            .insert(Header { key: headers::EVENT_ID, value: Some(event.event_id().as_str()) });
+        self.enqueue(&self.topics.name(event.topic()), Some(event.key().as_bytes()), &payload, hdrs).await
     }
 
     async fn enqueue(
@@ -140,9 +113,7 @@ impl EventProducer {
         payload: &[u8],
         hdrs: OwnedHeaders,
     ) -> Result<DeliveryFuture> {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-            .payload(payload)
-            .headers(hdrs);
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload).headers(hdrs);
         if let Some(key) = key {
             record = record.key(key);
         }
@@ -167,10 +138,7 @@ impl EventProducer {
 
 async fn wait(future: DeliveryFuture) -> Result<Delivered> {
     match future.await {
-        Ok(Ok(delivery)) => Ok(Delivered {
-            partition: delivery.partition,
-            offset: delivery.offset,
-        }),
+        Ok(Ok(delivery)) => Ok(Delivered { partition: delivery.partition, offset: delivery.offset }),
         Ok(Err((err, _))) => Err(err.into()),
         Err(_canceled) => Err(Error::Kafka(KafkaError::Canceled)),
     }

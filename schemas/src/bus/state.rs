@@ -24,13 +24,9 @@ pub struct OutboxEntry {
 impl OutboxEntry {
     fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.payload.len() + 128);
-        for field in [
-            self.topic.as_bytes(),
-            &self.key,
-            self.event_type.as_bytes(),
-            self.event_id.as_bytes(),
-            &self.payload,
-        ] {
+        for field in
+            [self.topic.as_bytes(), &self.key, self.event_type.as_bytes(), self.event_id.as_bytes(), &self.payload]
+        {
             out.extend_from_slice(&(field.len() as u32).to_be_bytes());
             out.extend_from_slice(field);
         }
@@ -54,6 +50,31 @@ impl OutboxEntry {
     }
 }
 
+/// Counts of what a processor did, kept in its store across restarts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunnerStats {
+    /// Events applied to state.
+    pub applied: u64,
+    /// Events dropped because their id was already applied (a redelivery).
+    pub duplicates_dropped: u64,
+    /// Messages sent to the DLQ.
+    pub dead_lettered: u64,
+    /// Outbox events published.
+    pub published: u64,
+}
+
+impl RunnerStats {
+    const NAMES: [&'static str; 4] = ["applied", "duplicates_dropped", "dead_lettered", "published"];
+
+    fn values(&self) -> [u64; 4] {
+        [self.applied, self.duplicates_dropped, self.dead_lettered, self.published]
+    }
+
+    fn from_values(v: [u64; 4]) -> Self {
+        Self { applied: v[0], duplicates_dropped: v[1], dead_lettered: v[2], published: v[3] }
+    }
+}
+
 /// Everything one batch changes, written in one transaction.
 #[derive(Debug, Default)]
 pub struct Commit {
@@ -65,6 +86,8 @@ pub struct Commit {
     pub outbox: Vec<OutboxEntry>,
     /// Ids of the events applied, with when they happened.
     pub applied: Vec<(String, i64)>,
+    /// What the batch did, added to the stored totals.
+    pub stats: RunnerStats,
 }
 
 /// The state store of one component.
@@ -75,24 +98,20 @@ pub struct StateStore {
     offsets: Tree,
     outbox: Tree,
     applied: Tree,
+    meta: Tree,
 }
 
 impl StateStore {
     /// Opens (or creates) the store in `dir`. One process at a time: sled locks the directory.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(Some(200))
-            .open()?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(200)).open()?;
         Ok(Self {
             state: db.open_tree("state")?,
             offsets: db.open_tree("offsets")?,
             outbox: db.open_tree("outbox")?,
             applied: db.open_tree("applied")?,
+            meta: db.open_tree("meta")?,
             db,
         })
     }
@@ -106,10 +125,7 @@ impl StateStore {
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.state
             .scan_prefix(prefix)
-            .map(|item| {
-                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(Error::from)
-            })
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Error::from))
             .collect()
     }
 
@@ -127,6 +143,20 @@ impl StateStore {
         Ok(out)
     }
 
+    /// What the processor did over its whole life (every run, across restarts).
+    pub fn stats(&self) -> Result<RunnerStats> {
+        let mut values = [0u64; 4];
+        for (value, name) in values.iter_mut().zip(RunnerStats::NAMES) {
+            *value = read_u64(self.meta.get(name.as_bytes())?.as_deref());
+        }
+        Ok(RunnerStats::from_values(values))
+    }
+
+    /// How many event ids are recorded as applied.
+    pub fn applied_ids(&self) -> usize {
+        self.applied.len()
+    }
+
     /// Whether an event id was already applied.
     pub fn was_applied(&self, event_id: &str) -> Result<bool> {
         Ok(self.applied.contains_key(event_id.as_bytes())?)
@@ -134,14 +164,10 @@ impl StateStore {
 
     /// Writes a batch's state, offsets, outbox and applied ids in one transaction. Returns the outbox keys.
     pub fn commit(&self, commit: Commit) -> Result<Vec<u64>> {
-        let outbox_keys: Vec<u64> = commit
-            .outbox
-            .iter()
-            .map(|_| self.db.generate_id())
-            .collect::<Result<_, _>>()?;
+        let outbox_keys: Vec<u64> = commit.outbox.iter().map(|_| self.db.generate_id()).collect::<Result<_, _>>()?;
         let result: Result<(), TransactionError<()>> =
-            (&self.state, &self.offsets, &self.outbox, &self.applied).transaction(
-                |(state, offsets, outbox, applied)| {
+            (&self.state, &self.offsets, &self.outbox, &self.applied, &self.meta).transaction(
+                |(state, offsets, outbox, applied, meta)| {
                     for (key, value) in &commit.state {
                         match value {
                             Some(v) => state.insert(key.as_slice(), v.as_slice())?,
@@ -149,8 +175,7 @@ impl StateStore {
                         };
                     }
                     for ((topic, partition), next) in &commit.offsets {
-                        offsets
-                            .insert(encode_partition_key(topic, *partition), &next.to_be_bytes())?;
+                        offsets.insert(encode_partition_key(topic, *partition), &next.to_be_bytes())?;
                     }
                     for (entry, key) in commit.outbox.iter().zip(&outbox_keys) {
                         outbox.insert(&key.to_be_bytes(), entry.to_bytes())?;
@@ -158,15 +183,19 @@ impl StateStore {
                     for (id, at) in &commit.applied {
                         applied.insert(id.as_bytes(), &at.to_be_bytes())?;
                     }
+                    for (name, delta) in RunnerStats::NAMES.iter().zip(commit.stats.values()) {
+                        if delta > 0 {
+                            let total = read_u64(meta.get(name.as_bytes())?.as_deref()) + delta;
+                            meta.insert(name.as_bytes(), &total.to_be_bytes())?;
+                        }
+                    }
                     Ok::<(), ConflictableTransactionError<()>>(())
                 },
             );
         match result {
             Ok(()) => Ok(outbox_keys),
             Err(TransactionError::Storage(e)) => Err(e.into()),
-            Err(TransactionError::Abort(())) => {
-                Err(Error::Invalid("state transaction aborted".into()))
-            }
+            Err(TransactionError::Abort(())) => Err(Error::Invalid("state transaction aborted".into())),
         }
     }
 
@@ -176,8 +205,8 @@ impl StateStore {
         for item in self.outbox.iter() {
             let (key, value) = item?;
             let seq = u64::from_be_bytes(key.as_ref().try_into().unwrap_or([0; 8]));
-            let entry = OutboxEntry::from_bytes(&value)
-                .ok_or_else(|| Error::Invalid(format!("corrupt outbox entry {seq}")))?;
+            let entry =
+                OutboxEntry::from_bytes(&value).ok_or_else(|| Error::Invalid(format!("corrupt outbox entry {seq}")))?;
             out.push((seq, entry));
         }
         Ok(out)
@@ -197,6 +226,10 @@ impl StateStore {
         self.db.flush()?;
         Ok(())
     }
+}
+
+fn read_u64(value: Option<&[u8]>) -> u64 {
+    value.and_then(|v| v.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
 }
 
 fn encode_partition_key(topic: &str, partition: i32) -> Vec<u8> {
@@ -233,6 +266,7 @@ mod tests {
         commit.offsets.insert(("topic.x".into(), 2), 41);
         commit.outbox.push(entry.clone());
         commit.applied.push(("id-1".into(), 7));
+        commit.stats.applied = 1;
         let keys = store.commit(commit).unwrap();
         store.flush().unwrap();
         drop(store);
@@ -242,6 +276,7 @@ mod tests {
         assert_eq!(store.positions().unwrap()[&("topic.x".to_owned(), 2)], 41);
         assert_eq!(store.pending_outbox().unwrap(), vec![(keys[0], entry)]);
         assert!(store.was_applied("id-1").unwrap());
+        assert_eq!(store.stats().unwrap().applied, 1);
         store.remove_outbox(&keys).unwrap();
         assert!(store.pending_outbox().unwrap().is_empty());
     }

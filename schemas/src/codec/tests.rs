@@ -18,12 +18,7 @@ fn every_sample_round_trips() {
     for event in samples::all() {
         let bytes = codec.encode(&event).unwrap();
         assert_eq!(bytes[..2], SINGLE_OBJECT_MAGIC);
-        assert_eq!(
-            codec.decode(&bytes).unwrap(),
-            event,
-            "{}",
-            event.kind().name()
-        );
+        assert_eq!(codec.decode(&bytes).unwrap(), event, "{}", event.kind().name());
     }
 }
 
@@ -44,15 +39,9 @@ fn golden_bytes_for_every_schema() {
             std::fs::write(&path, &bytes).unwrap();
             continue;
         }
-        let golden = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
-        assert_eq!(
-            bytes,
-            golden,
-            "{} encodes differently from {}",
-            kind.name(),
-            path.display()
-        );
+        let golden =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+        assert_eq!(bytes, golden, "{} encodes differently from {}", kind.name(), path.display());
         assert_eq!(codec.decode(&golden).unwrap(), event);
     }
 }
@@ -69,12 +58,7 @@ fn encoder_matches_apache_avro_on_map_free_events() {
             continue;
         }
         let theirs = apache_avro::to_avro_datum(schema, value).unwrap();
-        assert_eq!(
-            codec.encode(&event).unwrap()[10..],
-            theirs[..],
-            "{}",
-            kind.name()
-        );
+        assert_eq!(codec.encode(&event).unwrap()[10..], theirs[..], "{}", kind.name());
     }
 }
 
@@ -110,37 +94,19 @@ fn confluent_framing_round_trips_and_needs_an_id() {
     // A single-object message still decodes with a Confluent codec: the header says which it is.
     let single = Codec::new().unwrap().encode(&event).unwrap();
     assert_eq!(codec.decode(&single).unwrap(), event);
-    let err = codec
-        .encode(&samples::sample(EventKind::RunStarted))
-        .unwrap_err();
+    let err = codec.encode(&samples::sample(EventKind::RunStarted)).unwrap_err();
     assert!(err.to_string().contains("no Confluent schema id"), "{err}");
 }
 
 #[test]
 fn garbage_is_a_decode_error() {
     let codec = codec();
-    for bytes in [
-        &b""[..],
-        b"\x00",
-        b"hello world",
-        b"\xC3\x01\x00\x00\x00\x00\x00\x00\x00\x00\x02",
-    ] {
-        assert!(
-            matches!(codec.decode(bytes), Err(Error::Decode(_))),
-            "{bytes:?}"
-        );
+    for bytes in [&b""[..], b"\x00", b"hello world", b"\xC3\x01\x00\x00\x00\x00\x00\x00\x00\x00\x02"] {
+        assert!(matches!(codec.decode(bytes), Err(Error::Decode(_))), "{bytes:?}");
     }
-    let mut good = codec
-        .encode(&samples::sample(EventKind::RunStarted))
-        .unwrap();
+    let mut good = codec.encode(&samples::sample(EventKind::RunStarted)).unwrap();
     good.push(0);
-    assert!(
-        codec
-            .decode(&good)
-            .unwrap_err()
-            .to_string()
-            .contains("trailing")
-    );
+    assert!(codec.decode(&good).unwrap_err().to_string().contains("trailing"));
 }
 
 const HEALTH_V2: &str = r#"{
@@ -175,10 +141,7 @@ fn old_reader_reads_bytes_of_a_schema_that_gained_an_optional_field() {
     record.put("latency_ms", Value::Union(1, Box::new(Value::Double(2.5))));
     record.put("http_status", Value::Union(1, Box::new(Value::Int(200))));
     record.put("message", Value::Union(0, Box::new(Value::Null)));
-    record.put(
-        "probe_host",
-        Value::Union(1, Box::new(Value::String("p1".into()))),
-    );
+    record.put("probe_host", Value::Union(1, Box::new(Value::String("p1".into()))));
     let mut bytes = SINGLE_OBJECT_MAGIC.to_vec();
     bytes.extend_from_slice(&fp.to_le_bytes());
     bytes.extend(apache_avro::to_avro_datum(&v2, record).unwrap());
@@ -207,55 +170,35 @@ fn new_reader_reads_old_bytes_with_the_default() {
     let (_, v1) = codec.store().current(EventKind::RegionHealthSampled);
     let v2 = apache_avro::Schema::parse_str(HEALTH_V2).unwrap();
     let value = apache_avro::from_avro_datum(v1, &mut &bytes[10..], Some(&v2)).unwrap();
-    let Value::Record(fields) = value else {
-        panic!("not a record")
-    };
-    assert_eq!(
-        fields.last().unwrap(),
-        &(
-            "probe_host".to_owned(),
-            Value::Union(0, Box::new(Value::Null))
-        )
-    );
-    assert_eq!(
-        fields[2],
-        ("region".to_owned(), Value::String("eu-west".into()))
-    );
+    let Value::Record(fields) = value else { panic!("not a record") };
+    assert_eq!(fields.last().unwrap(), &("probe_host".to_owned(), Value::Union(0, Box::new(Value::Null))));
+    assert_eq!(fields[2], ("region".to_owned(), Value::String("eu-west".into())));
 }
 
 #[test]
 fn shipped_writer_schemas_load_from_the_directory() {
     let mut store = SchemaStore::builtin().unwrap();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("avro");
-    assert_eq!(
-        store.add_writer_schemas_from_dir(&dir).unwrap(),
-        EventKind::ALL.len()
-    );
+    assert_eq!(store.add_writer_schemas_from_dir(&dir).unwrap(), EventKind::ALL.len());
 }
 
 fn health_strategy() -> impl Strategy<Value = RegionHealthSampled> {
     (
         "[a-z0-9-]{1,20}",
         any::<i64>(),
-        prop_oneof![
-            Just(HealthStatus::Healthy),
-            Just(HealthStatus::Degraded),
-            Just(HealthStatus::Failed)
-        ],
+        prop_oneof![Just(HealthStatus::Healthy), Just(HealthStatus::Degraded), Just(HealthStatus::Failed)],
         proptest::option::of(any::<f64>().prop_filter("NaN never equals itself", |f| !f.is_nan())),
         proptest::option::of(any::<i32>()),
         proptest::option::of(".{0,40}"),
     )
-        .prop_map(|(region, at, status, latency_ms, http_status, message)| {
-            RegionHealthSampled {
-                event_id: EventId::derive("RegionHealthSampled", &[&region, &at.to_string()]),
-                occurred_at: TimestampMs(at),
-                region: RegionName::new(region),
-                status,
-                latency_ms,
-                http_status,
-                message,
-            }
+        .prop_map(|(region, at, status, latency_ms, http_status, message)| RegionHealthSampled {
+            event_id: EventId::derive("RegionHealthSampled", &[&region, &at.to_string()]),
+            occurred_at: TimestampMs(at),
+            region: RegionName::new(region),
+            status,
+            latency_ms,
+            http_status,
+            message,
         })
 }
 

@@ -19,12 +19,12 @@ pub use dispatch::{RegionDispatched, RollbackStepRequested};
 pub use health::{HealthStatus, RegionHealthSampled};
 pub use regions::{RegionRegistered, RegionRemoved};
 pub use results::{
-    AggregateReport, RegionMetrics, RegionResult, RegionStatus, RegionSummary, RunCompleted,
-    RunRejected, RunStarted, RunStatus,
+    AggregateReport, RegionMetrics, RegionResult, RegionStatus, RegionSummary, RunCompleted, RunRejected, RunStarted,
+    RunStatus,
 };
 pub use rollback::{
-    CircuitState, CircuitStateChanged, RollbackCompleted, RollbackFailed, RollbackPaused,
-    RollbackStarted, RollbackStepApplied, RollbackTrigger,
+    CircuitState, CircuitStateChanged, RollbackCompleted, RollbackFailed, RollbackPaused, RollbackStarted,
+    RollbackStepApplied, RollbackTrigger,
 };
 
 use crate::ids::{EventId, RunId, TimestampMs};

@@ -1,0 +1,91 @@
+//! Shared helpers of the end-to-end tests. Every test gets its own topic prefix and state directory.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chaoseater_schemas::bus::{BusContext, admin};
+use chaoseater_schemas::codec::Codec;
+use chaoseater_schemas::topics::{Topic, TopicNames};
+
+/// The test broker (Tansu) that `.ci/run` started.
+pub fn brokers() -> String {
+    std::env::var("CHAOSEATER_TEST_BROKERS")
+        .expect("CHAOSEATER_TEST_BROKERS is not set: run the suite with `bash .ci/run`, which starts the test broker")
+}
+
+/// A topic prefix no other test (or earlier run on the same broker) uses.
+pub fn unique_prefix(name: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("t{}-{}-{}.{name}", std::process::id(), nanos % 1_000_000_000, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A bus context on `brokers` under `prefix`.
+pub fn context(brokers: &str, prefix: &str) -> BusContext {
+    let mut ctx = BusContext::new(brokers, Codec::new().expect("schemas"));
+    ctx.topics = TopicNames::with_prefix(prefix);
+    ctx
+}
+
+/// Creates every topic under the context's prefix.
+pub async fn create_topics(ctx: &BusContext) {
+    admin::ensure_topics(ctx, &Topic::ALL).await.expect("create topics");
+}
+
+/// The binary under test.
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chaoseater"));
+    cmd.env_remove("CHAOSEATER_BROKERS").env("CHAOSEATER_LOG", "warn");
+    cmd
+}
+
+/// Runs the binary to completion with no standard input.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run chaoseater")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the caller to bind).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Sends SIGTERM to a child.
+pub fn terminate(child: &Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+}
+
+/// Kills a child on drop, so a failed assertion leaves nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether a file exists.
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
