@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod config;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("CHAOSEATER_LOG").unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let flags = FlagOverrides {
         config: cli.global.config.clone(),

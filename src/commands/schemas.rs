@@ -13,7 +13,7 @@ pub fn run(command: SchemasCommand, config: &Config) -> Result<()> {
     let codec = broker::codec(config)?;
     match command {
         SchemasCommand::List => {
-            println!("{:<24} {:<24} {:<18} {}", "EVENT", "TOPIC", "FINGERPRINT", "FILE");
+            println!("{:<24} {:<24} {:<18} FILE", "EVENT", "TOPIC", "FINGERPRINT");
             for &kind in EventKind::ALL {
                 let (fp, _) = codec.store().current(kind);
                 println!(

@@ -322,15 +322,17 @@ fn rollback_config(entry: &ExperimentEntry) -> Result<RollbackConfig, (String, S
         .and_then(|r| r.strategy.clone())
         .map(|s| ("rollback.strategy", s))
         .or_else(|| entry.rollback_strategy.clone().map(|s| ("rollback_strategy", s)));
-    if let Some((field, text)) = strategy_text {
-        if text != "auto" {
-            config.strategy = RollbackStrategy::parse(&text).ok_or_else(|| {
-                (
-                    field.to_owned(),
-                    format!("unknown strategy {text:?}; one of auto, immediate, gradual, canary, blue_green, circuit_breaker"),
-                )
-            })?;
-        }
+    if let Some((field, text)) = strategy_text
+        && text != "auto"
+    {
+        config.strategy = RollbackStrategy::parse(&text).ok_or_else(|| {
+            (
+                field.to_owned(),
+                format!(
+                    "unknown strategy {text:?}; one of auto, immediate, gradual, canary, blue_green, circuit_breaker"
+                ),
+            )
+        })?;
     }
     let Some(r) = &entry.rollback else {
         return Ok(config);
