@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result, anyhow};
 use chaoseater_schemas::bus::{BusContext, EmbeddedBroker, embedded};
-use chaoseater_schemas::codec::{Codec, Encoding, SchemaStore};
+use chaoseater_schemas::codec::{Codec, ConfluentIds, Encoding, SchemaStore};
+use chaoseater_schemas::events::EventKind;
 use chaoseater_schemas::topics::TopicNames;
 use tracing::info;
 
@@ -15,7 +16,18 @@ pub fn codec(config: &Config) -> Result<Codec> {
         let added = store.add_writer_schemas_from_dir(dir)?;
         info!(dir = %dir.display(), added, "Loaded extra writer schemas.");
     }
-    Ok(Codec::with_store(store, Encoding::SingleObject))
+    if config.schemas.confluent_ids.is_empty() {
+        return Ok(Codec::with_store(store, Encoding::SingleObject));
+    }
+    let mut ids = ConfluentIds::default();
+    for (name, &id) in &config.schemas.confluent_ids {
+        let kind = EventKind::from_name(name).ok_or_else(|| {
+            let names: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
+            anyhow!("schemas.confluent_ids: unknown event {name:?}; one of {}", names.join(", "))
+        })?;
+        ids.insert(kind, id);
+    }
+    Ok(Codec::with_store(store, Encoding::Confluent(ids)))
 }
 
 fn context(config: &Config, brokers: String) -> Result<BusContext> {

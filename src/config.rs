@@ -32,6 +32,11 @@ pub struct FileConfig {
 pub struct SchemasConfig {
     /// A directory of extra writer schemas (`*.avsc`, other versions of our events) to decode with.
     pub extra_dir: Option<PathBuf>,
+    /// Write the Confluent wire format (magic 0 + schema id) instead of Avro single-object encoding, with
+    /// the ids your schema registry assigned, by event name: `{ RunRequested = 7, RegionResult = 8 }`.
+    /// Every event this process writes needs an id. Reading accepts both formats either way.
+    #[serde(default)]
+    pub confluent_ids: std::collections::BTreeMap<String, u32>,
 }
 
 /// Flags that override everything else.

@@ -170,3 +170,20 @@ def test_garbage_is_refused_with_exit_code_2(tmp_path):
     result = decode_with_chaoseater(b"\xc3\x01" + b"\x00" * 8 + b"junk", tmp_path)
     assert result.returncode == 2
     assert "error:" in result.stderr
+
+
+def test_confluent_framing_when_ids_are_configured(tmp_path):
+    """Confluent wire format (magic 0 + 4-byte schema id) decodes once the registry ids are configured."""
+    parsed = parse(json.loads((AVRO / "region_removed.avsc").read_text()))
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed, {"event_id": "e-9", "occurred_at": 7, "region": "eu"})
+    data = b"\x00" + (42).to_bytes(4, "big") + buf.getvalue()
+    unknown = decode_with_chaoseater(data, tmp_path)
+    assert unknown.returncode == 2 and "unknown Confluent schema id 42" in unknown.stderr
+    (tmp_path / "chaoseater.toml").write_text("[schemas.confluent_ids]\nRegionRemoved = 42\n")
+    known = decode_with_chaoseater(data, tmp_path)
+    assert known.returncode == 0, known.stderr
+    assert json.loads(known.stdout)["region"] == "eu"
+    (tmp_path / "chaoseater.toml").write_text("[schemas.confluent_ids]\nNoSuchEvent = 1\n")
+    bad = decode_with_chaoseater(data, tmp_path)
+    assert bad.returncode == 1 and "unknown event" in bad.stderr
