@@ -120,19 +120,8 @@ async fn garbage_goes_to_the_dlq_and_the_partition_moves_on() {
     assert_eq!(delivered[0].partition, delivered[1].partition);
 
     let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(dir.path()).unwrap();
-    let reader = store.clone();
-    let runner = ProcessorRunner::new(ctx.clone(), RunLedger, store, RunnerOptions::default()).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(runner.run(async move {
-        let _ = stop_rx.await;
-    }));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while reader.stats().unwrap().applied < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = stop_tx.send(());
-    task.await.unwrap().unwrap();
+    let reader =
+        run_ledger_until_applied(&ctx, StateStore::open(dir.path()).unwrap(), 2, Duration::from_secs(60)).await;
     let stats = reader.stats().unwrap();
     assert_eq!((stats.applied, stats.dead_lettered), (2, 1), "{stats:?}");
     assert_eq!(RunLedger::timeline(&reader, &RunId::new("run-7")).unwrap().len(), 2);
@@ -156,6 +145,29 @@ async fn garbage_goes_to_the_dlq_and_the_partition_moves_on() {
     assert_eq!(header(headers::DLQ_PARTITION), delivered[1].partition.to_string());
     assert_eq!(header(headers::DLQ_OFFSET), delivered[1].offset.to_string());
     assert!(header(headers::DLQ_ERROR).contains("cannot decode"), "{}", header(headers::DLQ_ERROR));
+}
+
+/// Runs the ledger in-process until its store has applied `count` events (or `timeout` passed), stops it
+/// cleanly, and returns the store for inspection.
+async fn run_ledger_until_applied(
+    ctx: &chaoseater_schemas::bus::BusContext,
+    store: StateStore,
+    count: u64,
+    timeout: Duration,
+) -> StateStore {
+    let reader = store.clone();
+    let runner = ProcessorRunner::new(ctx.clone(), RunLedger, store, RunnerOptions::default()).expect("runner");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(runner.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let deadline = Instant::now() + timeout;
+    while reader.stats().expect("stats").applied < count && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(());
+    task.await.expect("runner task").expect("runner stopped cleanly");
+    reader
 }
 
 /// A tiny deterministic generator for kill times (the seed is printed, so a failure can be replayed).
@@ -226,19 +238,8 @@ async fn processor_killed_with_sigkill_resumes_without_loss_or_duplicates() {
     );
 
     // Finish in-process, reading the store as the runner commits.
-    let store = StateStore::open(&store_dir).unwrap();
-    let reader = store.clone();
-    let runner = ProcessorRunner::new(ctx.clone(), RunLedger, store, RunnerOptions::default()).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(runner.run(async move {
-        let _ = stop_rx.await;
-    }));
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while reader.stats().unwrap().applied < N && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = stop_tx.send(());
-    task.await.unwrap().unwrap();
+    let reader =
+        run_ledger_until_applied(&ctx, StateStore::open(&store_dir).unwrap(), N, Duration::from_secs(180)).await;
 
     let stats = reader.stats().unwrap();
     assert_eq!(stats.applied, N, "lost events: {stats:?}");

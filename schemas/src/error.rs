@@ -34,9 +34,6 @@ pub enum Error {
     /// A file.
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
-    /// No broker to talk to, with what to do about it.
-    #[error("{0}")]
-    NoBroker(String),
 }
 
 impl Error {
@@ -47,7 +44,7 @@ impl Error {
             Error::Schema { .. } | Error::Encode { .. } => false,
             #[cfg(feature = "bus")]
             Error::Kafka(_) | Error::State(_) => true,
-            Error::Io { .. } | Error::NoBroker(_) => true,
+            Error::Io { .. } => true,
         }
     }
 }

@@ -73,11 +73,7 @@ impl EventProducer {
         for event in events {
             pending.push(self.enqueue_event(event).await?);
         }
-        let mut out = Vec::with_capacity(pending.len());
-        for future in pending {
-            out.push(wait(future).await?);
-        }
-        Ok(out)
+        wait_all(pending).await
     }
 
     /// Publishes raw messages in order and waits for every acknowledgement.
@@ -90,11 +86,7 @@ impl EventProducer {
             }
             pending.push(self.enqueue(&message.topic, message.key.as_deref(), &message.payload, hdrs).await?);
         }
-        let mut out = Vec::with_capacity(pending.len());
-        for future in pending {
-            out.push(wait(future).await?);
-        }
-        Ok(out)
+        wait_all(pending).await
     }
 
     /// Encodes and enqueues an event; the returned future resolves on acknowledgement.
@@ -134,6 +126,15 @@ impl EventProducer {
     pub fn flush(&self, timeout: Duration) -> Result<()> {
         Ok(self.inner.flush(timeout)?)
     }
+}
+
+/// Waits for every acknowledgement, in order.
+async fn wait_all(pending: Vec<DeliveryFuture>) -> Result<Vec<Delivered>> {
+    let mut out = Vec::with_capacity(pending.len());
+    for future in pending {
+        out.push(wait(future).await?);
+    }
+    Ok(out)
 }
 
 async fn wait(future: DeliveryFuture) -> Result<Delivered> {
