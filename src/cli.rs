@@ -50,6 +50,33 @@ pub enum Command {
     Serve(ServeArgs),
     /// Show the timeline of a run from a processor's state (stop `serve` first: its store is locked).
     Ledger(LedgerArgs),
+    /// Run a region agent: fault-injecting proxy, host injectors, steady-state probes, HTTP API.
+    /// Its configuration is the file given with --config (agent.toml; see examples/agent.toml).
+    Agent,
+    /// Serve the demo ML target: a small classifier over the v1/v2 model-serving protocols.
+    DemoTarget(DemoTargetArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoTargetArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8501", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Defences: none, or a comma-separated list of validate, retry, fallback.
+    #[arg(long, default_value = "none")]
+    pub resilience: String,
+    /// Model name in the protocol paths (/v1/models/NAME:predict).
+    #[arg(long, default_value = "demo")]
+    pub model_name: String,
+    /// Version reported in every answer (model_version).
+    #[arg(long, default_value = "1")]
+    pub model_version: String,
+    /// Gateway mode: forward predictions to this model server (http://host:port).
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Write the labelled probe set to FILE and exit.
+    #[arg(long, value_name = "FILE")]
+    pub export_probe_set: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -45,10 +45,29 @@ fn main() -> ExitCode {
         state_dir: cli.global.state_dir.clone(),
         topic_prefix: cli.global.topic_prefix.clone(),
     };
+    // The agent and the demo target stand alone: no broker, no chaoseater.toml (`--config` is agent.toml).
+    let standalone = match cli.command {
+        cli::Command::Agent => Some(commands::agent::Standalone::Agent(cli.global.config.clone())),
+        cli::Command::DemoTarget(ref args) => Some(commands::agent::Standalone::DemoTarget(args.clone())),
+        _ => None,
+    };
+    if let Some(standalone) = standalone {
+        return finish(
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(standalone.run())),
+        );
+    }
     let result = Config::load(&flags, std::env::vars()).and_then(|config| {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         runtime.block_on(commands::run(cli.command, config))
     });
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

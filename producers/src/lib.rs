@@ -7,4 +7,8 @@
 //! Later issues add the dispatcher, the region agent and the demo ML target here. Producers never import
 //! processors or sinks: they talk through topics.
 
+pub mod agent;
+pub mod demo_target;
 pub mod gateway;
+pub mod http;
+pub mod rng;

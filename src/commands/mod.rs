@@ -1,5 +1,6 @@
 //! One module per subcommand; each builds its components from the configuration and runs them.
 
+pub mod agent;
 mod demo;
 mod ledger;
 mod schemas;
@@ -28,6 +29,9 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
         Command::Schemas(cmd) => schemas::run(cmd, &config),
         Command::Serve(args) => serve::run(args, &config).await,
         Command::Ledger(args) => ledger::run(args, &config),
+        Command::Agent | Command::DemoTarget(_) => {
+            anyhow::bail!("standalone commands run before the configuration loads")
+        }
     }
 }
 

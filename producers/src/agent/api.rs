@@ -1,0 +1,203 @@
+//! The agent's HTTP API (DESIGN.md, "Region agent"). Mutating routes need the bearer token.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::AgentCore;
+use super::experiment::ExperimentRequest;
+
+pub fn router(core: Arc<AgentCore>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/v1/experiments/run", post(run_sync))
+        .route("/api/v1/experiments", post(start).get(list))
+        .route("/api/v1/experiments/{id}", get(status))
+        .route("/api/v1/experiments/{id}/rollback", post(rollback))
+        .route("/api/v1/experiments/{id}/abort", post(abort))
+        .route("/api/v1/upstream", post(switch_upstream))
+        .with_state(core)
+}
+
+fn reply(status: StatusCode, body: Json) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    reply(status, json!({ "error": message.into() }))
+}
+
+/// Compares in time independent of where the inputs differ (the length is not secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+// Handlers answer with a response either way; boxing the error side would buy nothing.
+#[allow(clippy::result_large_err)]
+fn authorize(core: &AgentCore, headers: &HeaderMap) -> Result<(), Response> {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(token) if constant_time_eq(token.as_bytes(), core.token.as_bytes()) => Ok(()),
+        Some(_) => Err(error(StatusCode::UNAUTHORIZED, "invalid bearer token")),
+        None => Err(error(StatusCode::UNAUTHORIZED, "this route needs an Authorization: Bearer token")),
+    }
+}
+
+#[allow(clippy::result_large_err)]
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))
+}
+
+async fn health(State(core): State<Arc<AgentCore>>) -> Response {
+    let (healthy, detail) = core.check_target().await;
+    let active = core.active().map(|e| json!({"id": e.id, "status": e.phase()}));
+    let body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "target": detail,
+        "upstream": core.proxy.active_upstream(),
+        "experiment": active,
+    });
+    reply(if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+}
+
+async fn run_sync(State(core): State<Arc<AgentCore>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&core, &headers) {
+        return r;
+    }
+    let request: ExperimentRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let experiment = match core.start(request) {
+        Ok(e) => e,
+        Err((status, message)) => return error(status, message),
+    };
+    match experiment.finished().await {
+        Some(outcome) => {
+            let mut body = serde_json::to_value(&outcome).unwrap_or_default();
+            body["id"] = json!(experiment.id);
+            reply(StatusCode::OK, body)
+        }
+        None => error(StatusCode::INTERNAL_SERVER_ERROR, "the experiment ended without an outcome"),
+    }
+}
+
+async fn start(State(core): State<Arc<AgentCore>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&core, &headers) {
+        return r;
+    }
+    let request: ExperimentRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match core.start(request) {
+        Ok(experiment) => reply(
+            StatusCode::ACCEPTED,
+            json!({"id": experiment.id, "status": experiment.phase(), "href": format!("/api/v1/experiments/{}", experiment.id)}),
+        ),
+        Err((status, message)) => error(status, message),
+    }
+}
+
+async fn list(State(core): State<Arc<AgentCore>>) -> Response {
+    let traffic = core.proxy.traffic();
+    let all: Vec<Json> = core.experiments().iter().map(|e| e.view(traffic)).collect();
+    reply(StatusCode::OK, json!({ "experiments": all }))
+}
+
+async fn status(State(core): State<Arc<AgentCore>>, Path(id): Path<String>) -> Response {
+    match core.experiment(&id) {
+        Some(e) => reply(StatusCode::OK, e.view(core.proxy.traffic())),
+        None => error(StatusCode::NOT_FOUND, format!("no experiment {id:?}")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    percentage: f64,
+    /// Blue-green: route traffic to this upstream as part of the step.
+    #[serde(default)]
+    upstream: Option<String>,
+}
+
+async fn rollback(
+    State(core): State<Arc<AgentCore>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&core, &headers) {
+        return r;
+    }
+    let request: RollbackRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let Some(experiment) = core.experiment(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no experiment {id:?}"));
+    };
+    if let Some(upstream) = &request.upstream
+        && let Err(message) = core.proxy.switch_upstream(upstream)
+    {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
+    match experiment.rollback(request.percentage) {
+        Ok(()) => reply(StatusCode::OK, experiment.view(core.proxy.traffic())),
+        Err(message) => error(StatusCode::CONFLICT, message),
+    }
+}
+
+async fn abort(State(core): State<Arc<AgentCore>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&core, &headers) {
+        return r;
+    }
+    let Some(experiment) = core.experiment(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no experiment {id:?}"));
+    };
+    experiment.abort();
+    reply(StatusCode::OK, experiment.view(core.proxy.traffic()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamRequest {
+    name: String,
+}
+
+async fn switch_upstream(State(core): State<Arc<AgentCore>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&core, &headers) {
+        return r;
+    }
+    let request: UpstreamRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match core.proxy.switch_upstream(&request.name) {
+        Ok(()) => reply(StatusCode::OK, json!({"upstream": request.name})),
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

@@ -1,0 +1,403 @@
+//! One experiment on the agent: baseline, inject, hold (with rollback steps), revert, wait for the steady
+//! state, measure. A task per experiment; the HTTP API reads its state and sends it control messages.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chaoseater_schemas::experiment::Layer;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json, json};
+use tokio::sync::watch;
+
+use super::AgentCore;
+use super::faults::Fault;
+use super::host::HostFault;
+use super::probe::{self, Baseline, Phases, Recorder, RunMetrics, Steady};
+use super::proxy::{ProxyFaultGuard, TrafficSnapshot};
+
+/// The body of `POST /api/v1/experiments[/run]`: the Python tool's contract, plus optional `id`
+/// (an idempotency key: a second request with the same id returns the first experiment) and `seed`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentRequest {
+    pub name: String,
+    pub layer: String,
+    pub fault_type: String,
+    #[serde(default)]
+    pub parameters: Map<String, Json>,
+    /// Seconds the fault stays injected.
+    pub duration: f64,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Baseline,
+    Injecting,
+    Recovering,
+    Completed,
+    Failed,
+    Aborted,
+}
+
+impl Phase {
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Completed | Phase::Failed | Phase::Aborted)
+    }
+}
+
+/// What the API may ask of a running experiment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Control {
+    pub abort: bool,
+    /// Percent of traffic rolled back from the fault (100 ends the fault).
+    pub rolled_back: f64,
+}
+
+/// The final outcome, in the shape of the synchronous endpoint's answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub status: Phase,
+    pub resilience_score: Option<f64>,
+    pub metrics: Option<RunMetrics>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Progress {
+    phase: Phase,
+    mechanism: Option<String>,
+    outcome: Option<Outcome>,
+    rollback_steps: Vec<(f64, TrafficSnapshot)>,
+}
+
+/// One experiment.
+#[derive(Debug)]
+pub struct Experiment {
+    pub id: String,
+    pub request: ExperimentRequest,
+    pub layer: Layer,
+    pub fault: Fault,
+    pub started_at_ms: i64,
+    progress: Mutex<Progress>,
+    control: watch::Sender<Control>,
+    done: watch::Sender<bool>,
+    traffic_at_start: TrafficSnapshot,
+}
+
+impl Experiment {
+    pub fn new(id: String, request: ExperimentRequest, layer: Layer, fault: Fault, traffic: TrafficSnapshot) -> Self {
+        Self {
+            id,
+            request,
+            layer,
+            fault,
+            started_at_ms: now_ms(),
+            progress: Mutex::new(Progress {
+                phase: Phase::Baseline,
+                mechanism: None,
+                outcome: None,
+                rollback_steps: Vec::new(),
+            }),
+            control: watch::channel(Control { abort: false, rolled_back: 0.0 }).0,
+            done: watch::channel(false).0,
+            traffic_at_start: traffic,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.progress.lock().map(|p| p.phase).unwrap_or(Phase::Failed)
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.phase = phase;
+        }
+        tracing::info!(experiment = %self.id, phase = ?phase, "experiment phase");
+    }
+
+    pub fn abort(&self) {
+        self.control.send_modify(|c| c.abort = true);
+    }
+
+    /// Sets the rolled-back share; refused outside the fault phase.
+    pub fn rollback(&self, percentage: f64) -> Result<(), String> {
+        if !(0.0..=100.0).contains(&percentage) {
+            return Err(format!("percentage must be in [0, 100], got {percentage}"));
+        }
+        match self.phase() {
+            Phase::Injecting => {
+                self.control.send_modify(|c| c.rolled_back = percentage);
+                Ok(())
+            }
+            Phase::Baseline => Err("the fault is not injected yet (measuring the baseline)".to_owned()),
+            _ => Err("the fault is already reverted".to_owned()),
+        }
+    }
+
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.progress.lock().ok().and_then(|p| p.outcome.clone())
+    }
+
+    /// Waits until the experiment has an outcome.
+    pub async fn finished(&self) -> Option<Outcome> {
+        let mut done = self.done.subscribe();
+        let _ = done.wait_for(|d| *d).await;
+        self.outcome()
+    }
+
+    fn finish(&self, outcome: Outcome) {
+        tracing::info!(
+            experiment = %self.id, status = ?outcome.status, score = ?outcome.resilience_score,
+            error = outcome.error.as_deref().unwrap_or(""), "experiment finished"
+        );
+        if let Ok(mut p) = self.progress.lock() {
+            p.phase = outcome.status;
+            p.outcome = Some(outcome);
+        }
+        self.done.send_replace(true);
+    }
+
+    /// The JSON the status endpoint shows.
+    pub fn view(&self, traffic: TrafficSnapshot) -> Json {
+        let p = self.progress.lock().map(|p| p.clone()).ok();
+        let control = *self.control.borrow();
+        let since = |now: u64, then: u64| now.saturating_sub(then);
+        let t0 = self.traffic_at_start;
+        json!({
+            "id": self.id,
+            "name": self.request.name,
+            "layer": self.layer.as_str(),
+            "fault_type": self.request.fault_type,
+            "parameters": self.request.parameters,
+            "duration": self.request.duration,
+            "status": p.as_ref().map(|p| p.phase),
+            "rolled_back_percentage": control.rolled_back,
+            "mechanism": p.as_ref().and_then(|p| p.mechanism.clone()),
+            "started_at_ms": self.started_at_ms,
+            "traffic": {
+                "requests": since(traffic.requests, t0.requests),
+                "faulted": since(traffic.faulted, t0.faulted),
+                "bypassed": since(traffic.bypassed, t0.bypassed),
+                "unrecognised": since(traffic.unrecognised, t0.unrecognised),
+                "connections_dropped": since(traffic.connections_dropped, t0.connections_dropped),
+            },
+            "rollback_steps": p.as_ref().map(|p| p.rollback_steps.iter().map(|(pct, t)| json!({
+                "percentage": pct, "requests": since(t.requests, t0.requests), "faulted": since(t.faulted, t0.faulted),
+            })).collect::<Vec<_>>()),
+            "result": p.and_then(|p| p.outcome),
+        })
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// What is injected; dropping it reverts both parts.
+struct Injected {
+    proxy: Option<ProxyFaultGuard>,
+    host: Option<HostFault>,
+}
+
+impl Injected {
+    fn scale(&self, rolled_back: f64) {
+        if let Some(proxy) = &self.proxy {
+            proxy.set_rolled_back(rolled_back);
+        }
+        if let Some(host) = &self.host {
+            host.scale(1.0 - rolled_back / 100.0);
+        }
+    }
+
+    /// Reverts now; host reverts join threads and remove files, so off the async workers.
+    async fn revert(self) {
+        let Injected { proxy, host } = self;
+        drop(proxy);
+        if let Some(host) = host {
+            let _ = tokio::task::spawn_blocking(move || drop(host)).await;
+        }
+    }
+}
+
+/// Runs `experiment` to its outcome. Never panics the caller: a panic inside reverts through the guards
+/// (drop on unwind) and becomes a failed outcome.
+pub async fn run(core: Arc<AgentCore>, experiment: Arc<Experiment>) {
+    let task = tokio::spawn(drive(core.clone(), experiment.clone()));
+    let outcome = match task.await {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome {
+            status: Phase::Failed,
+            resilience_score: None,
+            metrics: None,
+            error: Some(format!("the experiment task failed: {e}")),
+        },
+    };
+    experiment.finish(outcome);
+    core.release(&experiment.id);
+}
+
+fn failed(message: String) -> Outcome {
+    Outcome { status: Phase::Failed, resilience_score: None, metrics: None, error: Some(message) }
+}
+
+async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
+    let config = &core.config;
+    let window = Duration::from_millis(config.probe.window_ms);
+    let recorder = Arc::new(Recorder::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let prober = tokio::spawn(probe::run(core.probe.clone(), recorder.clone(), config.probe.interval(), stop_rx));
+    let mut control = experiment.control.subscribe();
+    let stop_probes = || async {
+        stop_tx.send_replace(true);
+    };
+
+    // Baseline: the reference pass over the whole probe set, and the probes' view of the steady state.
+    let reference = match core.probe.reference().await {
+        Ok(r) => r,
+        Err(message) => {
+            stop_probes().await;
+            let _ = prober.await;
+            return failed(format!("the target is not in a steady state before injecting: {message}"));
+        }
+    };
+    let aborted = wait(&mut control, Duration::from_millis(config.probe.baseline_ms), |c| c.abort).await;
+    let inject_at = recorder.now();
+    if aborted {
+        stop_probes().await;
+        let _ = prober.await;
+        return Outcome {
+            status: Phase::Aborted,
+            resilience_score: None,
+            metrics: None,
+            error: Some("aborted before injecting".into()),
+        };
+    }
+    // Baseline probes still in flight are waited for, so a slow target does not skew the baseline.
+    while recorder.settled_until() < inject_at {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let Some(baseline) = Baseline::measure(&recorder.samples(), inject_at, reference, core.probe_records) else {
+        stop_probes().await;
+        let _ = prober.await;
+        return failed("no baseline: no probe completed before injecting".to_owned());
+    };
+    if baseline.availability < config.slo.availability {
+        stop_probes().await;
+        let _ = prober.await;
+        return failed(format!(
+            "the target is not in a steady state before injecting: availability {:.3} below the SLO {} (is the upstream up?)",
+            baseline.availability, config.slo.availability
+        ));
+    }
+    let steady = Steady::new(&config.slo, &baseline);
+
+    // Inject.
+    let seed = experiment.request.seed.unwrap_or_else(|| crate::rng::Rng::from_time().next_u64());
+    let injected = match inject(&core, &experiment, seed).await {
+        Ok(injected) => injected,
+        Err(message) => {
+            stop_probes().await;
+            let _ = prober.await;
+            return failed(message);
+        }
+    };
+    let inject_at = recorder.now();
+    experiment.set_phase(Phase::Injecting);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(experiment.request.duration);
+    let mut aborted = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            changed = control.changed() => {
+                if changed.is_err() { break; }
+                let c = *control.borrow_and_update();
+                if c.abort { aborted = true; break; }
+                injected.scale(c.rolled_back);
+                if let Ok(mut p) = experiment.progress.lock() {
+                    p.rollback_steps.push((c.rolled_back, core.proxy.traffic()));
+                }
+                tracing::info!(experiment = %experiment.id, rolled_back = c.rolled_back, "rollback step applied");
+                if c.rolled_back >= 100.0 { break; }
+            }
+        }
+    }
+    injected.revert().await;
+    let revert_at = recorder.now();
+    tracing::info!(experiment = %experiment.id, aborted, "fault reverted");
+
+    // Recovery: probe until the steady state held for the stability window, or the timeout.
+    experiment.set_phase(Phase::Recovering);
+    let stability = Duration::from_millis(config.slo.stability_window_ms);
+    let timeout = Duration::from_millis(config.slo.recovery_timeout_ms);
+    let mut recovery = None;
+    if !aborted {
+        loop {
+            let settled = recorder.settled_until();
+            recovery = probe::recovered_at(&recorder.samples(), &steady, revert_at, settled, window, stability);
+            if recovery.is_some() || recorder.now() >= revert_at + timeout {
+                break;
+            }
+            if wait(&mut control, window / 2, |c| c.abort).await {
+                aborted = true;
+                break;
+            }
+        }
+    }
+    let end_at = match recovery {
+        Some(r) => revert_at + r + stability,
+        None => recorder.now().min(revert_at + timeout),
+    };
+    stop_probes().await;
+    let _ = prober.await;
+    let phases = Phases { inject: inject_at, revert: revert_at, end: end_at.max(revert_at) };
+    let metrics = probe::measure(&recorder.samples(), &baseline, &steady, phases, window, recovery);
+    let score = probe::score(&metrics);
+    Outcome {
+        status: if aborted { Phase::Aborted } else { Phase::Completed },
+        resilience_score: Some(score),
+        metrics: Some(metrics),
+        error: None,
+    }
+}
+
+/// Waits `duration` or until `until(control)` holds; true when it did.
+async fn wait(control: &mut watch::Receiver<Control>, duration: Duration, until: impl Fn(&Control) -> bool) -> bool {
+    if until(&control.borrow()) {
+        return true;
+    }
+    let deadline = tokio::time::Instant::now() + duration;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return false,
+            changed = control.changed() => {
+                if changed.is_err() { return false; }
+                if until(&control.borrow_and_update()) { return true; }
+            }
+        }
+    }
+}
+
+async fn inject(core: &Arc<AgentCore>, experiment: &Arc<Experiment>, seed: u64) -> Result<Injected, String> {
+    let fault = experiment.fault.clone();
+    if fault.is_host() {
+        let (config, journal, tag) = (core.config.clone(), core.journal.clone(), experiment.id.clone());
+        let host = tokio::task::spawn_blocking(move || HostFault::apply(&fault, &config, journal, &tag))
+            .await
+            .map_err(|e| format!("applying the fault failed: {e}"))?
+            .map_err(|e| format!("cannot apply {}: {e}", experiment.request.fault_type))?;
+        if let Ok(mut p) = experiment.progress.lock() {
+            p.mechanism = Some(host.mechanism.clone());
+        }
+        Ok(Injected { proxy: None, host: Some(host) })
+    } else {
+        if let Ok(mut p) = experiment.progress.lock() {
+            p.mechanism = Some(format!("proxy on {}", core.proxy_addr));
+        }
+        Ok(Injected { proxy: Some(core.proxy.install(fault, seed)), host: None })
+    }
+}

@@ -1,0 +1,243 @@
+//! The region agent (`chaoseater agent`): a fault-injecting proxy in front of the pipeline under test,
+//! host-level injectors, steady-state probes, and the HTTP API the dispatcher (or the Python tool's
+//! client) drives. See DESIGN.md, "Region agent", and shared/faults.md.
+
+pub mod api;
+pub mod config;
+pub mod experiment;
+pub mod faults;
+pub mod host;
+pub mod payload;
+pub mod probe;
+pub mod proxy;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use chaoseater_schemas::experiment::Layer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::AgentConfig;
+use experiment::{Experiment, ExperimentRequest};
+use faults::Fault;
+use host::{Journal, Leftover};
+use payload::ColumnStats;
+use probe::ProbeTarget;
+use proxy::ProxyState;
+
+use crate::demo_target::ProbeSet;
+use crate::http::HttpClient;
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(String),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("the journal in {dir}: {source}")]
+    Journal { dir: String, source: std::io::Error },
+    #[error("loading the probe set {set:?}: {message}")]
+    ProbeSet { set: String, message: String },
+}
+
+/// State shared by the API, the experiments and the proxy.
+#[derive(Debug)]
+pub struct AgentCore {
+    pub config: Arc<AgentConfig>,
+    token: String,
+    pub proxy: Arc<ProxyState>,
+    pub proxy_addr: SocketAddr,
+    pub journal: Arc<Journal>,
+    pub probe: Arc<ProbeTarget>,
+    /// Records in the probe set.
+    pub probe_records: usize,
+    experiments: Mutex<BTreeMap<String, Arc<Experiment>>>,
+    active: Mutex<Option<Arc<Experiment>>>,
+}
+
+impl AgentCore {
+    /// Validates `request` and starts it; only one experiment runs at a time (two faults at once would
+    /// confound each other's measurements).
+    pub fn start(self: &Arc<Self>, request: ExperimentRequest) -> Result<Arc<Experiment>, (StatusCode, String)> {
+        if let Some(id) = &request.id
+            && let Some(existing) = self.experiment(id)
+        {
+            return Ok(existing);
+        }
+        let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+        let layer = Layer::parse(&request.layer.to_ascii_lowercase()).ok_or_else(|| {
+            bad(format!("layer: unknown layer {:?}; known: data, model, infrastructure", request.layer))
+        })?;
+        if !(request.duration.is_finite() && request.duration > 0.0) {
+            return Err(bad(format!("duration: must be a positive number of seconds, got {}", request.duration)));
+        }
+        if request.duration > self.config.caps.max_duration_s {
+            return Err(bad(format!(
+                "duration: {} s exceeds this agent's cap max_duration_s {}",
+                request.duration, self.config.caps.max_duration_s
+            )));
+        }
+        let fault = Fault::parse(layer, &request.fault_type, &request.parameters, &self.config)
+            .map_err(|e| bad(format!("{}: {}", e.field, e.message)))?;
+        let mut active =
+            self.active.lock().map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "state lock".to_owned()))?;
+        if let Some(running) = active.as_ref() {
+            return Err((StatusCode::CONFLICT, format!("experiment {} is still running on this agent", running.id)));
+        }
+        let id = request.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let experiment = Arc::new(Experiment::new(id.clone(), request, layer, fault, self.proxy.traffic()));
+        *active = Some(experiment.clone());
+        if let Ok(mut all) = self.experiments.lock() {
+            all.insert(id.clone(), experiment.clone());
+        }
+        tracing::info!(experiment = %id, fault_type = %experiment.request.fault_type, "experiment accepted");
+        tokio::spawn(experiment::run(self.clone(), experiment.clone()));
+        Ok(experiment)
+    }
+
+    fn release(&self, id: &str) {
+        if let Ok(mut active) = self.active.lock()
+            && active.as_ref().is_some_and(|e| e.id == id)
+        {
+            *active = None;
+        }
+    }
+
+    pub fn active(&self) -> Option<Arc<Experiment>> {
+        self.active.lock().ok().and_then(|a| a.clone())
+    }
+
+    pub fn experiment(&self, id: &str) -> Option<Arc<Experiment>> {
+        self.experiments.lock().ok().and_then(|all| all.get(id).cloned())
+    }
+
+    pub fn experiments(&self) -> Vec<Arc<Experiment>> {
+        self.experiments.lock().map(|all| all.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// One probe through the proxy: the target as its clients see it, faults included.
+    async fn check_target(&self) -> (bool, serde_json::Value) {
+        let started = std::time::Instant::now();
+        let (ok, _, _, error) = self.probe.probe(0).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        (ok, serde_json::json!({"ok": ok, "latency_ms": (latency_ms * 1000.0).round() / 1000.0, "error": error}))
+    }
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct Agent {
+    pub core: Arc<AgentCore>,
+    pub api_addr: SocketAddr,
+    pub proxy_addr: SocketAddr,
+    /// Leftovers of a previous process reverted at start.
+    pub cleaned: Vec<Leftover>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Loads the probe set from a file or an `http://` URL (retrying for a while: the target may be starting).
+pub async fn load_probe_set(set: &str) -> Result<ProbeSet, AgentError> {
+    let err = |message: String| AgentError::ProbeSet { set: set.to_owned(), message };
+    if set.starts_with("http://") {
+        let client = HttpClient::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let attempt = client.json(hyper::Method::GET, set, None, None, Duration::from_secs(5)).await;
+            match attempt {
+                Ok(answer) if answer.status.is_success() => {
+                    return serde_json::from_slice(&answer.body).map_err(|e| err(e.to_string()));
+                }
+                Ok(answer) if std::time::Instant::now() >= deadline => {
+                    return Err(err(format!("answered {}", answer.status)));
+                }
+                Err(e) if std::time::Instant::now() >= deadline => return Err(err(e.to_string())),
+                _ => {
+                    tracing::info!(set, "waiting for the probe set");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    let text = tokio::fs::read(set).await.map_err(|e| err(e.to_string()))?;
+    serde_json::from_slice(&text).map_err(|e| err(e.to_string()))
+}
+
+impl Agent {
+    /// Reverts leftovers of a previous process, loads the probe set, binds both listeners and serves.
+    pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        let token = config.token().map_err(AgentError::Config)?;
+        let (journal, cleaned) = Journal::open(&config.state_dir)
+            .map_err(|source| AgentError::Journal { dir: config.state_dir.display().to_string(), source })?;
+        let set = load_probe_set(&config.probe.set).await?;
+        let rows: Vec<payload::Row> = set
+            .instances
+            .iter()
+            .filter_map(|i| {
+                payload::Batch::read(
+                    &serde_json::json!({ "instances": [i] }),
+                    config::Protocol::V1,
+                    None,
+                    &set.features,
+                )
+            })
+            .flat_map(|b| b.rows)
+            .collect();
+        let stats = ColumnStats::from_rows(&rows);
+        let proxy_listener = TcpListener::bind(config.proxy_listen)
+            .await
+            .map_err(|source| AgentError::Bind { addr: config.proxy_listen, source })?;
+        let api_listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
+        let proxy_addr =
+            proxy_listener.local_addr().map_err(|source| AgentError::Bind { addr: config.proxy_listen, source })?;
+        let api_addr = api_listener.local_addr().map_err(|source| AgentError::Bind { addr: config.listen, source })?;
+        let probe = ProbeTarget::new(&config, &set, proxy_addr).map_err(AgentError::Config)?;
+        let proxy = Arc::new(ProxyState::new(&config, set.features.clone(), stats));
+        let core = Arc::new(AgentCore {
+            config: Arc::new(config),
+            token,
+            proxy: proxy.clone(),
+            proxy_addr,
+            journal,
+            probe: Arc::new(probe),
+            probe_records: set.labels.len(),
+            experiments: Mutex::new(BTreeMap::new()),
+            active: Mutex::new(None),
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(proxy::serve(proxy, proxy_listener, rx.clone())));
+        let router = api::router(core.clone());
+        let mut api_rx = rx;
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = api_rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(api_listener, router).with_graceful_shutdown(stop).await {
+                tracing::error!(error = %e, "agent API server failed");
+            }
+        }));
+        tracing::info!(%api_addr, %proxy_addr, upstream = %core.config.upstream, "agent serving");
+        Ok(Self { core, api_addr, proxy_addr, cleaned, shutdown, tasks })
+    }
+
+    /// Aborts the running experiment, waits for its fault to be reverted, and stops serving.
+    pub async fn shutdown(self) {
+        if let Some(active) = self.core.active() {
+            tracing::info!(experiment = %active.id, "shutting down: aborting the running experiment");
+            active.abort();
+            let _ = tokio::time::timeout(Duration::from_secs(10), active.finished()).await;
+        }
+        self.shutdown.send_replace(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! Steady-state probes: labelled requests sent on a fixed schedule through the proxy (or the pipeline's
+//! entry), and the metrics computed from what they saw. Every number here is measured from probe
+//! outcomes; nothing is derived from the experiment's wall time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Request;
+use hyper::header::CONTENT_TYPE;
+use serde::Serialize;
+use serde_json::{Value as Json, json};
+use tokio::sync::watch;
+
+use super::config::{AgentConfig, Protocol, SloConfig};
+use super::payload::{Prediction, Predictions};
+use crate::demo_target::ProbeSet;
+use crate::http::HttpClient;
+
+/// Version of the score formula in every result (1: the Python tool's).
+pub const SCORE_VERSION: i32 = 1;
+
+/// One probe's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// When it was sent, from the recorder's origin.
+    pub sent: Duration,
+    /// Which probe batch it carried.
+    pub batch: usize,
+    pub latency: Duration,
+    pub ok: bool,
+    /// Correct predictions and records scored (0 / 0 when the request failed).
+    pub correct: usize,
+    pub total: usize,
+    pub error: Option<String>,
+}
+
+/// The probe requests, prepared once.
+#[derive(Debug)]
+pub struct ProbeTarget {
+    url: String,
+    client: HttpClient,
+    batches: Vec<(Bytes, Vec<usize>)>,
+    protocol: Protocol,
+    predictions_pointer: Option<String>,
+    timeout: Duration,
+}
+
+impl ProbeTarget {
+    /// Probes go to `probe.endpoint` or, by default, through the proxy at `proxy` to the probe set's path.
+    pub fn new(config: &AgentConfig, set: &ProbeSet, proxy: std::net::SocketAddr) -> Result<Self, String> {
+        if set.instances.is_empty() || set.instances.len() != set.labels.len() {
+            return Err(format!(
+                "the probe set needs labelled instances ({} instances, {} labels)",
+                set.instances.len(),
+                set.labels.len()
+            ));
+        }
+        let url = config
+            .probe
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("http://{proxy}{}", config.probe.path.as_deref().unwrap_or(&set.path)));
+        let size = config.probe.batch_size;
+        let batches = set
+            .instances
+            .chunks(size)
+            .zip(set.labels.chunks(size))
+            .map(|(rows, labels)| (Bytes::from(body(config, set, rows).to_string()), labels.to_vec()))
+            .collect();
+        Ok(Self {
+            url,
+            client: HttpClient::new(),
+            batches,
+            protocol: config.protocol,
+            predictions_pointer: config.predictions_pointer.clone(),
+            timeout: config.probe.timeout(),
+        })
+    }
+
+    pub fn batches(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// The reference pass: every batch once, before the fault, giving the number of correct predictions
+    /// per batch. Accuracy under fault is compared batch by batch against it (a paired comparison), so
+    /// that which batches happened to be sent in a phase does not show up as accuracy lost or gained.
+    pub async fn reference(&self) -> Result<Vec<usize>, String> {
+        let mut correct = Vec::with_capacity(self.batches.len());
+        for i in 0..self.batches.len() {
+            let mut outcome = self.probe(i).await;
+            if !outcome.0 {
+                outcome = self.probe(i).await;
+            }
+            match outcome {
+                (true, c, _, _) => correct.push(c),
+                (false, _, _, error) => {
+                    return Err(format!("probe batch {i} failed twice: {}", error.unwrap_or_default()));
+                }
+            }
+        }
+        Ok(correct)
+    }
+
+    /// Sends batch `i` (modulo the number of batches) and judges the answer.
+    pub async fn probe(&self, i: usize) -> (bool, usize, usize, Option<String>) {
+        let (payload, labels) = &self.batches[i % self.batches.len()];
+        let request =
+            Request::post(&self.url).header(CONTENT_TYPE, "application/json").body(Full::new(payload.clone()));
+        let Ok(request) = request else { return (false, 0, 0, Some(format!("invalid probe URL {}", self.url))) };
+        let answer = match self.client.send(request, self.timeout).await {
+            Ok(a) => a,
+            Err(e) => return (false, 0, 0, Some(e.to_string())),
+        };
+        if !answer.status.is_success() {
+            let text = String::from_utf8_lossy(&answer.body);
+            return (false, 0, 0, Some(format!("{}: {}", answer.status, text.chars().take(200).collect::<String>())));
+        }
+        let parsed = serde_json::from_slice::<Json>(&answer.body)
+            .ok()
+            .and_then(|json| Predictions::read(&json, self.protocol, self.predictions_pointer.as_deref()));
+        let Some(predictions) = parsed else {
+            return (false, 0, 0, Some("answer without readable predictions".to_owned()));
+        };
+        if predictions.items.len() != labels.len() {
+            return (
+                false,
+                0,
+                0,
+                Some(format!("{} predictions for {} records", predictions.items.len(), labels.len())),
+            );
+        }
+        let correct = predictions.items.iter().zip(labels).filter(|(p, label)| predicted(p) == Some(**label)).count();
+        (true, correct, labels.len(), None)
+    }
+}
+
+/// The class a prediction names: the argmax of a score vector, or a value read as a class index.
+fn predicted(p: &Prediction) -> Option<usize> {
+    match p {
+        Prediction::Vector(v) => (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])),
+        Prediction::Scalar(x) if *x >= 0.0 => Some(x.round() as usize),
+        Prediction::Scalar(_) => None,
+    }
+}
+
+/// A request body for `rows` in the configured protocol.
+fn body(config: &AgentConfig, set: &ProbeSet, rows: &[Json]) -> Json {
+    match config.protocol {
+        Protocol::V1 => json!({ "instances": rows }),
+        Protocol::V2 => {
+            let inputs: Vec<Json> = set
+                .features
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let data: Vec<Json> = rows
+                        .iter()
+                        .map(|r| match r {
+                            Json::Object(o) => o.get(name).cloned().unwrap_or(Json::Null),
+                            Json::Array(a) => a.get(i).cloned().unwrap_or(Json::Null),
+                            _ => Json::Null,
+                        })
+                        .collect();
+                    let datatype = if data.iter().all(Json::is_number) { "FP64" } else { "BYTES" };
+                    json!({"name": name, "datatype": datatype, "shape": [data.len()], "data": data})
+                })
+                .collect();
+            json!({ "inputs": inputs })
+        }
+        Protocol::Records => {
+            let mut out = Json::Array(rows.to_vec());
+            let pointer = config.records_pointer.as_deref().unwrap_or("");
+            for token in pointer.split('/').skip(1).collect::<Vec<_>>().into_iter().rev() {
+                out = json!({ token.replace("~1", "/").replace("~0", "~"): out });
+            }
+            out
+        }
+    }
+}
+
+/// Probe outcomes of one experiment, with the probes still in flight.
+#[derive(Debug)]
+pub struct Recorder {
+    origin: Instant,
+    samples: Mutex<Vec<Sample>>,
+    inflight: Mutex<BTreeMap<u64, Duration>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self { origin: Instant::now(), samples: Mutex::new(Vec::new()), inflight: Mutex::new(BTreeMap::new()) }
+    }
+
+    pub fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    pub fn samples(&self) -> Vec<Sample> {
+        self.samples.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Everything sent before this instant has an outcome.
+    pub fn settled_until(&self) -> Duration {
+        let now = self.now();
+        self.inflight.lock().ok().and_then(|i| i.values().min().copied()).map_or(now, |oldest| oldest.min(now))
+    }
+}
+
+/// Sends a probe every `interval` until `stop` turns true; each probe runs on its own task, so a hung
+/// request does not hold the schedule up.
+pub async fn run(
+    target: Arc<ProbeTarget>,
+    recorder: Arc<Recorder>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+        let (target, recorder) = (target.clone(), recorder.clone());
+        let id = n;
+        n += 1;
+        let sent = recorder.now();
+        if let Ok(mut inflight) = recorder.inflight.lock() {
+            inflight.insert(id, sent);
+        }
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let (ok, correct, total, error) = target.probe(id as usize).await;
+            let batch = id as usize % target.batches();
+            let sample = Sample { sent, batch, latency: started.elapsed(), ok, correct, total, error };
+            if let Ok(mut samples) = recorder.samples.lock() {
+                samples.push(sample);
+            }
+            if let Ok(mut inflight) = recorder.inflight.lock() {
+                inflight.remove(&id);
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    // Probes already sent finish (each is bounded by the probe timeout), so every window gets judged.
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Baseline figures, measured before injecting.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Baseline {
+    pub availability: f64,
+    pub accuracy: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p95_ms: f64,
+    pub latency_p99_ms: f64,
+    pub requests: usize,
+    /// Correct predictions per probe batch in the reference pass.
+    #[serde(skip)]
+    pub reference: Vec<usize>,
+}
+
+/// Percentile by nearest rank, in milliseconds (0 for no data).
+pub fn percentile_ms(latencies: &mut [Duration], q: f64) -> f64 {
+    if latencies.is_empty() {
+        return 0.0;
+    }
+    latencies.sort_unstable();
+    let rank = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
+    latencies[rank - 1].as_secs_f64() * 1e3
+}
+
+fn in_range(samples: &[Sample], from: Duration, to: Duration) -> Vec<&Sample> {
+    samples.iter().filter(|s| s.sent >= from && s.sent < to).collect()
+}
+
+/// Accuracy lost against the reference pass, as a fraction, over the answered probes (paired by batch).
+fn accuracy_lost(samples: &[&Sample], reference: &[usize]) -> Option<f64> {
+    let total: usize = samples.iter().map(|s| s.total).sum();
+    let lost: i64 = samples
+        .iter()
+        .filter(|s| s.ok)
+        .map(|s| reference.get(s.batch).copied().unwrap_or(s.correct) as i64 - s.correct as i64)
+        .sum();
+    (total > 0).then(|| lost as f64 / total as f64)
+}
+
+fn availability(samples: &[&Sample]) -> Option<f64> {
+    (!samples.is_empty()).then(|| samples.iter().filter(|s| s.ok).count() as f64 / samples.len() as f64)
+}
+
+impl Baseline {
+    /// `reference` is the reference pass; `total` the number of records in the probe set.
+    pub fn measure(samples: &[Sample], until: Duration, reference: Vec<usize>, total: usize) -> Option<Self> {
+        let base = in_range(samples, Duration::ZERO, until);
+        let mut latencies: Vec<Duration> = base.iter().filter(|s| s.ok).map(|s| s.latency).collect();
+        Some(Self {
+            availability: availability(&base)?,
+            accuracy: reference.iter().sum::<usize>() as f64 / total.max(1) as f64,
+            reference,
+            latency_p50_ms: percentile_ms(&mut latencies, 0.50),
+            latency_p95_ms: percentile_ms(&mut latencies, 0.95),
+            latency_p99_ms: percentile_ms(&mut latencies, 0.99),
+            requests: base.len(),
+        })
+    }
+}
+
+/// What "steady" means for one window, given the baseline.
+#[derive(Debug, Clone, Copy)]
+pub struct Steady<'a> {
+    availability: f64,
+    latency_p95_ms: f64,
+    /// Accuracy a window may lose against the reference, as a fraction.
+    max_lost: f64,
+    reference: &'a [usize],
+}
+
+impl<'a> Steady<'a> {
+    pub fn new(slo: &SloConfig, baseline: &'a Baseline) -> Self {
+        Self {
+            availability: slo.availability,
+            latency_p95_ms: slo.latency_p95_ms.unwrap_or(baseline.latency_p95_ms * 2.0 + 20.0),
+            max_lost: slo.accuracy_drop_pp / 100.0,
+            reference: &baseline.reference,
+        }
+    }
+
+    /// `None` for a window without probes (no evidence either way).
+    fn holds(&self, window: &[&Sample]) -> Option<bool> {
+        let avail = availability(window)?;
+        let mut latencies: Vec<Duration> = window.iter().map(|s| s.latency).collect();
+        let p95 = percentile_ms(&mut latencies, 0.95);
+        let acc_ok = accuracy_lost(window, self.reference).is_none_or(|lost| lost <= self.max_lost);
+        Some(avail >= self.availability && p95 <= self.latency_p95_ms && acc_ok)
+    }
+
+    fn down(&self, window: &[&Sample]) -> bool {
+        availability(window).is_some_and(|a| a < self.availability)
+    }
+}
+
+/// When the steady state came back after `revert`: the start of the first stretch of `stability` during
+/// which every settled window held. `None` while not (yet) seen.
+pub fn recovered_at(
+    samples: &[Sample],
+    steady: &Steady,
+    revert: Duration,
+    settled: Duration,
+    window: Duration,
+    stability: Duration,
+) -> Option<Duration> {
+    let needed = (stability.as_secs_f64() / window.as_secs_f64()).ceil().max(1.0) as usize;
+    let mut starts = Vec::new();
+    let mut t = revert;
+    while t + window <= settled {
+        starts.push(t);
+        t += window;
+    }
+    let verdicts: Vec<bool> =
+        starts.iter().map(|start| steady.holds(&in_range(samples, *start, *start + window)).unwrap_or(true)).collect();
+    (0..verdicts.len())
+        .find(|&i| i + needed <= verdicts.len() && verdicts[i..i + needed].iter().all(|v| *v))
+        .map(|i| starts[i] - revert)
+}
+
+/// The instants an experiment moved through, from the recorder's origin.
+#[derive(Debug, Clone, Copy)]
+pub struct Phases {
+    pub inject: Duration,
+    pub revert: Duration,
+    pub end: Duration,
+}
+
+/// A region's measured result: the Python tool's metric names, plus what they were measured against.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunMetrics {
+    pub pipeline_downtime_s: f64,
+    pub recovery_time_s: Option<f64>,
+    pub accuracy_degradation: f64,
+    pub error_count: u64,
+    pub requests_total: u64,
+    pub requests_during_fault: u64,
+    pub availability_during_fault: f64,
+    pub accuracy_during_fault: Option<f64>,
+    pub latency_p50_ms: f64,
+    pub latency_p95_ms: f64,
+    pub latency_p99_ms: f64,
+    pub baseline_availability: f64,
+    pub baseline_accuracy: f64,
+    pub baseline_latency_p50_ms: f64,
+    pub baseline_latency_p95_ms: f64,
+    pub baseline_latency_p99_ms: f64,
+    pub fault_duration_s: f64,
+    pub score_version: i32,
+}
+
+/// Computes the metrics from the probes.
+pub fn measure(
+    samples: &[Sample],
+    baseline: &Baseline,
+    steady: &Steady,
+    phases: Phases,
+    window: Duration,
+    recovery: Option<Duration>,
+) -> RunMetrics {
+    let fault = in_range(samples, phases.inject, phases.revert);
+    let after = in_range(samples, phases.inject, phases.end);
+    let mut downtime = Duration::ZERO;
+    let mut t = phases.inject;
+    while t < phases.end {
+        let end = (t + window).min(phases.end);
+        if steady.down(&in_range(samples, t, end)) {
+            downtime += end - t;
+        }
+        t = end;
+    }
+    let mut latencies: Vec<Duration> = fault.iter().map(|s| s.latency).collect();
+    let lost = accuracy_lost(&fault, &baseline.reference);
+    let accuracy_during_fault = lost.map(|l| baseline.accuracy - l);
+    let degradation = lost.map_or(0.0, |l| l * 100.0);
+    RunMetrics {
+        pipeline_downtime_s: round3(downtime.as_secs_f64()),
+        recovery_time_s: recovery.map(|r| round3(r.as_secs_f64())),
+        accuracy_degradation: round3(degradation),
+        error_count: after.iter().filter(|s| !s.ok).count() as u64,
+        requests_total: samples.len() as u64,
+        requests_during_fault: fault.len() as u64,
+        availability_during_fault: availability(&fault).map_or(0.0, round3),
+        accuracy_during_fault: accuracy_during_fault.map(round3),
+        latency_p50_ms: round3(percentile_ms(&mut latencies, 0.50)),
+        latency_p95_ms: round3(percentile_ms(&mut latencies, 0.95)),
+        latency_p99_ms: round3(percentile_ms(&mut latencies, 0.99)),
+        baseline_availability: round3(baseline.availability),
+        baseline_accuracy: round3(baseline.accuracy),
+        baseline_latency_p50_ms: round3(baseline.latency_p50_ms),
+        baseline_latency_p95_ms: round3(baseline.latency_p95_ms),
+        baseline_latency_p99_ms: round3(baseline.latency_p99_ms),
+        fault_duration_s: round3((phases.revert - phases.inject).as_secs_f64()),
+        score_version: SCORE_VERSION,
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// resilience_score = 100 − min(downtime/10, 40) − min(accuracy_degradation, 30) − min(error_count·5, 30),
+/// floored at 0 (score_version 1). An accuracy gain does not raise the score.
+pub fn score(m: &RunMetrics) -> f64 {
+    let s = 100.0
+        - (m.pipeline_downtime_s / 10.0).min(40.0)
+        - m.accuracy_degradation.clamp(0.0, 30.0)
+        - (m.error_count as f64 * 5.0).min(30.0);
+    round3(s.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(ms: u64, ok: bool, latency_ms: u64, correct: usize) -> Sample {
+        Sample {
+            sent: Duration::from_millis(ms),
+            batch: 0,
+            latency: Duration::from_millis(latency_ms),
+            ok,
+            correct: if ok { correct } else { 0 },
+            total: if ok { 4 } else { 0 },
+            error: None,
+        }
+    }
+
+    #[test]
+    fn outage_and_recovery_are_measured_from_probes() {
+        // Baseline 0–1 s healthy; fault 1–2 s all failing; after 2 s healthy again from 2.5 s.
+        let mut samples = Vec::new();
+        for t in (0..4000).step_by(50) {
+            let ok = !(1000..2500).contains(&t);
+            samples.push(sample(t, ok, 5, 4));
+        }
+        let slo = SloConfig::default();
+        let baseline = Baseline::measure(&samples, Duration::from_secs(1), vec![4], 4).expect("baseline");
+        assert_eq!(baseline.availability, 1.0);
+        assert_eq!(baseline.accuracy, 1.0);
+        let steady = Steady::new(&slo, &baseline);
+        let window = Duration::from_millis(500);
+        let revert = Duration::from_secs(2);
+        let recovery = recovered_at(&samples, &steady, revert, Duration::from_secs(4), window, Duration::from_secs(1));
+        assert_eq!(recovery, Some(Duration::from_millis(500)));
+        let phases = Phases { inject: Duration::from_secs(1), revert, end: Duration::from_secs(4) };
+        let m = measure(&samples, &baseline, &steady, phases, window, recovery);
+        assert_eq!(m.pipeline_downtime_s, 1.5);
+        assert_eq!(m.error_count, 30);
+        assert_eq!(m.recovery_time_s, Some(0.5));
+        assert_eq!(score(&m), 100.0 - 0.15 - 0.0 - 30.0);
+    }
+}
