@@ -353,3 +353,30 @@ async fn the_api_refuses_what_it_must() {
     let answer = rig.call(Method::POST, "/api/v1/experiments", Some(&fault), Some(TOKEN)).await;
     assert_eq!(answer.status, 409);
 }
+
+/// A two-stage pipeline: probes enter at a gateway target, whose calls to the model go through the agent's
+/// proxy. The gateway's retries (or its fallback model) absorb what packet loss does to that inner hop.
+async fn gateway_run(resilience: &str) -> Json {
+    use chaoseater_producers::demo_target::{self, DemoTarget, DemoTargetConfig, Resilience};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+    let gateway = listener.local_addr().expect("gateway address");
+    let opts = Opts { probe: format!("endpoint = \"http://{gateway}/v1/models/demo:predict\""), ..Opts::default() };
+    let rig = Rig::start(opts).await;
+    let config = DemoTargetConfig {
+        resilience: Resilience::parse(resilience).expect("resilience"),
+        upstream: Some(format!("http://{}", rig.agent.proxy_addr)),
+        ..DemoTargetConfig::default()
+    };
+    tokio::spawn(demo_target::serve(std::sync::Arc::new(DemoTarget::new(config)), listener, std::future::pending()));
+    rig.run(experiment("infrastructure", "packet_loss", json!({"loss_rate": 0.3}), 1.5)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_retries_and_fallback_absorb_packet_loss_on_the_inner_hop() {
+    let (none, retry, fallback) = tokio::join!(gateway_run("none"), gateway_run("retry"), gateway_run("fallback"));
+    let errors = |r: &Json| metric(r, "error_count");
+    assert!(errors(&none) >= 5.0, "without defences the loss reaches the client: {none}");
+    assert!(errors(&retry) <= 2.0, "retries hide it: {retry}");
+    assert_eq!(errors(&fallback), 0.0, "the fallback model answers: {fallback}");
+    assert!(retry["resilience_score"].as_f64() > none["resilience_score"].as_f64().map(|s| s + 10.0));
+}

@@ -176,3 +176,26 @@ fn journal_reverts_what_a_killed_agent_left() {
     assert_eq!(std::fs::read_to_string(&cgroup_file).expect("cpu.max"), "max 100000");
     assert!(journal.entries().is_empty());
 }
+
+#[test]
+fn a_panic_reverts_the_host_fault_through_its_drop_guard() {
+    use chaoseater_producers::agent::AgentConfig;
+    use chaoseater_producers::agent::faults::{DiskFill, Fault};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = AgentConfig::parse(&format!(
+        "upstream = \"http://127.0.0.1:1\"\nstate_dir = \"{}\"\n[probe]\nset = \"unused.json\"\n",
+        dir.path().join("state").display()
+    ))
+    .expect("config");
+    let (journal, _) = Journal::open(&config.state_dir).expect("journal");
+    let fault = Fault::DiskFull { fill: DiskFill::Bytes(1_000_000), path: Some(dir.path().join("fill")) };
+    let fill_dir = dir.path().join("fill");
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _applied = host::HostFault::apply(&fault, &config, journal.clone(), "panic").expect("applied");
+        assert_eq!(std::fs::read_dir(&fill_dir).expect("dir").count(), 1);
+        panic!("an injector bug");
+    }));
+    assert!(outcome.is_err());
+    assert_eq!(std::fs::read_dir(&fill_dir).expect("dir").count(), 0, "reverted while unwinding");
+    assert!(journal.entries().is_empty());
+}

@@ -89,3 +89,42 @@ impl Drop for KillOnDrop {
 pub fn exists(path: &Path) -> bool {
     path.exists()
 }
+
+/// A minimal HTTP/1.1 exchange over a fresh connection (`Connection: close`): status and body.
+pub fn http(addr: &str, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let body = body.unwrap_or("");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Reads the child's stdout until a line containing `marker`; returns the `http://ADDR` tokens of that line.
+pub fn addresses(child: &mut Child, marker: &str) -> Vec<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.as_mut().expect("piped stdout");
+    let mut reader = std::io::BufReader::new(stdout);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("read stdout");
+        assert!(n > 0, "process exited before printing {marker:?}");
+        if line.contains(marker) {
+            return line
+                .split_whitespace()
+                .filter_map(|w| w.strip_prefix("http://"))
+                .map(|a| a.trim_end_matches(|c: char| !c.is_ascii_digit()).to_owned())
+                .collect();
+        }
+    }
+}

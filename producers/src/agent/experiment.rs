@@ -237,8 +237,9 @@ pub async fn run(core: Arc<AgentCore>, experiment: Arc<Experiment>) {
             error: Some(format!("the experiment task failed: {e}")),
         },
     };
-    experiment.finish(outcome);
+    // Free the agent first: whoever waits for the outcome may start the next experiment at once.
     core.release(&experiment.id);
+    experiment.finish(outcome);
 }
 
 fn failed(message: String) -> Outcome {

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::config::{AgentConfig, Protocol};
 use super::faults::{Fault, NODE_SLOW_DELAY, NodeFailure};
 use super::payload::{self, Batch, ColumnStats, Predictions};
-use crate::http::{HttpClient, MAX_BODY_BYTES, error_response};
+use crate::http::{MAX_BODY_BYTES, error_response};
 use crate::rng::Rng;
 
 /// How long the proxy waits for the upstream: generous, since slow models are what we measure.
@@ -88,7 +88,6 @@ pub struct ProxyState {
     /// Decides which requests fall in the rolled-back share: exact proportions, not coin flips.
     selector: AtomicU64,
     pub traffic: Traffic,
-    client: HttpClient,
 }
 
 impl ProxyState {
@@ -107,7 +106,6 @@ impl ProxyState {
             stats,
             selector: AtomicU64::new(0),
             traffic: Traffic::default(),
-            client: HttpClient::new(),
         }
     }
 
@@ -293,9 +291,10 @@ async fn connection(state: Arc<ProxyState>, stream: TcpStream, peer: SocketAddr)
     }
     let _ = stream.set_nodelay(true);
     let io = hyper_util::rt::TokioIo::new(stream);
+    let links = Arc::new(tokio::sync::Mutex::new(Links::default()));
     let service = hyper::service::service_fn(move |request| {
-        let state = state.clone();
-        async move { handle(state, request).await }
+        let (state, links) = (state.clone(), links.clone());
+        async move { handle(state, &links, request).await }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
         tracing::trace!(%peer, error = %e, "proxy connection ended");
@@ -339,7 +338,81 @@ fn answer(status: StatusCode, message: &str) -> Result<Response<Full<Bytes>>, Dr
     Ok(error_response(status, message))
 }
 
-async fn handle(state: Arc<ProxyState>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Dropped> {
+/// The upstream connections of one client connection. HTTP/1.1 serves a connection's requests one at a
+/// time, so each client connection gets its own upstream connection per upstream: no shared pool, no lock
+/// contention between clients (the proxy's overhead is measured in benches/proxy.rs).
+#[derive(Default)]
+struct Links {
+    senders: std::collections::HashMap<String, hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+/// A complete upstream answer.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+async fn connect(authority: &str) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+    let stream = TcpStream::connect(authority).await.map_err(|e| format!("connecting to {authority}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake with {authority}: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::trace!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// Sends `request` on this client connection's link to `authority`, opening it when needed. A request
+/// the old link never sent (it had closed) is sent again on a new one; nothing is ever sent twice.
+async fn send_upstream(
+    links: &tokio::sync::Mutex<Links>,
+    authority: &str,
+    request: Request<Full<Bytes>>,
+) -> Result<Reply, String> {
+    let mut links = links.lock().await;
+    let mut request = request;
+    for attempt in 0..2 {
+        let usable = match links.senders.get_mut(authority) {
+            Some(sender) => !sender.is_closed() && sender.ready().await.is_ok(),
+            None => false,
+        };
+        if !usable {
+            let fresh = connect(authority).await?;
+            links.senders.insert(authority.to_owned(), fresh);
+        }
+        let sender = links.senders.get_mut(authority).ok_or("no upstream link")?;
+        match sender.try_send_request(request).await {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                let body = http_body_util::Limited::new(body, MAX_BODY_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| format!("reading the answer: {e}"))?
+                    .to_bytes();
+                return Ok(Reply { status: parts.status, headers: parts.headers, body });
+            }
+            Err(mut e) => {
+                links.senders.remove(authority);
+                match e.take_message() {
+                    Some(unsent) if attempt == 0 => request = unsent,
+                    _ => return Err(e.into_error().to_string()),
+                }
+            }
+        }
+    }
+    Err(format!("no usable connection to {authority}"))
+}
+
+async fn handle(
+    state: Arc<ProxyState>,
+    links: &tokio::sync::Mutex<Links>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
     state.traffic.requests.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = request.into_parts();
     let body = match http_body_util::Limited::new(body, MAX_BODY_BYTES).collect().await {
@@ -357,21 +430,24 @@ async fn handle(state: Arc<ProxyState>, request: Request<Incoming>) -> Result<Re
         }
     }
     let base = state.upstream_url(&upstream);
+    let authority = base.trim_start_matches("http://").split('/').next().unwrap_or_default().to_owned();
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let uri: hyper::Uri = match format!("{}{}", base.trim_end_matches('/'), path).parse() {
-        Ok(uri) => uri,
-        Err(e) => return answer(StatusCode::BAD_GATEWAY, &format!("upstream URL: {e}")),
-    };
-    let mut forward = Request::builder().method(parts.method.clone()).uri(uri);
+    let mut forward = Request::builder().method(parts.method.clone()).uri(path).header(header::HOST, &authority);
     if let Some(headers) = forward.headers_mut() {
         copy_headers(&parts.headers, headers);
     }
     let Ok(forward) = forward.body(Full::new(body)) else {
         return answer(StatusCode::BAD_GATEWAY, "could not build the upstream request");
     };
-    let reply = match state.client.send(forward, UPSTREAM_TIMEOUT).await {
-        Ok(reply) => reply,
-        Err(e) => return answer(StatusCode::BAD_GATEWAY, &format!("upstream {upstream}: {e}")),
+    let reply = match tokio::time::timeout(UPSTREAM_TIMEOUT, send_upstream(links, &authority, forward)).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => return answer(StatusCode::BAD_GATEWAY, &format!("upstream {upstream}: {e}")),
+        Err(_) => {
+            return answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("upstream {upstream}: no answer within {UPSTREAM_TIMEOUT:?}"),
+            );
+        }
     };
     let mut reply_body = reply.body;
     if let Some(active) = &hit {
