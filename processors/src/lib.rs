@@ -4,7 +4,11 @@
 //!   the first processor on the bus and the reference for how the others hold state: everything it
 //!   knows goes through the `StateView`, committed atomically with the offsets it consumed.
 //!
-//! Later issues add the orchestrator, the rollback processor, the circuit breaker, the history
+//! - [`orchestrator`]: runs as sagas: RunRequested → region dispatches by mode → RunCompleted with the
+//!   aggregate report.
+//!
+//! Later issues add the rollback processor, the circuit breaker, the history
 //! materializer and the analytics. Processors never import producers or sinks: they talk through topics.
 
 pub mod ledger;
+pub mod orchestrator;

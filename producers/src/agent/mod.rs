@@ -32,6 +32,9 @@ use proxy::ProxyState;
 use crate::demo_target::ProbeSet;
 use crate::http::HttpClient;
 
+/// Ids of every experiment this agent started, one per line.
+const EXPERIMENT_LOG: &str = "experiments.log";
+
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -58,16 +61,25 @@ pub struct AgentCore {
     pub probe_records: usize,
     experiments: Mutex<BTreeMap<String, Arc<Experiment>>>,
     active: Mutex<Option<Arc<Experiment>>>,
+    /// Ids of experiments started by earlier processes of this agent (`experiments.log` in the state
+    /// directory): a dispatcher retrying after an agent restart must not run the same dispatch twice.
+    earlier_ids: std::collections::HashSet<String>,
 }
 
 impl AgentCore {
     /// Validates `request` and starts it; only one experiment runs at a time (two faults at once would
     /// confound each other's measurements).
     pub fn start(self: &Arc<Self>, request: ExperimentRequest) -> Result<Arc<Experiment>, (StatusCode, String)> {
-        if let Some(id) = &request.id
-            && let Some(existing) = self.experiment(id)
-        {
-            return Ok(existing);
+        if let Some(id) = &request.id {
+            if let Some(existing) = self.experiment(id) {
+                return Ok(existing);
+            }
+            if self.earlier_ids.contains(id) {
+                return Err((
+                    StatusCode::GONE,
+                    format!("experiment {id} already ran on this agent before it restarted; its outcome is lost"),
+                ));
+            }
         }
         let bad = |m: String| (StatusCode::BAD_REQUEST, m);
         let layer = Layer::parse(&request.layer.to_ascii_lowercase()).ok_or_else(|| {
@@ -90,6 +102,8 @@ impl AgentCore {
             return Err((StatusCode::CONFLICT, format!("experiment {} is still running on this agent", running.id)));
         }
         let id = request.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        self.remember(&id)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("recording the experiment id: {e}")))?;
         let experiment = Arc::new(Experiment::new(id.clone(), request, layer, fault, self.proxy.traffic()));
         *active = Some(experiment.clone());
         if let Ok(mut all) = self.experiments.lock() {
@@ -98,6 +112,15 @@ impl AgentCore {
         tracing::info!(experiment = %id, fault_type = %experiment.request.fault_type, "experiment accepted");
         tokio::spawn(experiment::run(self.clone(), experiment.clone()));
         Ok(experiment)
+    }
+
+    /// Appends `id` to the experiment log before the experiment starts (a few bytes, synced).
+    fn remember(&self, id: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.config.state_dir.join(EXPERIMENT_LOG))?;
+        writeln!(log, "{id}")?;
+        log.sync_data()
     }
 
     fn release(&self, id: &str) {
@@ -174,6 +197,11 @@ impl Agent {
         let token = config.token().map_err(AgentError::Config)?;
         let (journal, cleaned) = Journal::open(&config.state_dir)
             .map_err(|source| AgentError::Journal { dir: config.state_dir.display().to_string(), source })?;
+        let earlier_ids = match std::fs::read_to_string(config.state_dir.join(EXPERIMENT_LOG)) {
+            Ok(text) => text.lines().map(str::to_owned).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(source) => return Err(AgentError::Journal { dir: config.state_dir.display().to_string(), source }),
+        };
         let set = load_probe_set(&config.probe.set).await?;
         let rows: Vec<payload::Row> = set
             .instances
@@ -210,6 +238,7 @@ impl Agent {
             probe_records: set.labels.len(),
             experiments: Mutex::new(BTreeMap::new()),
             active: Mutex::new(None),
+            earlier_ids,
         });
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();

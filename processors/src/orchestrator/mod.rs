@@ -1,0 +1,260 @@
+//! The orchestrator: turns RunRequested into region dispatches according to the run's mode, follows the
+//! results, and closes each run with RunCompleted and its aggregate report. A saga per run, kept in sled
+//! and advanced only by events, so a restarted orchestrator resumes half-finished runs where they stood.
+//!
+//! Keys in its state store:
+//! - `region/{name}` → [`RegionEntry`] (JSON), the registry as the regions topic tells it;
+//! - `run/{run_id}` → [`Saga`] (JSON);
+//! - `rejected/{run_id}` → the reason, so a replayed bad command is rejected once.
+
+mod saga;
+
+use chaoseater_schemas::bus::{Origin, Processor, Rejection, StateStore, StateView};
+use chaoseater_schemas::events::{
+    AbortRequested, Event, RegionDispatched, RegionResult, RunCompleted, RunRejected, RunRequested, RunStarted,
+};
+use chaoseater_schemas::experiment::RunMode;
+use chaoseater_schemas::faults;
+use chaoseater_schemas::ids::{EventId, RegionName, RunId, TimestampMs};
+use chaoseater_schemas::topics::Topic;
+pub use saga::{RegionEntry, RegionState, Saga, SagaRegion, Step, choose, dispatch_id};
+
+/// Extra time the dispatcher allows beyond the fault's duration (baseline, recovery, network).
+pub const DISPATCH_GRACE_MS: i64 = 30_000;
+
+/// The orchestrator processor.
+#[derive(Debug, Default)]
+pub struct Orchestrator;
+
+fn json_err(e: impl std::fmt::Display) -> Rejection {
+    Rejection(format!("orchestrator state: {e}"))
+}
+
+impl Orchestrator {
+    pub const NAME: &'static str = "orchestrator";
+
+    fn run_key(run_id: &RunId) -> Vec<u8> {
+        format!("run/{run_id}").into_bytes()
+    }
+
+    fn region_key(name: &RegionName) -> Vec<u8> {
+        format!("region/{name}").into_bytes()
+    }
+
+    /// A run's saga as committed (for `status` and tests).
+    pub fn saga(store: &StateStore, run_id: &RunId) -> chaoseater_schemas::Result<Option<Saga>> {
+        Ok(store.get(&Self::run_key(run_id))?.and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    /// Every saga in the store.
+    pub fn sagas(store: &StateStore) -> chaoseater_schemas::Result<Vec<Saga>> {
+        Ok(store.scan_prefix(b"run/")?.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect())
+    }
+
+    fn load(state: &StateView<'_>, run_id: &RunId) -> Result<Option<Saga>, Rejection> {
+        match state.get(&Self::run_key(run_id)).map_err(json_err)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(json_err),
+            None => Ok(None),
+        }
+    }
+
+    fn save(state: &mut StateView<'_>, saga: &Saga) -> Result<(), Rejection> {
+        let bytes = serde_json::to_vec(saga).map_err(json_err)?;
+        state.put(Self::run_key(&saga.run_id), bytes);
+        Ok(())
+    }
+
+    /// The regions registered, as this batch sees them.
+    fn regions(state: &StateView<'_>) -> Result<Vec<RegionEntry>, Rejection> {
+        let entries = state.scan_prefix(b"region/").map_err(json_err)?;
+        Ok(entries.iter().filter_map(|(_, value)| serde_json::from_slice(value).ok()).collect())
+    }
+
+    fn reject(state: &mut StateView<'_>, run_id: &RunId, reason: String) -> Vec<Event> {
+        state.put(format!("rejected/{run_id}").into_bytes(), reason.clone().into_bytes());
+        tracing::warn!(run = %run_id, %reason, "run rejected");
+        vec![Event::RunRejected(RunRejected {
+            event_id: EventId::derive("RunRejected", &[run_id.as_str()]),
+            occurred_at: TimestampMs::now(),
+            run_id: run_id.clone(),
+            reason,
+        })]
+    }
+
+    fn requested(&self, r: &RunRequested, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+        if Self::load(state, &r.run_id)?.is_some()
+            || state.get(format!("rejected/{}", r.run_id).as_bytes()).map_err(json_err)?.is_some()
+        {
+            return Ok(Vec::new());
+        }
+        // Other systems publish commands too: the experiment is checked again here.
+        let params = serde_json::to_value(&r.experiment.parameters).map_err(json_err)?;
+        let empty = serde_json::Map::new();
+        if let Err(e) =
+            faults::validate(r.experiment.layer, &r.experiment.fault_type, params.as_object().unwrap_or(&empty))
+        {
+            return Ok(Self::reject(state, &r.run_id, format!("invalid experiment: {}: {}", e.field, e.message)));
+        }
+        if r.experiment.duration_ms <= 0 {
+            return Ok(Self::reject(state, &r.run_id, "invalid experiment: duration must be positive".to_owned()));
+        }
+        if r.mode == RunMode::Parallel && r.max_concurrent < 1 {
+            return Ok(Self::reject(
+                state,
+                &r.run_id,
+                format!("max_concurrent must be at least 1, got {}", r.max_concurrent),
+            ));
+        }
+        if r.mode == RunMode::BlastRadius && !(r.blast_radius_percent > 0.0 && r.blast_radius_percent <= 100.0) {
+            return Ok(Self::reject(
+                state,
+                &r.run_id,
+                format!("blast_radius_percent must be in (0, 100], got {}", r.blast_radius_percent),
+            ));
+        }
+        let registered = Self::regions(state)?;
+        if registered.is_empty() {
+            return Ok(Self::reject(
+                state,
+                &r.run_id,
+                "no regions are registered (chaoseater region add ...)".to_owned(),
+            ));
+        }
+        let all = r.regions.is_empty();
+        let candidates: Vec<RegionEntry> = if all {
+            registered.clone()
+        } else {
+            let mut picked = Vec::new();
+            for name in &r.regions {
+                match registered.iter().find(|e| &e.name == name) {
+                    Some(entry) if !picked.iter().any(|p: &RegionEntry| &p.name == name) => picked.push(entry.clone()),
+                    Some(_) => {}
+                    None => {
+                        let known: Vec<&str> = registered.iter().map(|e| e.name.as_str()).collect();
+                        return Ok(Self::reject(
+                            state,
+                            &r.run_id,
+                            format!("unknown region {name:?}; registered: {}", known.join(", ")),
+                        ));
+                    }
+                }
+            }
+            picked
+        };
+        let chosen = choose(r.mode, candidates, all, r.blast_radius_percent);
+        let now = TimestampMs::now();
+        let mut saga = Saga {
+            run_id: r.run_id.clone(),
+            experiment: r.experiment.clone(),
+            mode: r.mode,
+            max_concurrent: usize::try_from(r.max_concurrent).unwrap_or(1).max(1),
+            fail_fast: r.fail_fast,
+            regions: chosen
+                .iter()
+                .map(|e| SagaRegion { name: e.name.clone(), priority: e.priority, state: RegionState::Pending })
+                .collect(),
+            started_at_ms: r.occurred_at.0,
+            aborted: None,
+            completed: false,
+        };
+        let mut out = vec![Event::RunStarted(RunStarted {
+            event_id: EventId::derive("RunStarted", &[r.run_id.as_str()]),
+            occurred_at: now,
+            run_id: r.run_id.clone(),
+            experiment_name: r.experiment.name.clone(),
+            regions: chosen.iter().map(|e| e.name.clone()).collect(),
+            mode: r.mode,
+        })];
+        out.extend(Self::steps(&mut saga, now));
+        Self::save(state, &saga)?;
+        tracing::info!(run = %r.run_id, regions = saga.regions.len(), mode = ?r.mode, "run started");
+        Ok(out)
+    }
+
+    /// Advances `saga` and turns its steps into events.
+    fn steps(saga: &mut Saga, now: TimestampMs) -> Vec<Event> {
+        saga.advance(now.0)
+            .into_iter()
+            .map(|step| match step {
+                Step::Dispatch(region) => {
+                    let dispatch_id = dispatch_id(&saga.run_id, &region);
+                    Event::RegionDispatched(RegionDispatched {
+                        event_id: EventId::derive("RegionDispatched", &[dispatch_id.as_str()]),
+                        occurred_at: now,
+                        run_id: saga.run_id.clone(),
+                        dispatch_id,
+                        region,
+                        experiment: saga.experiment.clone(),
+                        timeout_ms: saga.experiment.duration_ms + DISPATCH_GRACE_MS,
+                    })
+                }
+                Step::Complete => {
+                    let (status, report) = saga.report(now.0);
+                    tracing::info!(run = %saga.run_id, ?status, mean_score = report.mean_score, "run completed");
+                    Event::RunCompleted(RunCompleted {
+                        event_id: EventId::derive("RunCompleted", &[saga.run_id.as_str()]),
+                        occurred_at: now,
+                        run_id: saga.run_id.clone(),
+                        experiment_name: saga.experiment.name.clone(),
+                        status,
+                        report,
+                    })
+                }
+            })
+            .collect()
+    }
+
+    fn result(&self, r: &RegionResult, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+        let Some(mut saga) = Self::load(state, &r.run_id)? else { return Ok(Vec::new()) };
+        let duration = (r.finished_at.0 - r.started_at.0).max(0);
+        if !saga.record(&r.region, &r.dispatch_id, r.status, r.resilience_score, duration, r.message.clone()) {
+            return Ok(Vec::new());
+        }
+        let out = Self::steps(&mut saga, TimestampMs::now());
+        Self::save(state, &saga)?;
+        Ok(out)
+    }
+
+    fn abort(&self, a: &AbortRequested, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+        let Some(mut saga) = Self::load(state, &a.run_id)? else { return Ok(Vec::new()) };
+        if saga.completed {
+            return Ok(Vec::new());
+        }
+        saga.abort(&a.reason);
+        tracing::info!(run = %a.run_id, reason = %a.reason, "run aborting");
+        let out = Self::steps(&mut saga, TimestampMs::now());
+        Self::save(state, &saga)?;
+        Ok(out)
+    }
+}
+
+impl Processor for Orchestrator {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn topics(&self) -> Vec<Topic> {
+        vec![Topic::Commands, Topic::Regions, Topic::Results]
+    }
+
+    fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+        match event {
+            Event::RegionRegistered(e) => {
+                let entry = RegionEntry { name: e.region.clone(), endpoint: e.endpoint.clone(), priority: e.priority };
+                state.put(Self::region_key(&e.region), serde_json::to_vec(&entry).map_err(json_err)?);
+                Ok(Vec::new())
+            }
+            Event::RegionRemoved(e) => {
+                state.remove(Self::region_key(&e.region));
+                Ok(Vec::new())
+            }
+            Event::RunRequested(r) => self.requested(r, state),
+            Event::RegionResult(r) => self.result(r, state),
+            Event::AbortRequested(a) => self.abort(a, state),
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
