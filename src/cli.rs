@@ -50,6 +50,18 @@ pub enum Command {
     Serve(ServeArgs),
     /// Show the timeline of a run from a processor's state (stop `serve` first: its store is locked).
     Ledger(LedgerArgs),
+    /// Register, remove or list regions (their agents), on the compacted regions topic.
+    #[command(subcommand)]
+    Region(RegionCommand),
+    /// Submit experiments and follow every run to its aggregate report. Exit code 1 when a region
+    /// failed or scored below --min-score (default: the file's, else 70): the CI/CD gate.
+    Run(RunArgs),
+    /// A run's state and report, from the event log.
+    Status(RunIdArgs),
+    /// Abort a run: regions in flight revert their faults, the rest are not dispatched.
+    Abort(AbortArgs),
+    /// Health of every registered region's agent.
+    Health(HealthArgs),
     /// Run a region agent: fault-injecting proxy, host injectors, steady-state probes, HTTP API.
     /// Its configuration is the file given with --config (agent.toml; see examples/agent.toml).
     Agent,
@@ -90,6 +102,16 @@ pub struct DemoArgs {
 pub struct SubmitArgs {
     /// Experiment file (the Python tool's YAML: a top-level `experiments:` list).
     pub file: PathBuf,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// Validate and print the commands as JSON without publishing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// How runs are dispatched, overriding the experiment file.
+#[derive(Debug, Clone, Args)]
+pub struct OverrideArgs {
     /// Regions to run in (comma-separated); overrides the file.
     #[arg(long, value_delimiter = ',')]
     pub regions: Option<Vec<String>>,
@@ -108,9 +130,60 @@ pub struct SubmitArgs {
     /// CI/CD gate: minimum resilience score of every region.
     #[arg(long)]
     pub min_score: Option<f64>,
-    /// Validate and print the commands as JSON without publishing.
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Experiment file (the Python tool's YAML).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// Give up following after this many seconds (the runs go on).
+    #[arg(long, default_value_t = 3600.0)]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct RunIdArgs {
+    /// The run's id (printed by `submit` and `run`).
+    pub run_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AbortArgs {
+    /// The run's id.
+    pub run_id: String,
+    /// Why, for the record.
+    #[arg(long, default_value = "aborted from the command line")]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Sample every region's agent now (and publish the samples) instead of showing the latest ones.
     #[arg(long)]
-    pub dry_run: bool,
+    pub probe: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegionCommand {
+    /// Register a region's agent (or change it).
+    Add {
+        name: String,
+        /// Base URL of the region's agent API.
+        #[arg(long)]
+        endpoint: String,
+        /// Higher runs first in sequential mode; lower is touched first by blast radius.
+        #[arg(long, default_value_t = 0)]
+        priority: i32,
+        /// Metadata, key=value (repeatable).
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
+    },
+    /// Remove a region.
+    Remove { name: String },
+    /// List the registered regions.
+    List,
 }
 
 #[derive(Debug, Args)]

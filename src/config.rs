@@ -24,6 +24,31 @@ pub struct FileConfig {
     /// Event schemas.
     #[serde(default)]
     pub schemas: SchemasConfig,
+    /// The dispatcher and its health monitor.
+    #[serde(default)]
+    pub dispatcher: DispatcherConfig,
+}
+
+/// Dispatcher settings. Agent tokens come from `tokens_file` (`region = "token"` lines, optional
+/// `default`) or the environment (`CHAOSEATER_AGENT_TOKEN_<REGION>`, `CHAOSEATER_AGENT_TOKEN`), never
+/// from events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatcherConfig {
+    pub tokens_file: Option<PathBuf>,
+    /// Seconds between health samples of every region.
+    #[serde(default = "default_health_interval")]
+    pub health_interval_s: f64,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self { tokens_file: None, health_interval_s: default_health_interval() }
+    }
+}
+
+fn default_health_interval() -> f64 {
+    10.0
 }
 
 /// Schema settings.
@@ -57,6 +82,7 @@ pub struct Config {
     pub topic_prefix: String,
     pub kafka: BTreeMap<String, String>,
     pub schemas: SchemasConfig,
+    pub dispatcher: DispatcherConfig,
 }
 
 const DEFAULT_FILE: &str = "chaoseater.toml";
@@ -81,6 +107,7 @@ impl Config {
             topic_prefix: file.topic_prefix.unwrap_or_else(|| chaoseater_schemas::topics::DEFAULT_PREFIX.to_owned()),
             kafka: file.kafka,
             schemas: file.schemas,
+            dispatcher: file.dispatcher,
         };
 
         for (key, value) in &env {
@@ -124,6 +151,9 @@ impl Config {
             || !self.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
             bail!("topic prefix must be letters, digits, '.', '_' or '-', got {:?}", self.topic_prefix);
+        }
+        if !(self.dispatcher.health_interval_s.is_finite() && self.dispatcher.health_interval_s > 0.0) {
+            bail!("dispatcher.health_interval_s must be a positive number of seconds");
         }
         if self.kafka.contains_key("bootstrap.servers") {
             bail!("set brokers with --brokers, CHAOSEATER_BROKERS or `brokers =`, not kafka.bootstrap.servers");

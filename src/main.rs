@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("CHAOSEATER_LOG").unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn")),
+            EnvFilter::try_from_env("CHAOSEATER_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter(&cli.command))),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -65,6 +65,14 @@ fn main() -> ExitCode {
         runtime.block_on(commands::run(cli.command, config))
     });
     finish(result)
+}
+
+/// The demo and `run` show their own progress; their logs would only repeat it.
+fn default_filter(command: &cli::Command) -> &'static str {
+    match command {
+        cli::Command::Demo(_) | cli::Command::Run(_) => "warn,librdkafka=error",
+        _ => "info,librdkafka=warn",
+    }
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {

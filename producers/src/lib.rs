@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod demo_target;
+pub mod dispatcher;
 pub mod gateway;
 pub mod http;
 pub mod rng;

@@ -1,27 +1,94 @@
 //! `chaoseater demo`: the README's first command. With nothing installed it starts the embedded broker,
-//! runs the processors, submits the example campaign through the same gateway as `submit`, sends one
-//! malformed message to show the dead-letter path, and prints what the ledger recorded.
-//!
-//! What it shows grows with the project: region agents, the orchestrator and results join it as they land.
+//! three regions (a demo ML target and an agent each, on 127.0.0.2–4, with different defences), the
+//! processors, and runs the example campaign (a data, a model and an infrastructure experiment, in
+//! parallel, sequential and blast-radius modes), showing progress and each run's aggregate report. It
+//! also sends one malformed message to show the dead-letter path. Everything runs in this process and
+//! stops with it: nothing is left behind.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use chaoseater_processors::ledger::RunLedger;
+use chaoseater_processors::orchestrator::Orchestrator;
+use chaoseater_producers::agent::{Agent, AgentConfig};
+use chaoseater_producers::demo_target::{self, DemoTarget, DemoTargetConfig, Resilience};
+use chaoseater_producers::dispatcher::{AgentTokens, Dispatcher};
 use chaoseater_producers::gateway::{RunOverrides, parse_experiments};
 use chaoseater_schemas::bus::producer::RawMessage;
-use chaoseater_schemas::bus::{EventConsumer, EventProducer, StartFrom, StateStore};
-use chaoseater_schemas::events::Event;
-use chaoseater_schemas::ids::TimestampMs;
+use chaoseater_schemas::bus::{EventConsumer, EventProducer, StartFrom};
+use chaoseater_schemas::events::{Event, RegionRegistered};
+use chaoseater_schemas::ids::{EventId, RegionName, TimestampMs};
 use chaoseater_schemas::topics::Topic;
 use tokio::sync::watch;
 
+use super::follow::{self, RunView};
 use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::{broker, commands};
 
 const CAMPAIGN: &str = include_str!("../../examples/campaign.yaml");
 const DEADLINE: Duration = Duration::from_secs(60);
+/// The campaign must be done well within the two minutes the demo promises.
+const RUNS_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The demo's regions: name, priority, loopback address, the target's defences.
+const REGIONS: [(&str, i32, &str, &str); 3] = [
+    ("eu-west", 3, "127.0.0.2", "validate"),
+    ("us-east", 2, "127.0.0.3", "none"),
+    ("ap-south", 1, "127.0.0.4", "fallback"),
+];
+
+/// One region: its target and its agent, both in this process.
+struct Region {
+    name: &'static str,
+    priority: i32,
+    resilience: &'static str,
+    agent: Agent,
+}
+
+async fn start_region(
+    (name, priority, ip, resilience): (&'static str, i32, &'static str, &'static str),
+    state_dir: &std::path::Path,
+    token: &str,
+) -> Result<Region> {
+    let config = DemoTargetConfig {
+        resilience: Resilience::parse(resilience).map_err(anyhow::Error::msg)?,
+        ..DemoTargetConfig::default()
+    };
+    let listener =
+        tokio::net::TcpListener::bind((ip, 0)).await.with_context(|| format!("binding the demo target on {ip}"))?;
+    let target = listener.local_addr()?;
+    tokio::spawn(demo_target::serve(Arc::new(DemoTarget::new(config)), listener, std::future::pending()));
+    let dir = state_dir.join("demo").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("token"), token)?;
+    let toml = format!(
+        r#"listen = "{ip}:0"
+proxy_listen = "{ip}:0"
+upstream = "http://{target}"
+state_dir = "{state}"
+token_file = "{token_file}"
+[probe]
+set = "http://{target}/probe-set"
+interval_ms = 40
+baseline_ms = 800
+window_ms = 250
+[slo]
+stability_window_ms = 750
+recovery_timeout_ms = 10000
+[caps]
+max_memory_mb = 256
+max_disk_bytes = 67108864
+max_duration_s = 60
+"#,
+        state = dir.join("state").display(),
+        token_file = dir.join("token").display(),
+    );
+    let agent = Agent::start(AgentConfig::parse(&toml).map_err(anyhow::Error::msg)?).await?;
+    Ok(Region { name, priority, resilience, agent })
+}
 
 pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     let started = Instant::now();
@@ -41,35 +108,78 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
         None => println!("broker     {}", ctx.brokers),
     }
 
+    // Three regions, each a demo ML target behind an agent.
+    let token = uuid_token();
+    let mut regions = Vec::new();
+    for spec in REGIONS {
+        regions.push(start_region(spec, &config.state_dir, &token).await?);
+    }
+    println!("regions    (a demo ML target behind an agent each)");
+    for r in &regions {
+        println!(
+            "  {:<9} priority {}  agent http://{}  proxy http://{}  target defences: {}",
+            r.name, r.priority, r.agent.api_addr, r.agent.proxy_addr, r.resilience
+        );
+    }
+
+    // Register them, then start the processors: they read the registry before any command.
+    let producer = EventProducer::new(&ctx)?;
+    let at = TimestampMs::now();
+    let registrations: Vec<Event> = regions
+        .iter()
+        .map(|r| {
+            Event::RegionRegistered(RegionRegistered {
+                event_id: EventId::derive("RegionRegistered", &[r.name, &at.to_id_part()]),
+                occurred_at: at,
+                region: RegionName::new(r.name),
+                endpoint: format!("http://{}", r.agent.api_addr),
+                priority: r.priority,
+                metadata: [("demo".to_owned(), "true".to_owned())].into(),
+            })
+        })
+        .collect();
+    producer.publish_all(&registrations).await?;
+
+    let mut demo_config = config.clone();
+    demo_config.dispatcher.health_interval_s = 2.0;
+    let embedded_flag = embedded.is_some();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let ledger = commands::serve::spawn_processor(RunLedger::NAME, &ctx, config, embedded.is_some(), stop_rx)?;
+    let mut tasks = Vec::new();
+    for name in [RunLedger::NAME, Orchestrator::NAME] {
+        tasks.push(commands::serve::spawn_processor(name, &ctx, &demo_config, embedded_flag, stop_rx.clone())?);
+    }
+    let tokens =
+        AgentTokens::load(None, [("CHAOSEATER_AGENT_TOKEN".to_owned(), token.clone())]).map_err(anyhow::Error::msg)?;
+    let store = commands::serve::open_store(&demo_config, embedded_flag, Dispatcher::NAME)?;
+    tasks.push(commands::serve::spawn_dispatcher(&ctx, &demo_config, store, stop_rx, tokens)?);
     println!(
-        "processors {} (state in {})",
-        RunLedger::NAME,
-        commands::processor_state_dir(config, embedded.is_some(), RunLedger::NAME).display()
+        "processors ledger, orchestrator, dispatcher (+ health monitor) (state in {})",
+        config.state_dir.display()
     );
 
-    let producer = EventProducer::new(&ctx)?;
     let events: Vec<Event> = requests.iter().cloned().map(Event::RunRequested).collect();
-    let deliveries = producer.publish_all(&events).await?;
+    producer.publish_all(&events).await?;
     println!("\nsubmitted {} runs from {name}:", requests.len());
-    for (request, delivery) in requests.iter().zip(&deliveries) {
+    for request in &requests {
         let e = &request.experiment;
         println!(
-            "  {}  {:<20} {:<15} {:<18} {:<13} over {}  -> {}[{}]@{}",
+            "  {}  {:<20} {:<15} {:<18} {:<13} over {}",
             request.run_id,
             e.name,
             e.layer.as_str(),
             e.fault_type,
             request.mode.as_str(),
             request.regions.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
-            ctx.topics.name(Topic::Commands),
-            delivery.partition,
-            delivery.offset
         );
     }
+    println!();
+    let views: Vec<RunView> = requests
+        .iter()
+        .map(|r| RunView::new(r.run_id.clone(), &r.experiment.name, r.experiment.duration_ms, r.min_score))
+        .collect();
+    let finished = follow::follow(&ctx, views, RUNS_TIMEOUT).await;
 
-    // A malformed command, as a broken producer elsewhere might send: it must land in the DLQ, not stop us.
+    // A malformed command, as a broken producer elsewhere might send: it lands in the DLQ, nothing stops.
     let marker = format!("malformed-{}", TimestampMs::now().0);
     producer
         .publish_raw(&[RawMessage {
@@ -88,30 +198,42 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     )
     .await?;
     let dead = wait_for_dead_letter(&dlq, &marker).await?;
-    println!("\nmalformed message sent to {} -> dead-lettered:", ctx.topics.name(Topic::Commands));
-    println!("  {}", commands::tail::render(&ctx.codec, &dead));
 
-    // Stop the ledger, then read what it committed (its store is closed once the task ends). Clients go
-    // before the embedded broker, or they would log its disappearance as errors.
+    // Stop everything before reporting: processors, then agents (each reverts what it injected).
     let _ = stop_tx.send(true);
-    ledger.await??;
+    for task in tasks {
+        task.await??;
+    }
+    for region in regions {
+        region.agent.shutdown().await;
+    }
     drop(dlq);
     drop(producer);
-    let store = StateStore::open(&commands::processor_state_dir(config, embedded.is_some(), RunLedger::NAME))?;
-    println!("\nthe run ledger recorded:");
-    for request in &requests {
-        for entry in RunLedger::timeline(&store, &request.run_id)? {
-            println!(
-                "  {}  {:<13} {}[{}]@{}",
-                request.run_id, entry.event_type, entry.topic, entry.partition, entry.offset
-            );
-        }
+
+    let finished = finished?;
+    println!("\n== reports ==");
+    let mut out = std::io::stdout().lock();
+    for view in &finished {
+        follow::print_report(view, &mut out)?;
+        let threshold = view.min_score.unwrap_or(commands::runs::DEFAULT_MIN_SCORE);
+        use std::io::Write;
+        writeln!(
+            out,
+            "  gate (min score {threshold}): {}\n",
+            if view.passes(threshold) { "passed" } else { "FAILED" }
+        )?;
     }
-    println!("\nnext: `chaoseater tail --from-beginning` shows the events while `chaoseater serve` runs;");
-    println!("region agents and the orchestrator that execute these runs are being built (issues 3 and 4).");
-    println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
+    drop(out);
+    println!("malformed message sent to {} -> dead-lettered:", ctx.topics.name(Topic::Commands));
+    println!("  {}", commands::tail::render(&ctx.codec, &dead));
+    println!("\ndemo finished in {:.1} s; everything it started has stopped.", started.elapsed().as_secs_f64());
     drop(embedded);
     Ok(())
+}
+
+/// A token for this demo's agents, never printed.
+fn uuid_token() -> String {
+    format!("demo-{}", chaoseater_schemas::ids::RunId::random())
 }
 
 /// Waits for the dead letter keyed `marker` (a broker that outlives one demo holds older ones too).

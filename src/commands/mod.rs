@@ -2,7 +2,9 @@
 
 pub mod agent;
 mod demo;
+pub mod follow;
 mod ledger;
+pub mod runs;
 mod schemas;
 pub mod serve;
 pub mod submit;
@@ -29,6 +31,11 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
         Command::Schemas(cmd) => schemas::run(cmd, &config),
         Command::Serve(args) => serve::run(args, &config).await,
         Command::Ledger(args) => ledger::run(args, &config),
+        Command::Region(cmd) => runs::region(cmd, &config).await,
+        Command::Run(args) => runs::run(args, &config).await,
+        Command::Status(args) => runs::status(args, &config).await,
+        Command::Abort(args) => runs::abort(args, &config).await,
+        Command::Health(args) => runs::health(args, &config).await,
         Command::Agent | Command::DemoTarget(_) => {
             anyhow::bail!("standalone commands run before the configuration loads")
         }

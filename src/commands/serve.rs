@@ -1,8 +1,12 @@
 //! `chaoseater serve`: processors as a long-lived service, until Ctrl-C or SIGTERM.
 
 use anyhow::{Result, bail};
+use std::time::Duration;
+
 use chaoseater_processors::ledger::RunLedger;
-use chaoseater_schemas::bus::{BusContext, ProcessorRunner, RunnerOptions, StateStore};
+use chaoseater_processors::orchestrator::Orchestrator;
+use chaoseater_producers::dispatcher::{AgentTokens, Dispatcher, Workers, health};
+use chaoseater_schemas::bus::{BusContext, EventProducer, Processor, ProcessorRunner, RunnerOptions, StateStore};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -10,8 +14,9 @@ use crate::broker;
 use crate::cli::ServeArgs;
 use crate::config::Config;
 
-/// Every processor `serve` knows, by name. A plain list: later issues append theirs.
-pub const PROCESSORS: &[&str] = &[RunLedger::NAME];
+/// Every processor `serve` knows, by name. A plain list: later issues append theirs. The dispatcher
+/// brings its agent-calling workers and the health monitor along.
+pub const PROCESSORS: &[&str] = &[RunLedger::NAME, Orchestrator::NAME, Dispatcher::NAME];
 
 pub async fn run(args: ServeArgs, config: &Config) -> Result<()> {
     let selected = args.processors.unwrap_or_else(|| PROCESSORS.iter().map(|s| (*s).to_owned()).collect());
@@ -44,18 +49,56 @@ pub fn spawn_processor(
     ctx: &BusContext,
     config: &Config,
     embedded: bool,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let store = open_store(config, embedded, name)?;
+    match name {
+        RunLedger::NAME => spawn(ctx, RunLedger, store, stop),
+        Orchestrator::NAME => spawn(ctx, Orchestrator, store, stop),
+        Dispatcher::NAME => {
+            let tokens = AgentTokens::load(config.dispatcher.tokens_file.as_deref(), std::env::vars())
+                .map_err(|e| anyhow::anyhow!("agent tokens: {e}"))?;
+            spawn_dispatcher(ctx, config, store, stop, tokens)
+        }
+        other => bail!("unknown processor {other:?}"),
+    }
+}
+
+/// Opens a processor's state store.
+pub fn open_store(config: &Config, embedded: bool, name: &str) -> Result<StateStore> {
     let dir = super::processor_state_dir(config, embedded, name);
     if embedded {
         // The embedded broker's log starts empty: offsets from an earlier session would point past its end.
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let store = StateStore::open(&dir)?;
-    let runner = match name {
-        RunLedger::NAME => ProcessorRunner::new(ctx.clone(), RunLedger, store, RunnerOptions::default())?,
-        other => bail!("unknown processor {other:?}"),
-    };
+    Ok(StateStore::open(&dir)?)
+}
+
+/// Starts the dispatcher with its workers and health monitor, calling agents with `tokens`.
+pub fn spawn_dispatcher(
+    ctx: &BusContext,
+    config: &Config,
+    store: StateStore,
+    stop: watch::Receiver<bool>,
+    tokens: AgentTokens,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let (dispatcher, queue) = Dispatcher::new();
+    let producer = EventProducer::new(ctx)?;
+    let unfinished = Dispatcher::unfinished(&store)?;
+    let workers = Workers::new(producer.clone(), tokens);
+    tokio::spawn(workers.run(unfinished, queue));
+    let interval = Duration::from_secs_f64(config.dispatcher.health_interval_s);
+    tokio::spawn(health::monitor(store.clone(), producer, interval, stop.clone()));
+    spawn(ctx, dispatcher, store, stop)
+}
+
+fn spawn<P: Processor + Sync + 'static>(
+    ctx: &BusContext,
+    processor: P,
+    store: StateStore,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let runner = ProcessorRunner::new(ctx.clone(), processor, store, RunnerOptions::default())?;
     Ok(tokio::spawn(async move {
         let stop = async move {
             let _ = stop.wait_for(|stop| *stop).await;

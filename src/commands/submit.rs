@@ -5,7 +5,7 @@ use chaoseater_producers::gateway::{RunOverrides, load_experiment_file};
 use chaoseater_schemas::bus::EventProducer;
 use chaoseater_schemas::events::Event;
 
-use crate::cli::SubmitArgs;
+use crate::cli::{OverrideArgs, SubmitArgs};
 use crate::config::Config;
 use crate::{EXIT_INVALID_INPUT, Exit, broker};
 
@@ -17,18 +17,22 @@ pub fn requester() -> String {
     format!("{user}@{host}")
 }
 
-pub async fn run(args: SubmitArgs, config: &Config) -> Result<()> {
+/// Reads and validates an experiment file: every experiment is checked before anything is published, so
+/// one bad experiment publishes nothing.
+pub fn load(file: &std::path::Path, args: &OverrideArgs) -> Result<Vec<chaoseater_schemas::events::RunRequested>> {
     let overrides = RunOverrides {
-        regions: args.regions,
-        mode: args.mode,
+        regions: args.regions.clone(),
+        mode: args.mode.clone(),
         max_concurrent: args.max_concurrent,
         fail_fast: args.fail_fast.then_some(true),
         blast_radius_percent: args.blast_radius_percent,
         min_score: args.min_score,
     };
-    // Everything is validated before anything is published: one bad experiment publishes nothing.
-    let requests = load_experiment_file(&args.file, &overrides, &requester())
-        .map_err(|e| Exit(EXIT_INVALID_INPUT, e.to_string()))?;
+    Ok(load_experiment_file(file, &overrides, &requester()).map_err(|e| Exit(EXIT_INVALID_INPUT, e.to_string()))?)
+}
+
+pub async fn run(args: SubmitArgs, config: &Config) -> Result<()> {
+    let requests = load(&args.file, &args.overrides)?;
     if args.dry_run {
         for request in requests {
             println!("{}", serde_json::to_string(&Event::RunRequested(request))?);

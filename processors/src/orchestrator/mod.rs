@@ -237,6 +237,10 @@ impl Processor for Orchestrator {
         vec![Topic::Commands, Topic::Regions, Topic::Results]
     }
 
+    fn applied_first(&self) -> Vec<Topic> {
+        vec![Topic::Regions]
+    }
+
     fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
         match event {
             Event::RegionRegistered(e) => {

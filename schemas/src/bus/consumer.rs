@@ -153,6 +153,49 @@ impl EventConsumer {
         Ok(())
     }
 
+    /// The end of every assigned partition now (the offset the next message will get).
+    pub async fn high_watermarks(&self) -> Result<Positions> {
+        let consumer = Arc::clone(&lock(&self.inner));
+        let partitions = self.partitions.clone();
+        // fetch_watermarks blocks on the network; keep it off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let mut out = Positions::new();
+            for (topic, partition) in partitions {
+                let (_, high) = consumer.fetch_watermarks(&topic, partition, METADATA_TIMEOUT)?;
+                out.insert((topic, partition), high);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("watermark task failed: {e}")))?
+    }
+
+    /// Everything in `topics` from the beginning up to their ends as of now, in per-partition order.
+    pub async fn read_to_end(ctx: &super::BusContext, group: &str, topics: &[&str]) -> Result<Vec<Received>> {
+        let consumer = Self::assign(ctx, group, topics, &Positions::new(), StartFrom::Beginning).await?;
+        let mut remaining: Positions =
+            consumer.high_watermarks().await?.into_iter().filter(|(_, high)| *high > 0).collect();
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !remaining.is_empty() {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Invalid(format!("reading {topics:?} to their end took over a minute")));
+            }
+            for message in consumer.next_batch(1_000, Duration::from_millis(200)).await? {
+                let key = (message.topic.clone(), message.partition);
+                if let Some(high) = remaining.get(&key).copied() {
+                    if message.offset + 1 >= high {
+                        remaining.remove(&key);
+                    }
+                    if message.offset < high {
+                        out.push(message);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Waits up to `wait` for a first message, then takes whatever else is ready, up to `max` messages.
     /// Returns an empty batch when nothing arrived in time.
     pub async fn next_batch(&self, max: usize, wait: Duration) -> Result<Vec<Received>> {

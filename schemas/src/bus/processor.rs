@@ -45,6 +45,13 @@ pub trait Processor: Send {
     /// Applies one event. Returns the events to publish, or a rejection that sends the event to the DLQ.
     fn apply(&mut self, event: &Event, origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection>;
 
+    /// Topics whose messages are applied first within a batch (a registry the other events refer to).
+    /// Order across partitions was never promised, so this reorders nothing a producer could rely on:
+    /// it makes "registered, then requested" hold whenever both arrive in one fetch. Defaults to none.
+    fn applied_first(&self) -> Vec<Topic> {
+        Vec::new()
+    }
+
     /// Called after each committed batch, with the store as committed. Defaults to nothing.
     fn on_commit(&mut self, _store: &StateStore) {}
 }
@@ -150,15 +157,20 @@ impl<P: Processor> ProcessorRunner<P> {
         )
         .await?;
         info!(processor = name, topics = ?topics, resumed_partitions = positions.len(), "Processor started.");
+        let first: Vec<String> = self.processor.applied_first().into_iter().map(|t| self.ctx.topics.name(t)).collect();
         let mut shutdown = pin!(shutdown);
         loop {
-            let batch = tokio::select! {
+            let mut batch = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 batch = consumer.next_batch(self.options.batch_max, self.options.poll_wait) => batch?,
             };
             if batch.is_empty() {
                 continue;
+            }
+            if !first.is_empty() {
+                // Stable: each partition keeps its order.
+                batch.sort_by_key(|m| !first.contains(&m.topic));
             }
             self.process(batch, &mut stats).await?;
         }

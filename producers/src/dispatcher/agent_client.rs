@@ -1,0 +1,173 @@
+//! Calling a region's agent for one dispatch: start it under the dispatch id (the agent's idempotency key),
+//! follow it to its outcome, and turn that into a RegionResult. Connection errors are retried with
+//! backoff; the dispatch id guarantees the agent never runs it twice.
+
+use std::time::{Duration, Instant};
+
+use chaoseater_schemas::events::{RegionDispatched, RegionMetrics, RegionResult, RegionStatus};
+use chaoseater_schemas::ids::{EventId, TimestampMs};
+use hyper::Method;
+use serde_json::{Value as Json, json};
+use tokio::sync::watch;
+
+use crate::http::{HttpClient, HttpError};
+
+const POLL_EVERY: Duration = Duration::from_millis(250);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The RegionResult of a dispatch: one per dispatch, whatever happens (its id says so).
+pub fn result_id(d: &RegionDispatched) -> EventId {
+    EventId::derive("RegionResult", &[d.dispatch_id.as_str()])
+}
+
+fn result(
+    d: &RegionDispatched,
+    started: TimestampMs,
+    status: RegionStatus,
+    score: Option<f64>,
+    metrics: Option<RegionMetrics>,
+    message: Option<String>,
+) -> RegionResult {
+    RegionResult {
+        event_id: result_id(d),
+        occurred_at: TimestampMs::now(),
+        run_id: d.run_id.clone(),
+        dispatch_id: d.dispatch_id.clone(),
+        region: d.region.clone(),
+        experiment_name: d.experiment.name.clone(),
+        layer: d.experiment.layer,
+        fault_type: d.experiment.fault_type.clone(),
+        status,
+        resilience_score: score,
+        score_version: 1,
+        metrics,
+        message,
+        started_at: started,
+        finished_at: TimestampMs::now(),
+    }
+}
+
+/// A failed result naming why (no agent call was possible or it went wrong).
+pub fn failed(d: &RegionDispatched, started: TimestampMs, message: String) -> RegionResult {
+    result(d, started, RegionStatus::Failed, None, None, Some(message))
+}
+
+/// Runs `d` on the agent at `endpoint` and returns its result. `abort` turning true aborts it on the agent.
+pub async fn run(
+    client: &HttpClient,
+    endpoint: &str,
+    token: Option<&str>,
+    d: &RegionDispatched,
+    mut abort: watch::Receiver<bool>,
+) -> RegionResult {
+    let started = TimestampMs::now();
+    let deadline = Instant::now() + Duration::from_millis(d.timeout_ms.max(1) as u64);
+    let base = endpoint.trim_end_matches('/');
+    let id = d.dispatch_id.as_str();
+    let body = json!({
+        "id": id,
+        "name": d.experiment.name,
+        "layer": d.experiment.layer.as_str(),
+        "fault_type": d.experiment.fault_type,
+        "parameters": d.experiment.parameters,
+        "duration": d.experiment.duration_ms as f64 / 1000.0,
+    });
+    let timeout_message =
+        || format!("timeout: no outcome from {endpoint} within {:.0} s", d.timeout_ms as f64 / 1000.0);
+
+    // Start (idempotent under the dispatch id): retried on connection errors and while the agent is busy.
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        if *abort.borrow() {
+            return result(
+                d,
+                started,
+                RegionStatus::Aborted,
+                None,
+                None,
+                Some("aborted before the agent started it".into()),
+            );
+        }
+        if Instant::now() >= deadline {
+            return failed(d, started, timeout_message());
+        }
+        let url = format!("{base}/api/v1/experiments");
+        match client.json(Method::POST, &url, Some(&body), token, REQUEST_TIMEOUT).await {
+            Ok(a) if a.status.as_u16() == 202 || a.status.is_success() => break,
+            Ok(a) if a.status.as_u16() == 409 => {
+                tracing::debug!(region = %d.region, "agent busy with another experiment; waiting")
+            }
+            Ok(a) => {
+                let text = agent_error(&a.body);
+                return failed(d, started, format!("agent answered HTTP {}: {text}", a.status.as_u16()));
+            }
+            Err(e) => tracing::warn!(region = %d.region, error = %e, "agent unreachable; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = abort.changed() => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    tracing::info!(region = %d.region, dispatch = %id, "agent started the experiment");
+
+    // Follow it to its outcome.
+    let status_url = format!("{base}/api/v1/experiments/{id}");
+    let mut aborted_sent = false;
+    let mut last_error = None;
+    loop {
+        if *abort.borrow() && !aborted_sent {
+            let url = format!("{status_url}/abort");
+            if let Err(e) = client.json(Method::POST, &url, None, token, REQUEST_TIMEOUT).await {
+                tracing::warn!(region = %d.region, error = %e, "abort did not reach the agent; retrying");
+            } else {
+                aborted_sent = true;
+            }
+        }
+        if Instant::now() >= deadline {
+            // Give up, but do not leave the fault behind.
+            let _ = client.json(Method::POST, &format!("{status_url}/abort"), None, token, REQUEST_TIMEOUT).await;
+            let detail = last_error.map(|e: String| format!(" (last error: {e})")).unwrap_or_default();
+            return failed(d, started, format!("{}{detail}", timeout_message()));
+        }
+        match client.json(Method::GET, &status_url, None, None, REQUEST_TIMEOUT).await {
+            Ok(a) if a.status.is_success() => {
+                let view: Json = serde_json::from_slice(&a.body).unwrap_or(Json::Null);
+                if let Some(outcome) = view.get("result").filter(|r| r.is_object()) {
+                    return from_outcome(d, started, outcome);
+                }
+            }
+            Ok(a) if a.status.as_u16() == 404 => {
+                return failed(d, started, "the agent lost the experiment (it restarted while running it)".to_owned());
+            }
+            Ok(a) => last_error = Some(format!("HTTP {}", a.status.as_u16())),
+            Err(HttpError::Timeout(t)) => last_error = Some(format!("status request timed out after {t:?}")),
+            Err(e) => last_error = Some(e.to_string()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL_EVERY) => {}
+            _ = abort.changed() => {}
+        }
+    }
+}
+
+fn agent_error(body: &[u8]) -> String {
+    serde_json::from_slice::<Json>(body)
+        .ok()
+        .and_then(|j| j.get("error").and_then(Json::as_str).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect())
+}
+
+fn from_outcome(d: &RegionDispatched, started: TimestampMs, outcome: &Json) -> RegionResult {
+    let status = match outcome.get("status").and_then(Json::as_str) {
+        Some("completed") => RegionStatus::Completed,
+        Some("aborted") => RegionStatus::Aborted,
+        _ => RegionStatus::Failed,
+    };
+    let metrics = outcome.get("metrics").cloned().and_then(|m| serde_json::from_value::<RegionMetrics>(m).ok());
+    let score = outcome.get("resilience_score").and_then(Json::as_f64);
+    let message = outcome.get("error").and_then(Json::as_str).map(str::to_owned);
+    result(d, started, status, if status == RegionStatus::Completed { score } else { None }, metrics, message)
+}

@@ -1,0 +1,234 @@
+//! The dispatcher: consumes RegionDispatched (and aborts), calls the region's agent, publishes RegionResult.
+//! A dispatch is recorded in the dispatcher's store, with the offsets, before any call is made; the calls
+//! run on worker tasks after the commit. A restarted dispatcher resumes the dispatches it recorded and has
+//! not seen a result for: the agent's idempotency key (the dispatch id) makes the resumed call return the
+//! same experiment, never a second run. The health monitor samples every region's agent on a schedule.
+//!
+//! Keys in its state store:
+//! - `region/{name}` → [`RegionEntry`] (JSON);
+//! - `dispatch/{dispatch_id}` → the RegionDispatched (JSON) until its RegionResult is consumed.
+
+pub mod agent_client;
+pub mod health;
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chaoseater_schemas::bus::{EventProducer, Origin, Processor, Rejection, StateStore, StateView};
+use chaoseater_schemas::events::{Event, RegionDispatched};
+use chaoseater_schemas::ids::{RegionName, RunId, TimestampMs};
+use chaoseater_schemas::topics::Topic;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+pub use tokens::AgentTokens;
+
+use crate::http::HttpClient;
+
+/// A region as the dispatcher knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionEntry {
+    pub name: RegionName,
+    pub endpoint: String,
+    pub priority: i32,
+}
+
+/// Work for the worker pool, handed over after the commit that recorded it.
+#[derive(Debug, Clone)]
+pub enum Work {
+    Run { dispatch: Box<RegionDispatched>, endpoint: String },
+    Abort { run_id: RunId },
+}
+
+/// The dispatcher processor.
+#[derive(Debug)]
+pub struct Dispatcher {
+    queued: Vec<Work>,
+    work: mpsc::UnboundedSender<Work>,
+}
+
+fn state_err(e: impl std::fmt::Display) -> Rejection {
+    Rejection(format!("dispatcher state: {e}"))
+}
+
+impl Dispatcher {
+    pub const NAME: &'static str = "dispatcher";
+
+    /// The processor and the receiving end of its work queue (for [`Workers::run`]).
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Work>) {
+        let (work, rx) = mpsc::unbounded_channel();
+        (Self { queued: Vec::new(), work }, rx)
+    }
+
+    fn dispatch_key(id: &str) -> Vec<u8> {
+        format!("dispatch/{id}").into_bytes()
+    }
+
+    /// Registered regions, as committed.
+    pub fn regions(store: &StateStore) -> chaoseater_schemas::Result<Vec<RegionEntry>> {
+        Ok(store.scan_prefix(b"region/")?.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect())
+    }
+
+    /// Dispatches recorded and not yet answered, with their region's endpoint, as committed.
+    pub fn unfinished(store: &StateStore) -> chaoseater_schemas::Result<Vec<Work>> {
+        let regions = Self::regions(store)?;
+        let mut out = Vec::new();
+        for (_, value) in store.scan_prefix(b"dispatch/")? {
+            let Ok(d) = serde_json::from_slice::<RegionDispatched>(&value) else { continue };
+            let endpoint = regions.iter().find(|r| r.name == d.region).map(|r| r.endpoint.clone()).unwrap_or_default();
+            out.push(Work::Run { dispatch: Box::new(d), endpoint });
+        }
+        Ok(out)
+    }
+}
+
+impl Processor for Dispatcher {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn topics(&self) -> Vec<Topic> {
+        vec![Topic::Regions, Topic::Dispatch, Topic::Commands, Topic::Results]
+    }
+
+    fn applied_first(&self) -> Vec<Topic> {
+        vec![Topic::Regions]
+    }
+
+    fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+        match event {
+            Event::RegionRegistered(e) => {
+                let entry = RegionEntry { name: e.region.clone(), endpoint: e.endpoint.clone(), priority: e.priority };
+                state.put(format!("region/{}", e.region).into_bytes(), serde_json::to_vec(&entry).map_err(state_err)?);
+            }
+            Event::RegionRemoved(e) => state.remove(format!("region/{}", e.region).into_bytes()),
+            Event::RegionDispatched(d) => {
+                let key = Self::dispatch_key(d.dispatch_id.as_str());
+                if state.get(&key).map_err(state_err)?.is_some()
+                    || state.get(format!("answered/{}", d.dispatch_id).as_bytes()).map_err(state_err)?.is_some()
+                {
+                    return Ok(Vec::new());
+                }
+                let endpoint = state
+                    .get(format!("region/{}", d.region).as_bytes())
+                    .map_err(state_err)?
+                    .and_then(|v| serde_json::from_slice::<RegionEntry>(&v).ok())
+                    .map(|r| r.endpoint);
+                let Some(endpoint) = endpoint else {
+                    let message = format!("region {} is not registered with the dispatcher", d.region);
+                    return Ok(vec![Event::RegionResult(agent_client::failed(d, TimestampMs::now(), message))]);
+                };
+                state.put(key, serde_json::to_vec(d).map_err(state_err)?);
+                self.queued.push(Work::Run { dispatch: Box::new(d.clone()), endpoint });
+            }
+            Event::AbortRequested(a) => self.queued.push(Work::Abort { run_id: a.run_id.clone() }),
+            Event::RegionResult(r) => {
+                // The answer to a dispatch is in the log: it no longer needs resuming.
+                state.remove(Self::dispatch_key(r.dispatch_id.as_str()));
+                state.put(format!("answered/{}", r.dispatch_id).into_bytes(), Vec::new());
+            }
+            _ => {}
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_commit(&mut self, _store: &StateStore) {
+        for work in self.queued.drain(..) {
+            // The receiver lives as long as the service; if it is gone we are shutting down, and the
+            // recorded dispatch is resumed on the next start.
+            let _ = self.work.send(work);
+        }
+    }
+}
+
+/// The pool that calls agents.
+#[derive(Debug, Clone)]
+pub struct Workers {
+    producer: EventProducer,
+    tokens: Arc<AgentTokens>,
+    client: HttpClient,
+    /// Abort switches of dispatches in flight, by run.
+    running: Arc<Mutex<HashMap<RunId, Vec<watch::Sender<bool>>>>>,
+}
+
+impl Workers {
+    pub fn new(producer: EventProducer, tokens: AgentTokens) -> Self {
+        Self { producer, tokens: Arc::new(tokens), client: HttpClient::new(), running: Default::default() }
+    }
+
+    /// Resumes `unfinished` dispatches, then serves the queue until it closes.
+    pub async fn run(self, unfinished: Vec<Work>, mut queue: mpsc::UnboundedReceiver<Work>) {
+        if !unfinished.is_empty() {
+            tracing::info!(count = unfinished.len(), "resuming dispatches recorded before a restart");
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for work in unfinished {
+            if let Some(task) = self.handle(work) {
+                tasks.spawn(task);
+            }
+        }
+        while let Some(work) = queue.recv().await {
+            if let Some(task) = self.handle(work) {
+                tasks.spawn(task);
+            }
+            while tasks.try_join_next().is_some() {}
+        }
+        tasks.abort_all();
+    }
+
+    fn handle(&self, work: Work) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        match work {
+            Work::Abort { run_id } => {
+                if let Ok(running) = self.running.lock()
+                    && let Some(switches) = running.get(&run_id)
+                {
+                    tracing::info!(run = %run_id, regions = switches.len(), "aborting regions in flight");
+                    switches.iter().for_each(|s| {
+                        s.send_replace(true);
+                    });
+                }
+                None
+            }
+            Work::Run { dispatch, endpoint } => {
+                let (abort_tx, abort_rx) = watch::channel(false);
+                if let Ok(mut running) = self.running.lock() {
+                    running.entry(dispatch.run_id.clone()).or_default().push(abort_tx);
+                }
+                let this = self.clone();
+                let task = async move {
+                    let token = this.tokens.for_region(&dispatch.region);
+                    tracing::info!(run = %dispatch.run_id, region = %dispatch.region, %endpoint, "dispatching");
+                    let result =
+                        agent_client::run(&this.client, &endpoint, token.as_deref(), &dispatch, abort_rx).await;
+                    tracing::info!(run = %dispatch.run_id, region = %dispatch.region, status = ?result.status, score = ?result.resilience_score, "region finished");
+                    this.publish(Event::RegionResult(result)).await;
+                    if let Ok(mut running) = this.running.lock()
+                        && let Some(switches) = running.get_mut(&dispatch.run_id)
+                    {
+                        switches.retain(|s| !s.is_closed());
+                        if switches.is_empty() {
+                            running.remove(&dispatch.run_id);
+                        }
+                    }
+                };
+                Some(task)
+            }
+        }
+    }
+
+    /// Publishes with retries: a result must not be lost to a broker hiccup.
+    async fn publish(&self, event: Event) {
+        let mut backoff = std::time::Duration::from_millis(200);
+        loop {
+            match self.producer.publish(&event).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, event_id = %event.event_id(), "publishing a result failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Following runs on the event log: what `run`, `status` and `demo` show while regions run, and the
+//! aggregate reports they print at the end.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use chaoseater_schemas::bus::{BusContext, EventConsumer, StartFrom};
+use chaoseater_schemas::events::{Event, RegionResult, RegionStatus, RunCompleted, RunStatus};
+use chaoseater_schemas::ids::RunId;
+use chaoseater_schemas::topics::Topic;
+
+/// One region of a run, as the log tells it.
+#[derive(Debug, Clone, Default)]
+pub struct RegionView {
+    pub name: String,
+    pub dispatched_at: Option<i64>,
+    pub result: Option<RegionResult>,
+}
+
+/// One run, as the log tells it.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    pub run_id: RunId,
+    pub name: String,
+    pub duration_ms: i64,
+    pub min_score: Option<f64>,
+    pub mode: Option<String>,
+    pub regions: Vec<RegionView>,
+    pub completed: Option<RunCompleted>,
+    pub rejected: Option<String>,
+}
+
+impl RunView {
+    pub fn new(run_id: RunId, name: &str, duration_ms: i64, min_score: Option<f64>) -> Self {
+        Self {
+            run_id,
+            name: name.to_owned(),
+            duration_ms,
+            min_score,
+            mode: None,
+            regions: Vec::new(),
+            completed: None,
+            rejected: None,
+        }
+    }
+
+    pub fn finished(&self) -> bool {
+        self.completed.is_some() || self.rejected.is_some()
+    }
+
+    fn region(&mut self, name: &str) -> &mut RegionView {
+        if let Some(i) = self.regions.iter().position(|r| r.name == name) {
+            return &mut self.regions[i];
+        }
+        self.regions.push(RegionView { name: name.to_owned(), ..RegionView::default() });
+        self.regions.last_mut().expect("just pushed")
+    }
+
+    /// Applies an event of this run; returns a line describing the change, if any.
+    pub fn apply(&mut self, event: &Event) -> Option<String> {
+        match event {
+            Event::RunRequested(r) => {
+                self.name = r.experiment.name.clone();
+                self.duration_ms = r.experiment.duration_ms;
+                self.min_score = r.min_score;
+                None
+            }
+            Event::RunStarted(s) => {
+                self.mode = Some(s.mode.as_str().to_owned());
+                for r in &s.regions {
+                    self.region(r.as_str());
+                }
+                let names: Vec<&str> = s.regions.iter().map(|r| r.as_str()).collect();
+                Some(format!("started in {} ({})", names.join(", "), self.mode.as_deref().unwrap_or("")))
+            }
+            Event::RegionDispatched(d) => {
+                let region = self.region(d.region.as_str());
+                if region.dispatched_at.is_some() {
+                    return None;
+                }
+                region.dispatched_at = Some(d.occurred_at.0);
+                Some(format!("  {:<12} dispatched", d.region))
+            }
+            Event::RegionResult(r) => {
+                let region = self.region(r.region.as_str());
+                if region.result.is_some() {
+                    return None;
+                }
+                region.result = Some(r.clone());
+                Some(format!("  {:<12} {}", r.region, result_line(r)))
+            }
+            Event::RunCompleted(c) => {
+                if self.completed.is_some() {
+                    return None;
+                }
+                self.completed = Some(c.clone());
+                Some(format!("{:?}", c.status).to_uppercase())
+            }
+            Event::RunRejected(r) => {
+                self.rejected = Some(r.reason.clone());
+                Some(format!("REJECTED: {}", r.reason))
+            }
+            _ => None,
+        }
+    }
+
+    /// The gate: every region completed and scored at least `threshold`.
+    pub fn passes(&self, threshold: f64) -> bool {
+        let Some(done) = &self.completed else { return false };
+        done.status == RunStatus::Completed
+            && done
+                .report
+                .regions
+                .iter()
+                .all(|r| r.status == RegionStatus::Completed && r.resilience_score.is_some_and(|s| s >= threshold))
+    }
+}
+
+fn result_line(r: &RegionResult) -> String {
+    let status = format!("{:?}", r.status).to_uppercase();
+    match (&r.metrics, r.resilience_score) {
+        (Some(m), Some(score)) => format!(
+            "{status:<9} score {score:>5.1}  downtime {:.1} s, recovery {}, accuracy lost {:.1} pp, {} errors",
+            m.pipeline_downtime_s,
+            m.recovery_time_s.map_or("none".to_owned(), |r| format!("{r:.1} s")),
+            m.accuracy_degradation,
+            m.error_count
+        ),
+        _ => format!("{status:<9} {}", r.message.as_deref().unwrap_or("")),
+    }
+}
+
+fn short(id: &RunId) -> String {
+    id.as_str().chars().take(8).collect()
+}
+
+/// Prints a run's aggregate report as a table.
+pub fn print_report(view: &RunView, out: &mut impl Write) -> std::io::Result<()> {
+    if let Some(reason) = &view.rejected {
+        return writeln!(out, "run {} \"{}\": REJECTED: {reason}", view.run_id, view.name);
+    }
+    let Some(done) = &view.completed else {
+        return writeln!(out, "run {} \"{}\": still running", view.run_id, view.name);
+    };
+    let r = &done.report;
+    writeln!(
+        out,
+        "run {} \"{}\" ({}): {} in {:.1} s",
+        view.run_id,
+        view.name,
+        view.mode.as_deref().unwrap_or("?"),
+        format!("{:?}", done.status).to_uppercase(),
+        r.duration_ms as f64 / 1000.0
+    )?;
+    writeln!(
+        out,
+        "  {:<12} {:<9} {:>6} {:>9} {:>9} {:>9} {:>7}  message",
+        "region", "status", "score", "downtime", "recovery", "acc.lost", "errors"
+    )?;
+    for s in &r.regions {
+        let metrics = view
+            .regions
+            .iter()
+            .find(|v| v.name == s.region.as_str())
+            .and_then(|v| v.result.as_ref())
+            .and_then(|x| x.metrics.clone());
+        let (down, rec, acc, err) = match &metrics {
+            Some(m) => (
+                format!("{:.1} s", m.pipeline_downtime_s),
+                m.recovery_time_s.map_or("-".to_owned(), |v| format!("{v:.1} s")),
+                format!("{:.1} pp", m.accuracy_degradation),
+                m.error_count.to_string(),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        writeln!(
+            out,
+            "  {:<12} {:<9} {:>6} {:>9} {:>9} {:>9} {:>7}  {}",
+            s.region.as_str(),
+            format!("{:?}", s.status).to_uppercase(),
+            s.resilience_score.map_or("-".to_owned(), |v| format!("{v:.1}")),
+            down,
+            rec,
+            acc,
+            err,
+            s.message.as_deref().unwrap_or("")
+        )?;
+    }
+    let extreme = |name: &Option<chaoseater_schemas::ids::RegionName>, score: Option<f64>| match (name, score) {
+        (Some(n), Some(s)) => format!("{n} {s:.1}"),
+        _ => "-".to_owned(),
+    };
+    writeln!(
+        out,
+        "  success rate {:.0}%  mean score {:.1} (failed regions count 0)  min {}  max {}",
+        r.success_rate * 100.0,
+        r.mean_score,
+        extreme(&r.min_region, r.min_score),
+        extreme(&r.max_region, r.max_score)
+    )
+}
+
+/// Follows `runs` on the dispatch and results topics until each finished (or `timeout`), showing progress:
+/// a bar per region in flight on a terminal, a line per change otherwise.
+pub async fn follow(ctx: &BusContext, mut runs: Vec<RunView>, timeout: Duration) -> Result<Vec<RunView>> {
+    let topics = [ctx.topics.name(Topic::Dispatch), ctx.topics.name(Topic::Results)];
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let consumer =
+        EventConsumer::assign(ctx, "chaoseater-follow", &refs, &Default::default(), StartFrom::Beginning).await?;
+    let started = Instant::now();
+    let live = std::io::stderr().is_terminal();
+    let mut drawn = 0usize;
+    let index: BTreeMap<String, usize> = runs.iter().enumerate().map(|(i, r)| (r.run_id.to_string(), i)).collect();
+    let mut shutdown = std::pin::pin!(super::shutdown_signal());
+    while !runs.iter().all(RunView::finished) {
+        if started.elapsed() > timeout {
+            bail!("gave up following after {:?}; the runs go on (chaoseater status RUN_ID)", timeout);
+        }
+        let batch = tokio::select! {
+            () = &mut shutdown => bail!("interrupted; the runs go on (chaoseater abort RUN_ID stops one)"),
+            batch = consumer.next_batch(500, Duration::from_millis(200)) => batch?,
+        };
+        let mut lines = Vec::new();
+        for message in batch {
+            let Some(Ok(event)) = message.payload.as_deref().map(|p| ctx.codec.decode(p)) else { continue };
+            let Some(run_id) = event.run_id() else { continue };
+            let Some(&i) = index.get(run_id.as_str()) else { continue };
+            if let Some(line) = runs[i].apply(&event) {
+                lines.push(format!(
+                    "[{:>5.1}s] run {} {line}",
+                    started.elapsed().as_secs_f64(),
+                    short(&runs[i].run_id)
+                ));
+            }
+        }
+        let mut err = std::io::stderr().lock();
+        if live && drawn > 0 {
+            write!(err, "\x1b[{drawn}A\x1b[J")?;
+        }
+        for line in &lines {
+            writeln!(err, "{line}")?;
+        }
+        drawn = 0;
+        if live {
+            for run in &runs {
+                for region in &run.regions {
+                    if let (Some(at), None) = (region.dispatched_at, &region.result) {
+                        let elapsed = (chaoseater_schemas::ids::TimestampMs::now().0 - at).max(0) as f64;
+                        let expected = (run.duration_ms + 3_000) as f64;
+                        let filled = ((elapsed / expected).min(0.97) * 24.0) as usize;
+                        writeln!(
+                            err,
+                            "         {} {:<12} [{}{}] {:>5.1}s",
+                            short(&run.run_id),
+                            region.name,
+                            "#".repeat(filled),
+                            "-".repeat(24 - filled),
+                            elapsed / 1000.0
+                        )?;
+                        drawn += 1;
+                    }
+                }
+            }
+        }
+    }
+    if live && drawn > 0 {
+        write!(std::io::stderr(), "\x1b[{drawn}A\x1b[J")?;
+    }
+    Ok(runs)
+}
