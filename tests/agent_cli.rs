@@ -5,54 +5,26 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Stdio};
+
 use std::time::Duration;
 
-use common::{KillOnDrop, addresses, bin, http, run, terminate, text, wait_until};
+use common::{
+    AGENT_TOKEN, KillOnDrop, addresses, agent_config, bin, http, run, spawn_agent, spawn_target, terminate, text,
+    wait_until,
+};
 
-const TOKEN: &str = "cli-test-token";
+const TOKEN: &str = AGENT_TOKEN;
 
 fn start_target() -> (KillOnDrop, String) {
-    let mut child = bin()
-        .args(["demo-target", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn demo-target");
-    let addr = addresses(&mut child, "listening on").remove(0);
-    (KillOnDrop(child), addr)
+    spawn_target("127.0.0.1")
 }
 
-fn agent_config(dir: &Path, target: &str) -> std::path::PathBuf {
-    let path = dir.join("agent.toml");
-    let toml = format!(
-        r#"listen = "127.0.0.1:0"
-proxy_listen = "127.0.0.1:0"
-upstream = "http://{target}"
-state_dir = "{state}"
-[probe]
-set = "http://{target}/probe-set"
-interval_ms = 25
-baseline_ms = 300
-window_ms = 200
-[caps]
-max_disk_bytes = 104857600
-"#,
-        state = dir.join("state").display()
-    );
-    std::fs::write(&path, toml).expect("agent.toml");
-    path
+fn config_for(dir: &Path, target: &str) -> std::path::PathBuf {
+    agent_config(dir, "127.0.0.1", target, "[caps]\nmax_disk_bytes = 104857600")
 }
 
-/// Starts the agent; returns it with its API and proxy addresses.
 fn start_agent(config: &Path) -> (Child, String, String) {
-    let mut child = bin()
-        .args(["agent", "--config"])
-        .arg(config)
-        .env("CHAOSEATER_AGENT_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn agent");
-    let found = addresses(&mut child, "agent API on");
-    (child, found[0].clone(), found[1].clone())
+    spawn_agent(config)
 }
 
 /// Starts a long disk_full into `fill_dir` and waits until it is injected.
@@ -74,7 +46,7 @@ fn count(dir: &Path) -> usize {
 fn sigterm_reverts_host_faults_before_exit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_target, target) = start_target();
-    let config = agent_config(dir.path(), &target);
+    let config = config_for(dir.path(), &target);
     let fill_dir = dir.path().join("fill");
     std::fs::create_dir_all(&fill_dir).expect("fill dir");
     let (agent, api, _proxy) = start_agent(&config);
@@ -92,7 +64,7 @@ fn sigterm_reverts_host_faults_before_exit() {
 fn a_restart_after_sigkill_reverts_leftovers_before_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_target, target) = start_target();
-    let config = agent_config(dir.path(), &target);
+    let config = config_for(dir.path(), &target);
     let fill_dir = dir.path().join("fill");
     std::fs::create_dir_all(&fill_dir).expect("fill dir");
     let (agent, api, _proxy) = start_agent(&config);
@@ -118,7 +90,7 @@ fn a_restart_after_sigkill_reverts_leftovers_before_serving() {
 fn proxy_and_api_work_through_the_binary() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_target, target) = start_target();
-    let config = agent_config(dir.path(), &target);
+    let config = config_for(dir.path(), &target);
     let (agent, api, proxy) = start_agent(&config);
     let _agent = KillOnDrop(agent);
     let (status, health) = http(&api, "GET", "/health", None, None);
@@ -145,7 +117,7 @@ fn configuration_errors_are_reported() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("listen_addr"), "{}", text(&out.stderr));
 
-    let config = agent_config(dir.path(), "127.0.0.1:1");
+    let config = config_for(dir.path(), "127.0.0.1:1");
     let out = run(bin().args(["agent", "--config"]).arg(&config).env_remove("CHAOSEATER_AGENT_TOKEN"));
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("CHAOSEATER_AGENT_TOKEN"), "{}", text(&out.stderr));

@@ -128,3 +128,56 @@ pub fn addresses(child: &mut Child, marker: &str) -> Vec<String> {
         }
     }
 }
+
+/// The token every test agent is started with (`CHAOSEATER_AGENT_TOKEN`).
+pub const AGENT_TOKEN: &str = "e2e-agent-token";
+
+/// Starts `chaoseater demo-target` on `ip` (port 0); returns it and its address.
+pub fn spawn_target(ip: &str) -> (KillOnDrop, String) {
+    let mut child = bin()
+        .args(["demo-target", "--listen", &format!("{ip}:0")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn demo-target");
+    let addr = addresses(&mut child, "listening on").remove(0);
+    (KillOnDrop(child), addr)
+}
+
+/// Writes an agent.toml in `dir` for an agent on `ip` in front of `target`, with quick probes;
+/// `extra` is appended (more sections).
+pub fn agent_config(dir: &Path, ip: &str, target: &str, extra: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).expect("agent dir");
+    let path = dir.join("agent.toml");
+    let toml = format!(
+        r#"listen = "{ip}:0"
+proxy_listen = "{ip}:0"
+upstream = "http://{target}"
+state_dir = "{state}"
+[probe]
+set = "http://{target}/probe-set"
+interval_ms = 25
+baseline_ms = 300
+window_ms = 200
+[slo]
+stability_window_ms = 400
+recovery_timeout_ms = 5000
+{extra}
+"#,
+        state = dir.join("state").display()
+    );
+    std::fs::write(&path, toml).expect("agent.toml");
+    path
+}
+
+/// Starts `chaoseater agent`; returns it with its API and proxy addresses.
+pub fn spawn_agent(config: &Path) -> (Child, String, String) {
+    let mut child = bin()
+        .args(["agent", "--config"])
+        .arg(config)
+        .env("CHAOSEATER_AGENT_TOKEN", AGENT_TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
+    let found = addresses(&mut child, "agent API on");
+    (child, found[0].clone(), found[1].clone())
+}

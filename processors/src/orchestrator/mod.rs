@@ -134,7 +134,7 @@ impl Orchestrator {
                         return Ok(Self::reject(
                             state,
                             &r.run_id,
-                            format!("unknown region {name:?}; registered: {}", known.join(", ")),
+                            format!("unknown region \"{name}\"; registered: {}", known.join(", ")),
                         ));
                     }
                 }

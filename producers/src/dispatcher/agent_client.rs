@@ -79,6 +79,7 @@ pub async fn run(
 
     // Start (idempotent under the dispatch id): retried on connection errors and while the agent is busy.
     let mut backoff = FIRST_BACKOFF;
+    let mut last_error: Option<String> = None;
     loop {
         if *abort.borrow() {
             return result(
@@ -91,19 +92,24 @@ pub async fn run(
             );
         }
         if Instant::now() >= deadline {
-            return failed(d, started, timeout_message());
+            let detail = last_error.map(|e| format!(" (last error: {e})")).unwrap_or_default();
+            return failed(d, started, format!("{}{detail}", timeout_message()));
         }
         let url = format!("{base}/api/v1/experiments");
         match client.json(Method::POST, &url, Some(&body), token, REQUEST_TIMEOUT).await {
             Ok(a) if a.status.as_u16() == 202 || a.status.is_success() => break,
             Ok(a) if a.status.as_u16() == 409 => {
-                tracing::debug!(region = %d.region, "agent busy with another experiment; waiting")
+                tracing::debug!(region = %d.region, "agent busy with another experiment; waiting");
+                last_error = Some("the agent was busy with another experiment".to_owned());
             }
             Ok(a) => {
                 let text = agent_error(&a.body);
                 return failed(d, started, format!("agent answered HTTP {}: {text}", a.status.as_u16()));
             }
-            Err(e) => tracing::warn!(region = %d.region, error = %e, "agent unreachable; retrying"),
+            Err(e) => {
+                tracing::warn!(region = %d.region, error = %e, "agent unreachable; retrying");
+                last_error = Some(e.to_string());
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
