@@ -84,6 +84,7 @@ impl Orchestrator {
     fn requested(&self, r: &RunRequested, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
         if Self::load(state, &r.run_id)?.is_some()
             || state.get(format!("rejected/{}", r.run_id).as_bytes()).map_err(json_err)?.is_some()
+            || state.get(&Self::waiting_key(&r.run_id)).map_err(json_err)?.is_some()
         {
             return Ok(Vec::new());
         }
@@ -112,13 +113,26 @@ impl Orchestrator {
                 format!("blast_radius_percent must be in (0, 100], got {}", r.blast_radius_percent),
             ));
         }
+        match Self::start(r, state)? {
+            Ok(events) => Ok(events),
+            Err(_) => {
+                // The registry may not have caught up with a region registered a moment ago: wait a little.
+                let waiting = Waiting { request: r.clone(), since_ms: TimestampMs::now().0 };
+                state.put(Self::waiting_key(&r.run_id), serde_json::to_vec(&waiting).map_err(json_err)?);
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn waiting_key(run_id: &RunId) -> Vec<u8> {
+        format!("waiting/{run_id}").into_bytes()
+    }
+
+    /// Starts the run if every region it names is registered; otherwise says which is missing.
+    fn start(r: &RunRequested, state: &mut StateView<'_>) -> Result<Result<Vec<Event>, String>, Rejection> {
         let registered = Self::regions(state)?;
         if registered.is_empty() {
-            return Ok(Self::reject(
-                state,
-                &r.run_id,
-                "no regions are registered (chaoseater region add ...)".to_owned(),
-            ));
+            return Ok(Err("no regions are registered (chaoseater region add ...)".to_owned()));
         }
         let all = r.regions.is_empty();
         let candidates: Vec<RegionEntry> = if all {
@@ -131,11 +145,7 @@ impl Orchestrator {
                     Some(_) => {}
                     None => {
                         let known: Vec<&str> = registered.iter().map(|e| e.name.as_str()).collect();
-                        return Ok(Self::reject(
-                            state,
-                            &r.run_id,
-                            format!("unknown region \"{name}\"; registered: {}", known.join(", ")),
-                        ));
+                        return Ok(Err(format!("unknown region \"{name}\"; registered: {}", known.join(", "))));
                     }
                 }
             }
@@ -167,8 +177,14 @@ impl Orchestrator {
         })];
         out.extend(Self::steps(&mut saga, now));
         Self::save(state, &saga)?;
+        state.remove(Self::waiting_key(&r.run_id));
         tracing::info!(run = %r.run_id, regions = saga.regions.len(), mode = ?r.mode, "run started");
-        Ok(out)
+        Ok(Ok(out))
+    }
+
+    fn waiting(state: &StateView<'_>) -> Result<Vec<Waiting>, Rejection> {
+        let entries = state.scan_prefix(b"waiting/").map_err(json_err)?;
+        Ok(entries.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect())
     }
 
     /// Advances `saga` and turns its steps into events.
@@ -228,6 +244,16 @@ impl Orchestrator {
     }
 }
 
+/// A run whose regions were not all registered when it was requested.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Waiting {
+    request: RunRequested,
+    since_ms: i64,
+}
+
+/// How long a run waits for the regions it names to be registered before it is rejected.
+pub const REGION_WAIT_MS: i64 = 5_000;
+
 impl Processor for Orchestrator {
     fn name(&self) -> &'static str {
         Self::NAME
@@ -241,12 +267,38 @@ impl Processor for Orchestrator {
         vec![Topic::Regions]
     }
 
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_millis(500))
+    }
+
+    fn tick(&mut self, now: TimestampMs, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+        let mut out = Vec::new();
+        for waiting in Self::waiting(state)? {
+            if now.0 - waiting.since_ms < REGION_WAIT_MS {
+                continue;
+            }
+            state.remove(Self::waiting_key(&waiting.request.run_id));
+            match Self::start(&waiting.request, state)? {
+                Ok(events) => out.extend(events),
+                Err(reason) => out.extend(Self::reject(state, &waiting.request.run_id, reason)),
+            }
+        }
+        Ok(out)
+    }
+
     fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
         match event {
             Event::RegionRegistered(e) => {
                 let entry = RegionEntry { name: e.region.clone(), endpoint: e.endpoint.clone(), priority: e.priority };
                 state.put(Self::region_key(&e.region), serde_json::to_vec(&entry).map_err(json_err)?);
-                Ok(Vec::new())
+                // Runs waiting for a region may start now.
+                let mut out = Vec::new();
+                for waiting in Self::waiting(state)? {
+                    if let Ok(events) = Self::start(&waiting.request, state)? {
+                        out.extend(events);
+                    }
+                }
+                Ok(out)
             }
             Event::RegionRemoved(e) => {
                 state.remove(Self::region_key(&e.region));

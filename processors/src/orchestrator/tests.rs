@@ -52,6 +52,16 @@ impl Rig {
         rig
     }
 
+    fn tick(&mut self, now: TimestampMs) -> Vec<Event> {
+        let mut pending = Default::default();
+        let out = {
+            let mut view = StateView::new(&self.store, &mut pending);
+            self.orchestrator.tick(now, &mut view).expect("tick")
+        };
+        self.store.commit(Commit { state: pending, ..Commit::default() }).expect("commit");
+        out
+    }
+
     fn apply(&mut self, event: Event) -> Vec<Event> {
         let mut pending = Default::default();
         let origin = Origin { topic: "t".into(), partition: 0, offset: self.offset };
@@ -157,9 +167,25 @@ fn blast_radius_abort_and_rejections() {
     let out = rig.apply(result("r4", "d", RegionStatus::Aborted, 0.0));
     assert_eq!(completed(&out).map(|c| c.status), Some(RunStatus::Aborted));
 
-    let out = rig.apply(request("r5", RunMode::Parallel, &["a", "mars"]));
-    assert!(matches!(&out[..], [Event::RunRejected(r)] if r.reason.contains("mars")), "{out:?}");
+    // A region nobody registers: the run waits REGION_WAIT_MS, then is rejected, once.
+    assert!(rig.apply(request("r5", RunMode::Parallel, &["a", "mars"])).is_empty(), "waits for the region");
+    assert!(rig.tick(TimestampMs::now()).is_empty(), "not yet");
+    let out = rig.tick(TimestampMs(TimestampMs::now().0 + REGION_WAIT_MS + 1));
+    assert!(matches!(&out[..], [Event::RunRejected(r)] if r.reason.contains("\"mars\"")), "{out:?}");
     assert!(rig.apply(request("r5", RunMode::Parallel, &["a", "mars"])).is_empty(), "rejected once");
+
+    // A region registered just after the request: the waiting run starts then.
+    assert!(rig.apply(request("r7", RunMode::Parallel, &["venus"])).is_empty());
+    let out = rig.apply(Event::RegionRegistered(RegionRegistered {
+        event_id: EventId::derive("test", &["venus"]),
+        occurred_at: TimestampMs(0),
+        region: RegionName::new("venus"),
+        endpoint: "http://venus".into(),
+        priority: 0,
+        metadata: Default::default(),
+    }));
+    assert_eq!(dispatched(&out), ["venus"]);
+    assert!(rig.tick(TimestampMs(TimestampMs::now().0 + REGION_WAIT_MS + 1)).is_empty(), "no longer waiting");
     let Event::RunRequested(mut bad) = request("r6", RunMode::Parallel, &[]) else { unreachable!("request") };
     bad.experiment.parameters.insert("loss_rate".into(), chaoseater_schemas::experiment::ParamValue::Float(7.0));
     bad.experiment.fault_type = "packet_loss".into();

@@ -26,6 +26,9 @@ pub use tokens::AgentTokens;
 
 use crate::http::HttpClient;
 
+/// How long a dispatch waits for its region's registration before it fails.
+pub const REGION_WAIT_MS: i64 = 5_000;
+
 /// A region as the dispatcher knows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionEntry {
@@ -65,19 +68,42 @@ impl Dispatcher {
         format!("dispatch/{id}").into_bytes()
     }
 
+    fn unrouted_key(id: &str) -> Vec<u8> {
+        format!("unrouted/{id}").into_bytes()
+    }
+
+    /// Dispatches waiting for their region's registration, with since when.
+    fn unrouted(state: &StateView<'_>) -> Result<Vec<(RegionDispatched, i64)>, Rejection> {
+        let mut out = Vec::new();
+        for (key, since) in state.scan_prefix(b"unrouted/").map_err(state_err)? {
+            let id = String::from_utf8_lossy(&key[b"unrouted/".len()..]).into_owned();
+            let since = since.as_slice().try_into().map(i64::from_be_bytes).unwrap_or(0);
+            if let Some(bytes) = state.get(&Self::dispatch_key(&id)).map_err(state_err)?
+                && let Ok(d) = serde_json::from_slice::<RegionDispatched>(&bytes)
+            {
+                out.push((d, since));
+            }
+        }
+        Ok(out)
+    }
+
     /// Registered regions, as committed.
     pub fn regions(store: &StateStore) -> chaoseater_schemas::Result<Vec<RegionEntry>> {
         Ok(store.scan_prefix(b"region/")?.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect())
     }
 
-    /// Dispatches recorded and not yet answered, with their region's endpoint, as committed.
+    /// Dispatches recorded and not yet answered, with their region's endpoint, as committed (those still
+    /// waiting for their region are left to `tick`).
     pub fn unfinished(store: &StateStore) -> chaoseater_schemas::Result<Vec<Work>> {
         let regions = Self::regions(store)?;
         let mut out = Vec::new();
         for (_, value) in store.scan_prefix(b"dispatch/")? {
             let Ok(d) = serde_json::from_slice::<RegionDispatched>(&value) else { continue };
-            let endpoint = regions.iter().find(|r| r.name == d.region).map(|r| r.endpoint.clone()).unwrap_or_default();
-            out.push(Work::Run { dispatch: Box::new(d), endpoint });
+            if let Some(region) = regions.iter().find(|r| r.name == d.region)
+                && store.get(&Self::unrouted_key(d.dispatch_id.as_str()))?.is_none()
+            {
+                out.push(Work::Run { endpoint: region.endpoint.clone(), dispatch: Box::new(d) });
+            }
         }
         Ok(out)
     }
@@ -101,6 +127,12 @@ impl Processor for Dispatcher {
             Event::RegionRegistered(e) => {
                 let entry = RegionEntry { name: e.region.clone(), endpoint: e.endpoint.clone(), priority: e.priority };
                 state.put(format!("region/{}", e.region).into_bytes(), serde_json::to_vec(&entry).map_err(state_err)?);
+                for (dispatch, _) in Self::unrouted(state)? {
+                    if dispatch.region == e.region {
+                        state.remove(Self::unrouted_key(dispatch.dispatch_id.as_str()));
+                        self.queued.push(Work::Run { dispatch: Box::new(dispatch), endpoint: e.endpoint.clone() });
+                    }
+                }
             }
             Event::RegionRemoved(e) => state.remove(format!("region/{}", e.region).into_bytes()),
             Event::RegionDispatched(d) => {
@@ -115,12 +147,13 @@ impl Processor for Dispatcher {
                     .map_err(state_err)?
                     .and_then(|v| serde_json::from_slice::<RegionEntry>(&v).ok())
                     .map(|r| r.endpoint);
-                let Some(endpoint) = endpoint else {
-                    let message = format!("region {} is not registered with the dispatcher", d.region);
-                    return Ok(vec![Event::RegionResult(agent_client::failed(d, TimestampMs::now(), message))]);
-                };
                 state.put(key, serde_json::to_vec(d).map_err(state_err)?);
-                self.queued.push(Work::Run { dispatch: Box::new(d.clone()), endpoint });
+                match endpoint {
+                    Some(endpoint) => self.queued.push(Work::Run { dispatch: Box::new(d.clone()), endpoint }),
+                    // The registration may be a moment behind in this consumer: wait for it (see `tick`).
+                    None => state
+                        .put(Self::unrouted_key(d.dispatch_id.as_str()), TimestampMs::now().0.to_be_bytes().to_vec()),
+                }
             }
             Event::AbortRequested(a) => self.queued.push(Work::Abort { run_id: a.run_id.clone() }),
             Event::RegionResult(r) => {
@@ -131,6 +164,23 @@ impl Processor for Dispatcher {
             _ => {}
         }
         Ok(Vec::new())
+    }
+
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_millis(500))
+    }
+
+    /// Dispatches to a region still unknown after [`REGION_WAIT_MS`] fail with the reason.
+    fn tick(&mut self, now: TimestampMs, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+        let mut out = Vec::new();
+        for (dispatch, since) in Self::unrouted(state)? {
+            if now.0 - since >= REGION_WAIT_MS {
+                state.remove(Self::unrouted_key(dispatch.dispatch_id.as_str()));
+                let message = format!("region {} is not registered with the dispatcher", dispatch.region);
+                out.push(Event::RegionResult(agent_client::failed(&dispatch, now, message)));
+            }
+        }
+        Ok(out)
     }
 
     fn on_commit(&mut self, _store: &StateStore) {

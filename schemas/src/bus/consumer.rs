@@ -108,6 +108,9 @@ impl EventConsumer {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
+            // Brokers that do not answer a long-poll fetch early (the mock cluster and Tansu hold it for the
+            // full wait) would add up to the default 500 ms at every hop of a saga.
+            .set("fetch.wait.max.ms", "50")
             .set(
                 "auto.offset.reset",
                 match default {

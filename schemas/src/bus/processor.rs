@@ -12,11 +12,12 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use super::BusContext;
-use super::consumer::{EventConsumer, Received, StartFrom};
+use super::consumer::{EventConsumer, Positions, Received, StartFrom};
 use super::producer::{EventProducer, RawMessage};
 use super::state::{Commit, OutboxEntry, RunnerStats, StateStore};
 use crate::error::Result;
 use crate::events::Event;
+use crate::ids::TimestampMs;
 use crate::topics::{Topic, headers};
 
 /// Where an event came from.
@@ -50,6 +51,17 @@ pub trait Processor: Send {
     /// it makes "registered, then requested" hold whenever both arrive in one fetch. Defaults to none.
     fn applied_first(&self) -> Vec<Topic> {
         Vec::new()
+    }
+
+    /// How often [`Processor::tick`] runs; `None` (the default) never.
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Time passing, for what no event will trigger (a wait that expires). Its writes and events are
+    /// committed like a batch's. Defaults to nothing.
+    fn tick(&mut self, _now: TimestampMs, _state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+        Ok(Vec::new())
     }
 
     /// Called after each committed batch, with the store as committed. Defaults to nothing.
@@ -158,13 +170,50 @@ impl<P: Processor> ProcessorRunner<P> {
         .await?;
         info!(processor = name, topics = ?topics, resumed_partitions = positions.len(), "Processor started.");
         let first: Vec<String> = self.processor.applied_first().into_iter().map(|t| self.ctx.topics.name(t)).collect();
+        // Tables first: until the applied-first topics are read up to where they ended at start-up, other
+        // topics' messages wait (unapplied, uncommitted), so a restarted or new processor never judges a
+        // command against a registry it has only half read.
+        let mut catching_up: Positions = if first.is_empty() {
+            Positions::new()
+        } else {
+            consumer
+                .high_watermarks()
+                .await?
+                .into_iter()
+                .filter(|(key, high)| first.contains(&key.0) && positions.get(key).copied().unwrap_or(0) < *high)
+                .collect()
+        };
+        let mut held: Vec<Received> = Vec::new();
+        let mut ticker = tokio::time::interval(self.processor.tick_interval().unwrap_or(Duration::from_secs(3600)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ticking = self.processor.tick_interval().is_some();
         let mut shutdown = pin!(shutdown);
         loop {
             let mut batch = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                _ = ticker.tick(), if ticking && catching_up.is_empty() => {
+                    self.process_tick(&mut stats).await?;
+                    continue;
+                }
                 batch = consumer.next_batch(self.options.batch_max, self.options.poll_wait) => batch?,
             };
+            if !catching_up.is_empty() {
+                let (table, rest): (Vec<Received>, Vec<Received>) =
+                    batch.into_iter().partition(|m| first.contains(&m.topic));
+                held.extend(rest);
+                for m in &table {
+                    let key = (m.topic.clone(), m.partition);
+                    if catching_up.get(&key).is_some_and(|high| m.offset + 1 >= *high) {
+                        catching_up.remove(&key);
+                    }
+                }
+                batch = table;
+                if catching_up.is_empty() {
+                    debug!(processor = name, held = held.len(), "Caught up with the applied-first topics.");
+                    batch.append(&mut held);
+                }
+            }
             if batch.is_empty() {
                 continue;
             }
@@ -236,6 +285,41 @@ impl<P: Processor> ProcessorRunner<P> {
         total.applied += batch_stats.applied;
         total.duplicates_dropped += batch_stats.duplicates_dropped;
         total.dead_lettered += batch_stats.dead_lettered;
+        if has_outbox {
+            total.published += self.drain_outbox().await?;
+        }
+        Ok(())
+    }
+
+    /// Lets the processor see time pass; commits what it wrote and publishes what it emitted.
+    async fn process_tick(&mut self, total: &mut RunnerStats) -> Result<()> {
+        let codec = self.ctx.codec.clone();
+        let mut commit = Commit::default();
+        let outputs = {
+            let mut view = StateView { store: &self.store, pending: &mut commit.state };
+            match self.processor.tick(TimestampMs::now(), &mut view) {
+                Ok(outputs) => outputs,
+                Err(Rejection(reason)) => {
+                    warn!(processor = self.processor.name(), %reason, "A tick failed; nothing of it was committed.");
+                    return Ok(());
+                }
+            }
+        };
+        if commit.state.is_empty() && outputs.is_empty() {
+            return Ok(());
+        }
+        for output in outputs {
+            commit.outbox.push(OutboxEntry {
+                topic: self.ctx.topics.name(output.topic()),
+                key: output.key().as_bytes().to_vec(),
+                payload: codec.encode(&output)?,
+                event_type: output.kind().name().to_owned(),
+                event_id: output.event_id().as_str().to_owned(),
+            });
+        }
+        let has_outbox = !commit.outbox.is_empty();
+        self.store.commit(commit)?;
+        self.processor.on_commit(&self.store);
         if has_outbox {
             total.published += self.drain_outbox().await?;
         }
