@@ -177,7 +177,13 @@ async fn one_run(ctx: &BusContext, producer: &EventProducer, results: &EventCons
             }
             events += 1;
             if std::env::var("BENCH_TRACE").is_ok() {
-                eprintln!("{:>6} ms  {:?} at {} (+{} ms from publish)", started.elapsed().as_millis(), event.kind(), event.occurred_at().0, event.occurred_at().0 - t0);
+                eprintln!(
+                    "{:>6} ms  {:?} at {} (+{} ms from publish)",
+                    started.elapsed().as_millis(),
+                    event.kind(),
+                    event.occurred_at().0,
+                    event.occurred_at().0 - t0
+                );
             }
             match event {
                 Event::RegionResult(r) => slowest = slowest.max(r.finished_at.0 - r.started_at.0),

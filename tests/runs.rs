@@ -370,3 +370,36 @@ fn unknown_regions_and_invalid_experiments_are_rejected() {
             .any(|e| e["run_id"] == bad_id && e["reason"].as_str().is_some_and(|r| r.contains("latency_ms")))
     });
 }
+
+#[test]
+fn an_abort_reaches_the_region_in_flight_and_stops_the_rest() {
+    let mut c = Cluster::new("abort");
+    let first = c.region("a1", "127.0.0.11", 2, "");
+    let second = c.region("a2", "127.0.0.12", 1, "");
+    c.serve("orchestrator,dispatcher");
+    let file = c.write(
+        "a.yaml",
+        "experiments:\n  - name: long\n    layer: model\n    fault_type: model_unavailable\n    duration: 30\n    parameters: {failure_rate: 1.0}\n",
+    );
+    let out = c.run(&["submit", file.to_str().expect("path"), "--mode", "sequential"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = run_ids(&out).remove(0);
+    wait_until(Duration::from_secs(60), "the first region to inject", || {
+        let (_, body) = http(&first, "GET", "/api/v1/experiments", None, None);
+        body.contains("\"injecting\"")
+    });
+    let asked = Instant::now();
+    let out = c.run(&["abort", &id, "--reason", "test abort"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until(Duration::from_secs(30), "the run to complete as aborted", || {
+        c.results("RunCompleted").iter().any(|e| e["run_id"] == id.as_str() && e["status"] == "ABORTED")
+    });
+    assert!(asked.elapsed() < Duration::from_secs(20), "well before the 30 s fault would have ended");
+    let (_, body) = http(&first, "GET", "/api/v1/experiments", None, None);
+    assert!(body.contains("\"aborted\""), "the agent aborted its experiment: {body}");
+    assert_eq!(ran(&second, &id), 0, "the second region was never dispatched");
+    let out = c.run(&["status", &id]);
+    let status = text(&out.stdout);
+    assert!(status.contains("(sequential): ABORTED"), "{status}");
+    assert!(status.contains("not run: aborted (test abort)"), "{status}");
+}
