@@ -42,16 +42,22 @@ fn count(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
-#[test]
-fn sigterm_reverts_host_faults_before_exit() {
+/// A demo target and an agent whose disk_full fault is injected: (dir, target, agent, config, fill dir).
+fn agent_filling() -> (tempfile::TempDir, KillOnDrop, KillOnDrop, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_target, target) = start_target();
+    let (target_process, target) = start_target();
     let config = config_for(dir.path(), &target);
     let fill_dir = dir.path().join("fill");
     std::fs::create_dir_all(&fill_dir).expect("fill dir");
     let (agent, api, _proxy) = start_agent(&config);
-    let mut agent = KillOnDrop(agent);
+    let agent = KillOnDrop(agent);
     fill(&api, &fill_dir);
+    (dir, target_process, agent, config, fill_dir)
+}
+
+#[test]
+fn sigterm_reverts_host_faults_before_exit() {
+    let (dir, _target, mut agent, _config, fill_dir) = agent_filling();
     terminate(&agent.0);
     let status = agent.0.wait().expect("agent exits");
     assert!(status.success(), "clean exit: {status:?}");
@@ -62,14 +68,7 @@ fn sigterm_reverts_host_faults_before_exit() {
 
 #[test]
 fn a_restart_after_sigkill_reverts_leftovers_before_serving() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_target, target) = start_target();
-    let config = config_for(dir.path(), &target);
-    let fill_dir = dir.path().join("fill");
-    std::fs::create_dir_all(&fill_dir).expect("fill dir");
-    let (agent, api, _proxy) = start_agent(&config);
-    let mut agent = KillOnDrop(agent);
-    fill(&api, &fill_dir);
+    let (_dir, _target, mut agent, config, fill_dir) = agent_filling();
     agent.0.kill().expect("SIGKILL");
     agent.0.wait().expect("reaped");
     assert_eq!(count(&fill_dir), 1, "a killed agent cannot clean up");

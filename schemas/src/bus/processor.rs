@@ -255,13 +255,7 @@ impl<P: Processor> ProcessorRunner<P> {
             match self.processor.apply(&event, &origin, &mut view) {
                 Ok(outputs) => {
                     for output in outputs {
-                        commit.outbox.push(OutboxEntry {
-                            topic: self.ctx.topics.name(output.topic()),
-                            key: output.key().as_bytes().to_vec(),
-                            payload: codec.encode(&output)?,
-                            event_type: output.kind().name().to_owned(),
-                            event_id: output.event_id().as_str().to_owned(),
-                        });
+                        commit.outbox.push(self.outbox_entry(&codec, &output)?);
                     }
                     commit.applied.push((id.clone(), event.occurred_at().0));
                     seen_in_batch.insert(id);
@@ -291,6 +285,16 @@ impl<P: Processor> ProcessorRunner<P> {
         Ok(())
     }
 
+    fn outbox_entry(&self, codec: &crate::codec::Codec, output: &Event) -> Result<OutboxEntry> {
+        Ok(OutboxEntry {
+            topic: self.ctx.topics.name(output.topic()),
+            key: output.key().as_bytes().to_vec(),
+            payload: codec.encode(output)?,
+            event_type: output.kind().name().to_owned(),
+            event_id: output.event_id().as_str().to_owned(),
+        })
+    }
+
     /// Lets the processor see time pass; commits what it wrote and publishes what it emitted.
     async fn process_tick(&mut self, total: &mut RunnerStats) -> Result<()> {
         let codec = self.ctx.codec.clone();
@@ -309,13 +313,7 @@ impl<P: Processor> ProcessorRunner<P> {
             return Ok(());
         }
         for output in outputs {
-            commit.outbox.push(OutboxEntry {
-                topic: self.ctx.topics.name(output.topic()),
-                key: output.key().as_bytes().to_vec(),
-                payload: codec.encode(&output)?,
-                event_type: output.kind().name().to_owned(),
-                event_id: output.event_id().as_str().to_owned(),
-            });
+            commit.outbox.push(self.outbox_entry(&codec, &output)?);
         }
         let has_outbox = !commit.outbox.is_empty();
         self.store.commit(commit)?;
