@@ -62,6 +62,9 @@ pub enum Command {
     Abort(AbortArgs),
     /// Health of every registered region's agent.
     Health(HealthArgs),
+    /// Generate Grafana dashboards and alert rules from the metrics the exporter writes.
+    #[command(subcommand)]
+    Grafana(GrafanaCommand),
     /// Run a region agent: fault-injecting proxy, host injectors, steady-state probes, HTTP API.
     /// Its configuration is the file given with --config (agent.toml; see examples/agent.toml).
     Agent,
@@ -235,4 +238,39 @@ pub struct LedgerArgs {
     /// Print events applied per partition instead of a run's timeline.
     #[arg(long)]
     pub counts: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrafanaCommand {
+    /// Write the dashboard JSON (the model `POST /api/dashboards/db` takes as `dashboard`).
+    Dashboard {
+        /// Output file (default: standard output).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[arg(long, default_value = "ChaosEater")]
+        title: String,
+        /// Uid of the Prometheus data source in Grafana.
+        #[arg(long, default_value = "prometheus")]
+        datasource: String,
+        /// Extra panels (Grafana panel JSON), repeatable.
+        #[arg(long = "panel-file", value_name = "FILE")]
+        panel_files: Vec<PathBuf>,
+    },
+    /// Write the alert rules: Grafana provisioning payloads and a Prometheus rules file.
+    Rules {
+        /// Directory for grafana-alert-rules.json, grafana-rule-group.json and chaoseater-rules.yml.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out_dir: PathBuf,
+        /// Alert when a region scores below this.
+        #[arg(long, default_value_t = 70.0)]
+        min_score: f64,
+        /// Alert when failed probe requests exceed this many per second over 5 minutes.
+        #[arg(long, default_value_t = 0.1)]
+        max_error_rate: f64,
+        /// Grafana folder uid for the rules.
+        #[arg(long, default_value = "chaoseater")]
+        folder: String,
+        #[arg(long, default_value = "prometheus")]
+        datasource: String,
+    },
 }

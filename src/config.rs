@@ -27,6 +27,28 @@ pub struct FileConfig {
     /// The dispatcher and its health monitor.
     #[serde(default)]
     pub dispatcher: DispatcherConfig,
+    /// The sinks.
+    #[serde(default)]
+    pub sinks: SinksConfig,
+}
+
+/// Sink settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    /// Where `serve` exposes Prometheus metrics (`/metrics`).
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: std::net::SocketAddr,
+}
+
+impl Default for SinksConfig {
+    fn default() -> Self {
+        Self { metrics_listen: default_metrics_listen() }
+    }
+}
+
+fn default_metrics_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 
 /// Dispatcher settings. Agent tokens come from `tokens_file` (`region = "token"` lines, optional
@@ -83,6 +105,7 @@ pub struct Config {
     pub kafka: BTreeMap<String, String>,
     pub schemas: SchemasConfig,
     pub dispatcher: DispatcherConfig,
+    pub sinks: SinksConfig,
 }
 
 const DEFAULT_FILE: &str = "chaoseater.toml";
@@ -108,6 +131,7 @@ impl Config {
             kafka: file.kafka,
             schemas: file.schemas,
             dispatcher: file.dispatcher,
+            sinks: file.sinks,
         };
 
         for (key, value) in &env {

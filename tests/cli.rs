@@ -105,6 +105,8 @@ fn client_without_a_broker_says_how_to_get_one() {
 fn serve_without_a_broker_embeds_one_that_other_processes_find() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
+    // Every processor, the metrics endpoint on a free port.
+    std::fs::write(dir.path().join("chaoseater.toml"), "[sinks]\nmetrics_listen = \"127.0.0.1:0\"\n").unwrap();
     let child = bin()
         .current_dir(dir.path())
         .args(["serve", "--state-dir"])
@@ -160,6 +162,12 @@ fn demo_runs_on_the_embedded_broker_and_leaves_nothing_behind() {
     assert_eq!(stdout.matches("gate (min score").count(), 3, "{stdout}");
     assert!(stdout.contains("chaoseater.dlq.error"), "{stdout}");
     assert!(stdout.contains("everything it started has stopped"), "{stdout}");
+    // Served metrics and generated Grafana files.
+    assert!(stdout.matches("\n  chaos_resilience_score{").count() >= 5, "{stdout}");
+    let grafana = dir.path().join(".chaoseater/grafana");
+    for file in ["dashboard.json", "grafana-alert-rules.json", "grafana-rule-group.json", "chaoseater-rules.yml"] {
+        assert!(grafana.join(file).exists(), "{file} written");
+    }
     assert!(!dir.path().join(".chaoseater/broker.addr").exists());
 }
 

@@ -1,3 +1,10 @@
-//! ChaosEater's sinks: Prometheus metrics and Grafana dashboards, alert rules and annotations.
+//! ChaosEater's sinks: where operators already look.
 //!
-//! Empty until issue 7 builds them; the crate exists so the workspace has its four roles from the start.
+//! - [`metrics`]: the Prometheus exporter, a view of the results and rollback topics served at `/metrics`.
+//! - [`grafana`]: the dashboard, alert rules (Grafana provisioning payloads) and a Prometheus rules file,
+//!   generated from the names the exporter writes.
+//!
+//! Sinks never import producers or processors: they consume topics.
+
+pub mod grafana;
+pub mod metrics;

@@ -20,6 +20,8 @@ use chaoseater_schemas::bus::{EventConsumer, EventProducer, StartFrom};
 use chaoseater_schemas::events::{Event, RegionRegistered};
 use chaoseater_schemas::ids::{EventId, RegionName, TimestampMs};
 use chaoseater_schemas::topics::Topic;
+use chaoseater_sinks::grafana::AlertOptions;
+use chaoseater_sinks::metrics::MetricsView;
 use tokio::sync::watch;
 
 use super::follow::{self, RunView};
@@ -148,13 +150,32 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     for name in [RunLedger::NAME, Orchestrator::NAME] {
         tasks.push(commands::serve::spawn_processor(name, &ctx, &demo_config, embedded_flag, stop_rx.clone())?);
     }
+    let metrics_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    tasks.push(commands::serve::spawn_metrics(
+        &ctx,
+        &demo_config,
+        metrics_listener,
+        stop_rx.clone(),
+        MetricsView::new(),
+    )?);
     let tokens =
         AgentTokens::load(None, [("CHAOSEATER_AGENT_TOKEN".to_owned(), token.clone())]).map_err(anyhow::Error::msg)?;
     let store = commands::serve::open_store(&demo_config, embedded_flag, Dispatcher::NAME)?;
     tasks.push(commands::serve::spawn_dispatcher(&ctx, &demo_config, store, stop_rx, tokens)?);
     println!(
-        "processors ledger, orchestrator, dispatcher (+ health monitor) (state in {})",
+        "processors ledger, orchestrator, dispatcher (+ health monitor), metrics (state in {})",
         config.state_dir.display()
+    );
+    println!("metrics    http://{metrics_addr}/metrics (Prometheus text format, while the demo runs)");
+    let grafana_dir = config.state_dir.join("grafana");
+    std::fs::create_dir_all(&grafana_dir)?;
+    commands::grafana::write_dashboard(&grafana_dir.join("dashboard.json"))?;
+    let rule_files = commands::grafana::write_rules(&grafana_dir, &AlertOptions::default())?;
+    println!(
+        "grafana    dashboard {} and alert rules {}",
+        grafana_dir.join("dashboard.json").display(),
+        rule_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     );
 
     let events: Vec<Event> = requests.iter().cloned().map(Event::RunRequested).collect();
@@ -199,6 +220,9 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     .await?;
     let dead = wait_for_dead_letter(&dlq, &marker).await?;
 
+    // What a Prometheus scrape sees now.
+    let scraped = scrape(metrics_addr, requests.len()).await;
+
     // Stop everything before reporting: processors, then agents (each reverts what it injected).
     let _ = stop_tx.send(true);
     for task in tasks {
@@ -224,11 +248,41 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
         )?;
     }
     drop(out);
+    println!("a scrape of http://{metrics_addr}/metrics during the demo (resilience scores):");
+    match scraped {
+        Ok(text) => {
+            for line in text.lines().filter(|l| l.starts_with("chaos_resilience_score{")) {
+                println!("  {line}");
+            }
+        }
+        Err(e) => println!("  (scrape failed: {e})"),
+    }
+    println!();
     println!("malformed message sent to {} -> dead-lettered:", ctx.topics.name(Topic::Commands));
     println!("  {}", commands::tail::render(&ctx.codec, &dead));
     println!("\ndemo finished in {:.1} s; everything it started has stopped.", started.elapsed().as_secs_f64());
     drop(embedded);
     Ok(())
+}
+
+/// Fetches the metrics page, waiting until the exporter has seen every run's results.
+async fn scrape(addr: std::net::SocketAddr, runs: usize) -> Result<String> {
+    let client = chaoseater_producers::http::HttpClient::new();
+    let url = format!("http://{addr}/metrics");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = client.json(hyper::Method::GET, &url, None, None, Duration::from_secs(5)).await?;
+        let text = String::from_utf8_lossy(&answer.body).into_owned();
+        let completed: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("chaos_runs_total{"))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum();
+        if completed >= runs as f64 || Instant::now() > deadline {
+            return Ok(text);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A token for this demo's agents, never printed.

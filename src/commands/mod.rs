@@ -3,6 +3,7 @@
 pub mod agent;
 mod demo;
 pub mod follow;
+mod grafana;
 mod ledger;
 pub mod runs;
 mod schemas;
@@ -36,6 +37,7 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
         Command::Status(args) => runs::status(args, &config).await,
         Command::Abort(args) => runs::abort(args, &config).await,
         Command::Health(args) => runs::health(args, &config).await,
+        Command::Grafana(cmd) => grafana::run(cmd),
         Command::Agent | Command::DemoTarget(_) => {
             anyhow::bail!("standalone commands run before the configuration loads")
         }

@@ -1,12 +1,13 @@
 //! `chaoseater serve`: processors as a long-lived service, until Ctrl-C or SIGTERM.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::time::Duration;
 
 use chaoseater_processors::ledger::RunLedger;
 use chaoseater_processors::orchestrator::Orchestrator;
 use chaoseater_producers::dispatcher::{AgentTokens, Dispatcher, Workers, health};
 use chaoseater_schemas::bus::{BusContext, EventProducer, Processor, ProcessorRunner, RunnerOptions, StateStore};
+use chaoseater_sinks::metrics::{self, MetricsSink, MetricsView};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -16,7 +17,7 @@ use crate::config::Config;
 
 /// Every processor `serve` knows, by name. A plain list: later issues append theirs. The dispatcher
 /// brings its agent-calling workers and the health monitor along.
-pub const PROCESSORS: &[&str] = &[RunLedger::NAME, Orchestrator::NAME, Dispatcher::NAME];
+pub const PROCESSORS: &[&str] = &[RunLedger::NAME, Orchestrator::NAME, Dispatcher::NAME, MetricsSink::NAME];
 
 pub async fn run(args: ServeArgs, config: &Config) -> Result<()> {
     let selected = args.processors.unwrap_or_else(|| PROCESSORS.iter().map(|s| (*s).to_owned()).collect());
@@ -51,6 +52,12 @@ pub fn spawn_processor(
     embedded: bool,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    if name == MetricsSink::NAME {
+        let listener = std::net::TcpListener::bind(config.sinks.metrics_listen)
+            .with_context(|| format!("binding the metrics endpoint {}", config.sinks.metrics_listen))?;
+        info!(addr = %listener.local_addr()?, "Prometheus metrics at /metrics.");
+        return spawn_metrics(ctx, config, listener, stop, MetricsView::new());
+    }
     let store = open_store(config, embedded, name)?;
     match name {
         RunLedger::NAME => spawn(ctx, RunLedger, store, stop),
@@ -62,6 +69,33 @@ pub fn spawn_processor(
         }
         other => bail!("unknown processor {other:?}"),
     }
+}
+
+/// Starts the metrics view (replaying the topics from the beginning) and serves it on `listener`.
+pub fn spawn_metrics(
+    ctx: &BusContext,
+    config: &Config,
+    listener: std::net::TcpListener,
+    stop: watch::Receiver<bool>,
+    view: MetricsView,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    // A view, rebuilt by replay: its store (offsets only) is thrown away at every start.
+    let dir = config.state_dir.join("views").join(MetricsSink::NAME);
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = StateStore::open(&dir)?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let mut server_stop = stop.clone();
+    let server_view = view.clone();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = metrics::serve(server_view, listener, shutdown).await {
+            tracing::error!(error = %e, "metrics endpoint failed");
+        }
+    });
+    spawn(ctx, MetricsSink { view }, store, stop)
 }
 
 /// Opens a processor's state store.

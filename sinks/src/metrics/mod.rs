@@ -1,0 +1,263 @@
+//! The Prometheus exporter: a view of the results and rollback topics as metrics, served at `/metrics` in
+//! the text exposition format. Like every view it is rebuilt by replaying the topics: the processor runs
+//! from the beginning of the log on each start (its offsets live in a throwaway store).
+//!
+//! Every name and label here is what the generated dashboard and alert rules query ([`crate::grafana`]);
+//! the tests check that they agree, since the Python tool's dashboard queried labels its exporter never set.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+
+use chaoseater_schemas::bus::{Origin, Processor, Rejection, StateView};
+use chaoseater_schemas::events::{CircuitState, Event, RegionResult};
+use chaoseater_schemas::topics::Topic;
+
+/// Buckets of `chaos_experiment_duration_seconds`, in seconds.
+pub const DURATION_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+
+/// Every metric the exporter writes: name, type, help. The dashboard and rules may use only these.
+pub const METRICS: &[(&str, &str, &str)] = &[
+    ("chaos_resilience_score", "gauge", "Resilience score of the latest experiment (0-100, score_version 1)."),
+    ("chaos_recovery_time_seconds", "gauge", "Seconds from fault removal until the steady state held again."),
+    ("chaos_error_count", "gauge", "Failed probe requests in the latest experiment."),
+    ("chaos_accuracy_degradation_percent", "gauge", "Accuracy lost under the fault, percentage points."),
+    ("chaos_experiment_duration_seconds", "histogram", "Wall time of region experiments."),
+    ("chaos_experiment_status", "gauge", "1 for the status of the latest experiment, 0 for the others."),
+    ("chaos_experiments_total", "counter", "Region experiments by outcome."),
+    ("chaos_errors_total", "counter", "Failed probe requests across experiments."),
+    ("chaos_runs_total", "counter", "Runs completed, by status."),
+    ("chaos_rollback_started_total", "counter", "Rollbacks started."),
+    ("chaos_rollback_steps_total", "counter", "Rollback steps applied."),
+    ("chaos_rollback_percentage", "gauge", "Share of traffic rolled back from the fault (latest step)."),
+    ("chaos_rollback_completed_total", "counter", "Rollbacks completed."),
+    ("chaos_rollback_failed_total", "counter", "Rollbacks failed."),
+    ("chaos_rollback_paused_total", "counter", "Rollbacks paused by a failed health check."),
+    ("chaos_circuit_state", "gauge", "Circuit breaker state per region: 0 closed, 1 half-open, 2 open."),
+];
+
+/// Label sets, kept as ordered name=value pairs.
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    buckets: [u64; DURATION_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Debug, Default)]
+struct Series {
+    values: BTreeMap<&'static str, BTreeMap<Labels, f64>>,
+    histograms: BTreeMap<Labels, Histogram>,
+}
+
+impl Series {
+    fn set(&mut self, name: &'static str, labels: Labels, value: f64) {
+        self.values.entry(name).or_default().insert(labels, value);
+    }
+
+    fn add(&mut self, name: &'static str, labels: Labels, value: f64) {
+        *self.values.entry(name).or_default().entry(labels).or_insert(0.0) += value;
+    }
+}
+
+/// The metrics, shared by the processor that fills them and the server that renders them.
+#[derive(Debug, Default, Clone)]
+pub struct MetricsView {
+    inner: Arc<Mutex<Series>>,
+}
+
+fn status_name<T: std::fmt::Debug>(status: T) -> String {
+    // COMPLETED, FAILED, ABORTED: the names the events carry.
+    let text = format!("{status:?}");
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+impl MetricsView {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Series)) {
+        if let Ok(mut series) = self.inner.lock() {
+            f(&mut series);
+        }
+    }
+
+    /// Applies one event to the metrics.
+    pub fn apply(&self, event: &Event) {
+        match event {
+            Event::RegionResult(r) => self.result(r),
+            Event::RunCompleted(c) => {
+                self.with(|s| s.add("chaos_runs_total", vec![("status", status_name(c.status))], 1.0))
+            }
+            Event::RollbackStarted(e) => self.with(|s| {
+                s.add(
+                    "chaos_rollback_started_total",
+                    vec![("region", e.region.to_string()), ("strategy", e.strategy.as_str().to_owned())],
+                    1.0,
+                );
+                s.set("chaos_rollback_percentage", vec![("region", e.region.to_string())], 0.0);
+            }),
+            Event::RollbackStepApplied(e) => self.with(|s| {
+                s.add("chaos_rollback_steps_total", vec![("region", e.region.to_string())], 1.0);
+                s.set("chaos_rollback_percentage", vec![("region", e.region.to_string())], e.percentage);
+            }),
+            Event::RollbackCompleted(e) => {
+                self.with(|s| s.add("chaos_rollback_completed_total", vec![("region", e.region.to_string())], 1.0))
+            }
+            Event::RollbackFailed(e) => {
+                self.with(|s| s.add("chaos_rollback_failed_total", vec![("region", e.region.to_string())], 1.0))
+            }
+            Event::RollbackPaused(e) => {
+                self.with(|s| s.add("chaos_rollback_paused_total", vec![("region", e.region.to_string())], 1.0))
+            }
+            Event::CircuitStateChanged(e) => self.with(|s| {
+                let value = match e.to_state {
+                    CircuitState::Closed => 0.0,
+                    CircuitState::HalfOpen => 1.0,
+                    CircuitState::Open => 2.0,
+                };
+                s.set("chaos_circuit_state", vec![("region", e.region.to_string())], value);
+            }),
+            _ => {}
+        }
+    }
+
+    fn result(&self, r: &RegionResult) {
+        let status = status_name(r.status);
+        let base: Labels = vec![
+            ("layer", r.layer.as_str().to_owned()),
+            ("fault_type", r.fault_type.clone()),
+            ("region", r.region.to_string()),
+        ];
+        let with_status = |mut labels: Labels| {
+            labels.push(("status", status.clone()));
+            labels
+        };
+        let seconds = (r.finished_at.0 - r.started_at.0).max(0) as f64 / 1000.0;
+        self.with(|s| {
+            if let Some(score) = r.resilience_score {
+                s.set("chaos_resilience_score", with_status(base.clone()), score);
+            }
+            if let Some(m) = &r.metrics {
+                if let Some(recovery) = m.recovery_time_s {
+                    s.set("chaos_recovery_time_seconds", with_status(base.clone()), recovery);
+                }
+                s.set("chaos_error_count", with_status(base.clone()), m.error_count as f64);
+                s.set("chaos_accuracy_degradation_percent", with_status(base.clone()), m.accuracy_degradation);
+                s.add("chaos_errors_total", with_status(base.clone()), m.error_count as f64);
+            }
+            s.add("chaos_experiments_total", with_status(base.clone()), 1.0);
+            for other in ["COMPLETED", "FAILED", "ABORTED"] {
+                let mut labels = base.clone();
+                labels.push(("status", other.to_owned()));
+                s.set("chaos_experiment_status", labels, if other == status { 1.0 } else { 0.0 });
+            }
+            let h = s.histograms.entry(base.clone()).or_default();
+            for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
+                if seconds <= *bound {
+                    h.buckets[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum += seconds;
+        });
+    }
+
+    /// The text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let Ok(series) = self.inner.lock() else { return String::new() };
+        let mut out = String::new();
+        for (name, kind, help) in METRICS {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            if *kind == "histogram" {
+                for (labels, h) in &series.histograms {
+                    for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
+                        let le = format!("{bound}");
+                        let _ = writeln!(out, "{name}_bucket{} {}", render_labels(labels, Some(&le)), h.buckets[i]);
+                    }
+                    let _ = writeln!(out, "{name}_bucket{} {}", render_labels(labels, Some("+Inf")), h.count);
+                    let _ = writeln!(out, "{name}_sum{} {}", render_labels(labels, None), h.sum);
+                    let _ = writeln!(out, "{name}_count{} {}", render_labels(labels, None), h.count);
+                }
+                continue;
+            }
+            if let Some(values) = series.values.get(name) {
+                for (labels, value) in values {
+                    let _ = writeln!(out, "{name}{} {value}", render_labels(labels, None));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('\n', "\\n").replace('"', "\\\"")
+}
+
+fn render_labels(labels: &Labels, le: Option<&str>) -> String {
+    let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    if let Some(le) = le {
+        parts.push(format!("le=\"{le}\""));
+    }
+    if parts.is_empty() { String::new() } else { format!("{{{}}}", parts.join(",")) }
+}
+
+/// The processor feeding a [`MetricsView`]. It keeps no durable state of its own: run it on a fresh
+/// store so that it replays the topics from the beginning.
+#[derive(Debug, Clone)]
+pub struct MetricsSink {
+    pub view: MetricsView,
+}
+
+impl MetricsSink {
+    pub const NAME: &'static str = "metrics";
+}
+
+impl Processor for MetricsSink {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn topics(&self) -> Vec<Topic> {
+        vec![Topic::Results, Topic::Rollback]
+    }
+
+    fn apply(&mut self, event: &Event, _origin: &Origin, _state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+        self.view.apply(event);
+        Ok(Vec::new())
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    view: MetricsView,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app =
+        axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let view = view.clone();
+                async move {
+                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], view.render())
+                }
+            }),
+        );
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests;
