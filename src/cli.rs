@@ -256,6 +256,8 @@ pub enum GrafanaCommand {
         #[arg(long = "panel-file", value_name = "FILE")]
         panel_files: Vec<PathBuf>,
     },
+    /// Push the dashboard and the alert rules to Grafana now ([sinks.grafana] in chaoseater.toml).
+    Push,
     /// Write the alert rules: Grafana provisioning payloads and a Prometheus rules file.
     Rules {
         /// Directory for grafana-alert-rules.json, grafana-rule-group.json and chaoseater-rules.yml.

@@ -39,11 +39,65 @@ pub struct SinksConfig {
     /// Where `serve` exposes Prometheus metrics (`/metrics`).
     #[serde(default = "default_metrics_listen")]
     pub metrics_listen: std::net::SocketAddr,
+    /// Grafana, for the `grafana` processor and `chaoseater grafana push`.
+    #[serde(default)]
+    pub grafana: Option<GrafanaConfig>,
 }
 
 impl Default for SinksConfig {
     fn default() -> Self {
-        Self { metrics_listen: default_metrics_listen() }
+        Self { metrics_listen: default_metrics_listen(), grafana: None }
+    }
+}
+
+/// Where Grafana is. The API key comes from `api_key_file` or `CHAOSEATER_GRAFANA_API_KEY`, never from
+/// this file itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrafanaConfig {
+    pub url: String,
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    #[serde(default = "default_datasource")]
+    pub datasource_uid: String,
+    #[serde(default = "default_folder")]
+    pub folder_uid: String,
+}
+
+fn default_datasource() -> String {
+    "prometheus".to_owned()
+}
+
+fn default_folder() -> String {
+    "chaoseater".to_owned()
+}
+
+impl GrafanaConfig {
+    /// The sink's target, with the API key read now.
+    pub fn target(&self) -> Result<chaoseater_sinks::grafana::sink::GrafanaTarget> {
+        let api_key = match &self.api_key_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading the Grafana API key file {}", path.display()))?
+                .trim()
+                .to_owned(),
+            None => std::env::var("CHAOSEATER_GRAFANA_API_KEY").unwrap_or_default(),
+        };
+        if api_key.is_empty() {
+            bail!("no Grafana API key: set [sinks.grafana] api_key_file or CHAOSEATER_GRAFANA_API_KEY");
+        }
+        Ok(chaoseater_sinks::grafana::sink::GrafanaTarget {
+            url: self.url.clone(),
+            api_key,
+            dashboard: chaoseater_sinks::grafana::DashboardOptions {
+                datasource_uid: self.datasource_uid.clone(),
+                ..Default::default()
+            },
+            alerts: chaoseater_sinks::grafana::AlertOptions {
+                folder_uid: self.folder_uid.clone(),
+                datasource_uid: self.datasource_uid.clone(),
+                ..Default::default()
+            },
+        })
     }
 }
 

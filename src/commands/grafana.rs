@@ -6,10 +6,30 @@ use anyhow::{Context, Result, bail};
 use chaoseater_sinks::grafana::{self, AlertOptions, DashboardOptions};
 
 use crate::cli::GrafanaCommand;
+use crate::config::Config;
 use crate::{EXIT_INVALID_INPUT, Exit};
 
-pub fn run(command: GrafanaCommand) -> Result<()> {
+pub async fn run(command: GrafanaCommand, config: &Config) -> Result<()> {
     match command {
+        GrafanaCommand::Push => {
+            let Some(grafana) = &config.sinks.grafana else {
+                bail!(Exit(EXIT_INVALID_INPUT, "set [sinks.grafana] url in chaoseater.toml to push to Grafana".into()));
+            };
+            let target = grafana.target()?;
+            let mut failed = 0;
+            for (item, outcome) in chaoseater_sinks::grafana::sink::push_once(&target).await {
+                match outcome {
+                    Ok(()) => println!("ok      {} {}", item.method, item.path),
+                    Err(e) => {
+                        failed += 1;
+                        println!("FAILED  {} {}: {e}", item.method, item.path);
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!(Exit(1, format!("{failed} request(s) to Grafana failed")));
+            }
+        }
         GrafanaCommand::Dashboard { out, title, datasource, panel_files } => {
             let mut custom_panels = Vec::new();
             for file in &panel_files {

@@ -7,6 +7,7 @@ use chaoseater_processors::ledger::RunLedger;
 use chaoseater_processors::orchestrator::Orchestrator;
 use chaoseater_producers::dispatcher::{AgentTokens, Dispatcher, Workers, health};
 use chaoseater_schemas::bus::{BusContext, EventProducer, Processor, ProcessorRunner, RunnerOptions, StateStore};
+use chaoseater_sinks::grafana::sink::GrafanaSink;
 use chaoseater_sinks::metrics::{self, MetricsSink, MetricsView};
 use tokio::sync::watch;
 use tracing::info;
@@ -17,10 +18,18 @@ use crate::config::Config;
 
 /// Every processor `serve` knows, by name. A plain list: later issues append theirs. The dispatcher
 /// brings its agent-calling workers and the health monitor along.
-pub const PROCESSORS: &[&str] = &[RunLedger::NAME, Orchestrator::NAME, Dispatcher::NAME, MetricsSink::NAME];
+pub const PROCESSORS: &[&str] =
+    &[RunLedger::NAME, Orchestrator::NAME, Dispatcher::NAME, MetricsSink::NAME, GrafanaSink::NAME];
 
 pub async fn run(args: ServeArgs, config: &Config) -> Result<()> {
-    let selected = args.processors.unwrap_or_else(|| PROCESSORS.iter().map(|s| (*s).to_owned()).collect());
+    // All of them by default; the Grafana sink only when Grafana is configured.
+    let selected = args.processors.unwrap_or_else(|| {
+        PROCESSORS
+            .iter()
+            .filter(|p| **p != GrafanaSink::NAME || config.sinks.grafana.is_some())
+            .map(|s| (*s).to_owned())
+            .collect()
+    });
     for name in &selected {
         if !PROCESSORS.contains(&name.as_str()) {
             bail!("unknown processor {name:?}; one of {}", PROCESSORS.join(", "));
@@ -57,6 +66,16 @@ pub fn spawn_processor(
             .with_context(|| format!("binding the metrics endpoint {}", config.sinks.metrics_listen))?;
         info!(addr = %listener.local_addr()?, "Prometheus metrics at /metrics.");
         return spawn_metrics(ctx, config, listener, stop, MetricsView::new());
+    }
+    if name == GrafanaSink::NAME {
+        let Some(grafana) = &config.sinks.grafana else {
+            bail!("the grafana processor needs [sinks.grafana] url in chaoseater.toml");
+        };
+        let target = grafana.target()?;
+        let store = open_store(config, embedded, name)?;
+        let (sink, wake) = GrafanaSink::new(&target);
+        tokio::spawn(chaoseater_sinks::grafana::sink::sender(store.clone(), target, wake, stop.clone()));
+        return spawn(ctx, sink, store, stop);
     }
     let store = open_store(config, embedded, name)?;
     match name {

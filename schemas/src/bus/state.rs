@@ -129,6 +129,19 @@ impl StateStore {
             .collect()
     }
 
+    /// Writes a key outside any batch: for bookkeeping a component does beside its event transactions
+    /// (a sender removing what it delivered from its outbox). Never for state derived from events.
+    pub fn put_state(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.state.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Removes a key outside any batch (see [`StateStore::put_state`]).
+    pub fn remove_state(&self, key: &[u8]) -> Result<()> {
+        self.state.remove(key)?;
+        Ok(())
+    }
+
     /// The stored next offset of every partition.
     pub fn positions(&self) -> Result<Positions> {
         let mut out = HashMap::new();

@@ -2,6 +2,8 @@
 //! eight panels, with templating over region, layer and fault type), alert rules as Grafana provisioning
 //! payloads, and the same rules as a Prometheus rules file for Alertmanager users.
 
+pub mod sink;
+
 use serde_json::{Value as Json, json};
 
 /// What the dashboard is built from.
