@@ -30,6 +30,69 @@ pub struct FileConfig {
     /// The sinks.
     #[serde(default)]
     pub sinks: SinksConfig,
+    /// The circuit breakers.
+    #[serde(default)]
+    pub circuit: CircuitFileConfig,
+}
+
+/// When a region's circuit opens and closes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitFileConfig {
+    /// Consecutive failed (or degraded) health samples that open the circuit.
+    #[serde(default = "default_failures_to_open")]
+    pub failures_to_open: u32,
+    /// Share of non-healthy samples over the last `window` above which it opens.
+    #[serde(default = "default_error_rate")]
+    pub error_rate_threshold: f64,
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// Seconds open before probes are let through (half-open).
+    #[serde(default = "default_cooldown")]
+    pub cooldown_s: f64,
+    /// Consecutive healthy samples in half-open that close it.
+    #[serde(default = "default_probes_to_close")]
+    pub probes_to_close: u32,
+}
+
+impl Default for CircuitFileConfig {
+    fn default() -> Self {
+        Self {
+            failures_to_open: default_failures_to_open(),
+            error_rate_threshold: default_error_rate(),
+            window: default_window(),
+            cooldown_s: default_cooldown(),
+            probes_to_close: default_probes_to_close(),
+        }
+    }
+}
+
+impl CircuitFileConfig {
+    pub fn to_config(&self) -> chaoseater_processors::circuit::CircuitConfig {
+        chaoseater_processors::circuit::CircuitConfig {
+            failures_to_open: self.failures_to_open,
+            error_rate_threshold: self.error_rate_threshold,
+            window: self.window,
+            cooldown_ms: (self.cooldown_s * 1000.0) as i64,
+            probes_to_close: self.probes_to_close,
+        }
+    }
+}
+
+fn default_failures_to_open() -> u32 {
+    3
+}
+fn default_error_rate() -> f64 {
+    0.5
+}
+fn default_window() -> usize {
+    10
+}
+fn default_cooldown() -> f64 {
+    30.0
+}
+fn default_probes_to_close() -> u32 {
+    2
 }
 
 /// Sink settings.
@@ -160,6 +223,7 @@ pub struct Config {
     pub schemas: SchemasConfig,
     pub dispatcher: DispatcherConfig,
     pub sinks: SinksConfig,
+    pub circuit: CircuitFileConfig,
 }
 
 const DEFAULT_FILE: &str = "chaoseater.toml";
@@ -186,6 +250,7 @@ impl Config {
             schemas: file.schemas,
             dispatcher: file.dispatcher,
             sinks: file.sinks,
+            circuit: file.circuit,
         };
 
         for (key, value) in &env {

@@ -6,6 +6,7 @@ mod common;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use chaoseater_schemas::topics::Topic;
 use common::*;
 use serde_json::Value;
 
@@ -16,6 +17,7 @@ struct Cluster {
     dir: tempfile::TempDir,
     services: Vec<KillOnDrop>,
     keep: Vec<KillOnDrop>,
+    config: Option<std::path::PathBuf>,
 }
 
 impl Cluster {
@@ -26,7 +28,16 @@ impl Cluster {
             dir: tempfile::tempdir().expect("tempdir"),
             services: Vec::new(),
             keep: Vec::new(),
+            config: None,
         }
+    }
+
+    /// Uses `toml` as the chaoseater.toml of every command.
+    fn with_config(mut self, toml: &str) -> Self {
+        let path = self.dir.path().join("chaoseater.toml");
+        std::fs::write(&path, toml).expect("chaoseater.toml");
+        self.config = Some(path);
+        self
     }
 
     fn cmd(&self) -> std::process::Command {
@@ -34,7 +45,15 @@ impl Cluster {
         cmd.args(["--brokers", &self.brokers, "--topic-prefix", &self.prefix, "--state-dir"])
             .arg(self.dir.path().join("state"))
             .env("CHAOSEATER_AGENT_TOKEN", AGENT_TOKEN);
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
         cmd
+    }
+
+    /// Events of one kind from the rollback topic, as JSON.
+    fn rollback_events(&self, kind: &str) -> Vec<Value> {
+        self.events(Topic::Rollback, kind)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -76,16 +95,26 @@ impl Cluster {
         path
     }
 
+    /// Events of one kind on `topic` so far, as JSON (read up to the log's end: `tail --idle-timeout`
+    /// would never go idle while a processor keeps publishing).
+    fn events(&self, topic: Topic, kind: &str) -> Vec<Value> {
+        let ctx = context(&self.brokers, &self.prefix);
+        let name = ctx.topics.name(topic);
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let messages = rt
+            .block_on(chaoseater_schemas::bus::EventConsumer::read_to_end(&ctx, "test-reader", &[&name]))
+            .expect("read the topic");
+        messages
+            .iter()
+            .filter_map(|m| m.payload.as_deref().and_then(|p| ctx.codec.decode(p).ok()))
+            .filter(|e| e.kind().name() == kind)
+            .map(|e| serde_json::to_value(&e).expect("JSON"))
+            .collect()
+    }
+
     /// Events of one kind from the results topic, as JSON.
     fn results(&self, kind: &str) -> Vec<Value> {
-        let out = self.run(&["tail", "results", "--from-beginning", "--idle-timeout", "2"]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        text(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .map(|v| v["event"].clone())
-            .filter(|e| e["type"] == kind)
-            .collect()
+        self.events(Topic::Results, kind)
     }
 }
 
@@ -402,4 +431,91 @@ fn an_abort_reaches_the_region_in_flight_and_stops_the_rest() {
     let status = text(&out.stdout);
     assert!(status.contains("(sequential): ABORTED"), "{status}");
     assert!(status.contains("not run: aborted (test abort)"), "{status}");
+}
+
+/// Circuit transitions of `region` so far, as (from, to, occurred_at).
+fn transitions(c: &Cluster, region: &str) -> Vec<(String, String, i64)> {
+    c.rollback_events("CircuitStateChanged")
+        .iter()
+        .filter(|e| e["region"] == region)
+        .map(|e| {
+            (
+                e["from_state"].as_str().unwrap_or_default().to_owned(),
+                e["to_state"].as_str().unwrap_or_default().to_owned(),
+                e["occurred_at"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_failing_region_opens_its_circuit_its_run_is_rolled_back_and_new_dispatches_wait() {
+    let config = "[dispatcher]\nhealth_interval_s = 0.3\n[circuit]\nfailures_to_open = 2\ncooldown_s = 1.0\nprobes_to_close = 2\n";
+    let mut c = Cluster::new("circuit").with_config(config);
+    let flaky = c.region("flaky", "127.0.0.14", 1, "");
+    // "later" has no agent yet: its health fails and its circuit opens.
+    let later_port = free_port();
+    c.register("later", &format!("http://127.0.0.15:{later_port}"), 0);
+    c.serve("orchestrator,dispatcher,circuit");
+
+    // A total model outage makes the agent's health probe fail: the circuit opens and the run in flight
+    // there is aborted (its fault reverted) long before its 20 s.
+    let outage = c.write(
+        "outage.yaml",
+        "experiments:\n  - name: outage\n    layer: model\n    fault_type: model_unavailable\n    duration: 20\n    parameters: {failure_rate: 1.0}\n",
+    );
+    let started = Instant::now();
+    let out = c.run(&["run", outage.to_str().expect("path"), "--regions", "flaky", "--timeout", "60"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("ABORTED"), "{stdout}");
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "rolled back well before the fault's 20 s: {:?}",
+        started.elapsed()
+    );
+    let (_, body) = http(&flaky, "GET", "/api/v1/experiments", None, None);
+    assert!(body.contains("\"aborted\""), "{body}");
+    wait_until(Duration::from_secs(30), "flaky's circuit to close again", || {
+        transitions(&c, "flaky").iter().any(|(_, to, _)| to == "CLOSED")
+    });
+    let seen: Vec<(String, String)> = transitions(&c, "flaky").into_iter().map(|(f, t, _)| (f, t)).collect();
+    assert_eq!(
+        seen[..3],
+        [("CLOSED".into(), "OPEN".into()), ("OPEN".into(), "HALF_OPEN".into()), ("HALF_OPEN".into(), "CLOSED".into())]
+    );
+
+    // A run for "later" while its circuit is open is held; once an agent answers there and the circuit
+    // closes, the dispatch goes out (started after the close) and completes.
+    wait_until(Duration::from_secs(30), "later's circuit to open", || {
+        transitions(&c, "later").iter().any(|(_, to, _)| to == "OPEN")
+    });
+    let quick = c.write("quick.yaml", &experiment("quick", "network_latency", "{latency_ms: 10}", ""));
+    let out = c.run(&["submit", quick.to_str().expect("path"), "--regions", "later"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = run_ids(&out).remove(0);
+    let (target, target_addr) = spawn_target("127.0.0.15");
+    let agent_dir = c.dir.path().join("agents").join("later");
+    let config = agent_config(&agent_dir, "127.0.0.15", &target_addr, "");
+    let toml = std::fs::read_to_string(&config)
+        .expect("agent.toml")
+        .replace("listen = \"127.0.0.15:0\"\nproxy", &format!("listen = \"127.0.0.15:{later_port}\"\nproxy"));
+    std::fs::write(&config, toml).expect("agent.toml");
+    let (agent, _api, _proxy) = spawn_agent(&config);
+    let _later = (target, KillOnDrop(agent));
+    wait_until(Duration::from_secs(60), "the held run to complete", || {
+        c.results("RunCompleted").iter().any(|e| e["run_id"] == id.as_str())
+    });
+    let closed_at = transitions(&c, "later")
+        .iter()
+        .filter(|(_, to, _)| to == "CLOSED")
+        .map(|(_, _, at)| *at)
+        .min()
+        .expect("closed");
+    let result = c.results("RegionResult").into_iter().find(|e| e["run_id"] == id.as_str()).expect("result");
+    assert_eq!(result["status"], "COMPLETED", "{result}");
+    assert!(
+        result["started_at"].as_i64().expect("started_at") >= closed_at,
+        "dispatched only after the circuit closed: {result}"
+    );
 }

@@ -7,8 +7,11 @@
 //! - [`orchestrator`]: runs as sagas: RunRequested → region dispatches by mode → RunCompleted with the
 //!   aggregate report.
 //!
-//! Later issues add the rollback processor, the circuit breaker, the history
+//! - [`circuit`]: a circuit breaker per region fed by health samples.
+//!
+//! Later issues add the rollback processor, the history
 //! materializer and the analytics. Processors never import producers or sinks: they talk through topics.
 
+pub mod circuit;
 pub mod ledger;
 pub mod orchestrator;

@@ -53,7 +53,13 @@ async fn sync_run_answers_in_the_python_tools_shape_and_network_latency_adds_its
 async fn packet_loss_fails_its_share_of_requests() {
     let rig = Rig::start(Opts::default()).await;
     let id = rig.inject(experiment("infrastructure", "packet_loss", json!({"loss_rate": 0.3}), 8.0)).await;
-    let codes = traffic(&rig, 800).await;
+    // At least 800 requests and at least 1.5 s of fault, so the probes see it too (a release build sends
+    // 800 requests in a fraction of a second).
+    let started = Instant::now();
+    let mut codes = traffic(&rig, 800).await;
+    while started.elapsed() < Duration::from_millis(1500) {
+        codes.extend(traffic(&rig, 50).await);
+    }
     let lost = codes.iter().filter(|c| **c == 0).count() as f64 / codes.len() as f64;
     assert!(codes.iter().all(|c| *c == 0 || *c == 200), "only drops or answers: {codes:?}");
     assert!((0.25..=0.35).contains(&lost), "lost share {lost}");

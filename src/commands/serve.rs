@@ -3,6 +3,7 @@
 use anyhow::{Context, Result, bail};
 use std::time::Duration;
 
+use chaoseater_processors::circuit::CircuitBreaker;
 use chaoseater_processors::ledger::RunLedger;
 use chaoseater_processors::orchestrator::Orchestrator;
 use chaoseater_producers::dispatcher::{AgentTokens, Dispatcher, Workers, health};
@@ -18,8 +19,14 @@ use crate::config::Config;
 
 /// Every processor `serve` knows, by name. A plain list: later issues append theirs. The dispatcher
 /// brings its agent-calling workers and the health monitor along.
-pub const PROCESSORS: &[&str] =
-    &[RunLedger::NAME, Orchestrator::NAME, Dispatcher::NAME, MetricsSink::NAME, GrafanaSink::NAME];
+pub const PROCESSORS: &[&str] = &[
+    RunLedger::NAME,
+    Orchestrator::NAME,
+    Dispatcher::NAME,
+    CircuitBreaker::NAME,
+    MetricsSink::NAME,
+    GrafanaSink::NAME,
+];
 
 pub async fn run(args: ServeArgs, config: &Config) -> Result<()> {
     // All of them by default; the Grafana sink only when Grafana is configured.
@@ -81,6 +88,7 @@ pub fn spawn_processor(
     match name {
         RunLedger::NAME => spawn(ctx, RunLedger, store, stop),
         Orchestrator::NAME => spawn(ctx, Orchestrator, store, stop),
+        CircuitBreaker::NAME => spawn(ctx, CircuitBreaker { config: config.circuit.to_config() }, store, stop),
         Dispatcher::NAME => {
             let tokens = AgentTokens::load(config.dispatcher.tokens_file.as_deref(), std::env::vars())
                 .map_err(|e| anyhow::anyhow!("agent tokens: {e}"))?;

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chaoseater_schemas::bus::{EventProducer, Origin, Processor, Rejection, StateStore, StateView};
-use chaoseater_schemas::events::{Event, RegionDispatched};
+use chaoseater_schemas::events::{CircuitState, Event, RegionDispatched};
 use chaoseater_schemas::ids::{RegionName, RunId, TimestampMs};
 use chaoseater_schemas::topics::Topic;
 use serde::{Deserialize, Serialize};
@@ -40,8 +40,17 @@ pub struct RegionEntry {
 /// Work for the worker pool, handed over after the commit that recorded it.
 #[derive(Debug, Clone)]
 pub enum Work {
-    Run { dispatch: Box<RegionDispatched>, endpoint: String },
-    Abort { run_id: RunId },
+    Run {
+        dispatch: Box<RegionDispatched>,
+        endpoint: String,
+    },
+    Abort {
+        run_id: RunId,
+    },
+    /// A region's circuit opened: every run in flight there is aborted (its fault reverts at once).
+    AbortRegion {
+        region: RegionName,
+    },
 }
 
 /// The dispatcher processor.
@@ -68,15 +77,35 @@ impl Dispatcher {
         format!("dispatch/{id}").into_bytes()
     }
 
+    fn held_key(id: &str) -> Vec<u8> {
+        format!("held/{id}").into_bytes()
+    }
+
+    /// Whether `region`'s circuit (as CircuitStateChanged told) is open or half-open.
+    fn circuit_blocks(state: &StateView<'_>, region: &RegionName) -> Result<bool, Rejection> {
+        let stored = state.get(format!("circuit/{region}").as_bytes()).map_err(state_err)?;
+        Ok(stored.is_some_and(|s| s.as_slice() != CircuitState::Closed.as_str().as_bytes()))
+    }
+
+    /// Dispatches held by an open circuit, with since when.
+    fn held(state: &StateView<'_>) -> Result<Vec<(RegionDispatched, i64)>, Rejection> {
+        Self::pending_with(state, b"held/")
+    }
+
     fn unrouted_key(id: &str) -> Vec<u8> {
         format!("unrouted/{id}").into_bytes()
     }
 
     /// Dispatches waiting for their region's registration, with since when.
     fn unrouted(state: &StateView<'_>) -> Result<Vec<(RegionDispatched, i64)>, Rejection> {
+        Self::pending_with(state, b"unrouted/")
+    }
+
+    /// Recorded dispatches marked under `prefix` (`prefix{id}` → since, big-endian ms).
+    fn pending_with(state: &StateView<'_>, prefix: &[u8]) -> Result<Vec<(RegionDispatched, i64)>, Rejection> {
         let mut out = Vec::new();
-        for (key, since) in state.scan_prefix(b"unrouted/").map_err(state_err)? {
-            let id = String::from_utf8_lossy(&key[b"unrouted/".len()..]).into_owned();
+        for (key, since) in state.scan_prefix(prefix).map_err(state_err)? {
+            let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
             let since = since.as_slice().try_into().map(i64::from_be_bytes).unwrap_or(0);
             if let Some(bytes) = state.get(&Self::dispatch_key(&id)).map_err(state_err)?
                 && let Ok(d) = serde_json::from_slice::<RegionDispatched>(&bytes)
@@ -101,6 +130,7 @@ impl Dispatcher {
             let Ok(d) = serde_json::from_slice::<RegionDispatched>(&value) else { continue };
             if let Some(region) = regions.iter().find(|r| r.name == d.region)
                 && store.get(&Self::unrouted_key(d.dispatch_id.as_str()))?.is_none()
+                && store.get(&Self::held_key(d.dispatch_id.as_str()))?.is_none()
             {
                 out.push(Work::Run { endpoint: region.endpoint.clone(), dispatch: Box::new(d) });
             }
@@ -115,7 +145,7 @@ impl Processor for Dispatcher {
     }
 
     fn topics(&self) -> Vec<Topic> {
-        vec![Topic::Regions, Topic::Dispatch, Topic::Commands, Topic::Results]
+        vec![Topic::Regions, Topic::Dispatch, Topic::Commands, Topic::Results, Topic::Rollback]
     }
 
     fn applied_first(&self) -> Vec<Topic> {
@@ -148,6 +178,12 @@ impl Processor for Dispatcher {
                     .and_then(|v| serde_json::from_slice::<RegionEntry>(&v).ok())
                     .map(|r| r.endpoint);
                 state.put(key, serde_json::to_vec(d).map_err(state_err)?);
+                if Self::circuit_blocks(state, &d.region)? {
+                    // No new dispatches to a region whose circuit is not closed: held until it closes.
+                    state.put(Self::held_key(d.dispatch_id.as_str()), TimestampMs::now().0.to_be_bytes().to_vec());
+                    tracing::warn!(region = %d.region, dispatch = %d.dispatch_id, "circuit not closed; dispatch held");
+                    return Ok(Vec::new());
+                }
                 match endpoint {
                     Some(endpoint) => self.queued.push(Work::Run { dispatch: Box::new(d.clone()), endpoint }),
                     // The registration may be a moment behind in this consumer: wait for it (see `tick`).
@@ -156,6 +192,28 @@ impl Processor for Dispatcher {
                 }
             }
             Event::AbortRequested(a) => self.queued.push(Work::Abort { run_id: a.run_id.clone() }),
+            Event::CircuitStateChanged(c) => {
+                state.put(format!("circuit/{}", c.region).into_bytes(), c.to_state.as_str().as_bytes().to_vec());
+                match c.to_state {
+                    CircuitState::Open => self.queued.push(Work::AbortRegion { region: c.region.clone() }),
+                    CircuitState::Closed => {
+                        let endpoint = state
+                            .get(format!("region/{}", c.region).as_bytes())
+                            .map_err(state_err)?
+                            .and_then(|v| serde_json::from_slice::<RegionEntry>(&v).ok())
+                            .map(|r| r.endpoint);
+                        for (dispatch, _) in Self::held(state)? {
+                            if dispatch.region == c.region
+                                && let Some(endpoint) = endpoint.clone()
+                            {
+                                state.remove(Self::held_key(dispatch.dispatch_id.as_str()));
+                                self.queued.push(Work::Run { dispatch: Box::new(dispatch), endpoint });
+                            }
+                        }
+                    }
+                    CircuitState::HalfOpen => {}
+                }
+            }
             Event::RegionResult(r) => {
                 // The answer to a dispatch is in the log: it no longer needs resuming.
                 state.remove(Self::dispatch_key(r.dispatch_id.as_str()));
@@ -170,9 +228,21 @@ impl Processor for Dispatcher {
         Some(std::time::Duration::from_millis(500))
     }
 
-    /// Dispatches to a region still unknown after [`REGION_WAIT_MS`] fail with the reason.
+    /// Dispatches to a region still unknown after [`REGION_WAIT_MS`] fail with the reason, and so do
+    /// dispatches held by an open circuit past their timeout.
     fn tick(&mut self, now: TimestampMs, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
         let mut out = Vec::new();
+        for (dispatch, since) in Self::held(state)? {
+            if now.0 - since >= dispatch.timeout_ms {
+                state.remove(Self::held_key(dispatch.dispatch_id.as_str()));
+                let message = format!(
+                    "not dispatched: the circuit of region {} stayed open for {:.0} s",
+                    dispatch.region,
+                    (now.0 - since) as f64 / 1000.0
+                );
+                out.push(Event::RegionResult(agent_client::failed(&dispatch, now, message)));
+            }
+        }
         for (dispatch, since) in Self::unrouted(state)? {
             if now.0 - since >= REGION_WAIT_MS {
                 state.remove(Self::unrouted_key(dispatch.dispatch_id.as_str()));
@@ -198,8 +268,8 @@ pub struct Workers {
     producer: EventProducer,
     tokens: Arc<AgentTokens>,
     client: HttpClient,
-    /// Abort switches of dispatches in flight, by run.
-    running: Arc<Mutex<HashMap<RunId, Vec<watch::Sender<bool>>>>>,
+    /// Abort switches of dispatches in flight, by run, with their region.
+    running: Arc<Mutex<HashMap<RunId, Vec<(RegionName, watch::Sender<bool>)>>>>,
 }
 
 impl Workers {
@@ -234,16 +304,27 @@ impl Workers {
                     && let Some(switches) = running.get(&run_id)
                 {
                     tracing::info!(run = %run_id, regions = switches.len(), "aborting regions in flight");
-                    switches.iter().for_each(|s| {
+                    switches.iter().for_each(|(_, s)| {
                         s.send_replace(true);
                     });
+                }
+                None
+            }
+            Work::AbortRegion { region } => {
+                if let Ok(running) = self.running.lock() {
+                    for (run_id, switches) in running.iter() {
+                        for (_, switch) in switches.iter().filter(|(r, _)| *r == region) {
+                            tracing::warn!(run = %run_id, %region, "circuit open: aborting the region's run");
+                            switch.send_replace(true);
+                        }
+                    }
                 }
                 None
             }
             Work::Run { dispatch, endpoint } => {
                 let (abort_tx, abort_rx) = watch::channel(false);
                 if let Ok(mut running) = self.running.lock() {
-                    running.entry(dispatch.run_id.clone()).or_default().push(abort_tx);
+                    running.entry(dispatch.run_id.clone()).or_default().push((dispatch.region.clone(), abort_tx));
                 }
                 let this = self.clone();
                 let task = async move {
@@ -256,7 +337,7 @@ impl Workers {
                     if let Ok(mut running) = this.running.lock()
                         && let Some(switches) = running.get_mut(&dispatch.run_id)
                     {
-                        switches.retain(|s| !s.is_closed());
+                        switches.retain(|(_, s)| !s.is_closed());
                         if switches.is_empty() {
                             running.remove(&dispatch.run_id);
                         }

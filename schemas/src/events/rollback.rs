@@ -82,6 +82,17 @@ pub enum CircuitState {
 }
 
 /// A region's circuit breaker changed state.
+impl CircuitState {
+    /// The name events and state stores use (`CLOSED`, `OPEN`, `HALF_OPEN`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "CLOSED",
+            CircuitState::Open => "OPEN",
+            CircuitState::HalfOpen => "HALF_OPEN",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CircuitStateChanged {
     pub event_id: EventId,
