@@ -262,14 +262,16 @@ impl Processor for Dispatcher {
     }
 }
 
+/// Abort switches of dispatches in flight, by run, with their region.
+type InFlight = HashMap<RunId, Vec<(RegionName, watch::Sender<bool>)>>;
+
 /// The pool that calls agents.
 #[derive(Debug, Clone)]
 pub struct Workers {
     producer: EventProducer,
     tokens: Arc<AgentTokens>,
     client: HttpClient,
-    /// Abort switches of dispatches in flight, by run, with their region.
-    running: Arc<Mutex<HashMap<RunId, Vec<(RegionName, watch::Sender<bool>)>>>>,
+    running: Arc<Mutex<InFlight>>,
 }
 
 impl Workers {
