@@ -10,6 +10,7 @@ pub mod host;
 pub mod payload;
 pub mod probe;
 pub mod proxy;
+mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
