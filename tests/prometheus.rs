@@ -96,9 +96,12 @@ fn prometheus_scrapes_the_exporter_and_every_dashboard_and_alert_query_returns_d
         .expect("prometheus");
     let _prometheus = KillOnDrop(prometheus);
     let prom = format!("127.0.0.1:{prom_port}");
+    // Prometheus answers 503 until it is ready: wait for /-/ready before querying.
+    wait_until(Duration::from_secs(60), "Prometheus to be ready", || {
+        std::net::TcpStream::connect(&prom).is_ok() && http(&prom, "GET", "/-/ready", None, None).0 == 200
+    });
     wait_until(Duration::from_secs(60), "Prometheus to scrape the exporter", || {
-        std::net::TcpStream::connect(&prom).is_ok()
-            && query(&prom, "up{job=\"chaoseater\"}").iter().any(|r| r["value"][1] == "1")
+        query(&prom, "up{job=\"chaoseater\"}").iter().any(|r| r["value"][1] == "1")
     });
 
     let file = dir.path().join("run.yaml");

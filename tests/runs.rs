@@ -420,10 +420,10 @@ fn an_abort_reaches_the_region_in_flight_and_stops_the_rest() {
     let asked = Instant::now();
     let out = c.run(&["abort", &id, "--reason", "test abort"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    wait_until(Duration::from_secs(30), "the run to complete as aborted", || {
+    wait_until(Duration::from_secs(90), "the run to complete as aborted", || {
         c.results("RunCompleted").iter().any(|e| e["run_id"] == id.as_str() && e["status"] == "ABORTED")
     });
-    assert!(asked.elapsed() < Duration::from_secs(20), "well before the 30 s fault would have ended");
+    assert!(asked.elapsed() < Duration::from_secs(25), "well before the 30 s fault would have ended");
     let (_, body) = http(&first, "GET", "/api/v1/experiments", None, None);
     assert!(body.contains("\"aborted\""), "the agent aborted its experiment: {body}");
     assert_eq!(ran(&second, &id), 0, "the second region was never dispatched");

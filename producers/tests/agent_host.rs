@@ -82,7 +82,8 @@ async fn cpu_throttle_burns_its_share_without_a_cgroup_and_sets_cpu_max_with_one
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let share = (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64() / cores;
-    assert!(share >= 0.35, "busy threads took {:.0}% of the host", share * 100.0);
+    // 50% is asked; a loaded machine gives less, but threads that do not burn would give ~0%.
+    assert!(share >= 0.25, "busy threads took {:.0}% of the host", share * 100.0);
     let status = rig.status(&id).await;
     assert!(status["mechanism"].as_str().is_some_and(|m| m.contains("busy thread")), "{status}");
     rig.outcome(&id).await;
