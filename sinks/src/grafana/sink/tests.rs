@@ -100,14 +100,32 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A stand-in Grafana (unavailable from the start if asked), a store, the sink and its running sender.
+struct Rig {
+    fake: Arc<FakeGrafana>,
+    url: String,
+    _dir: tempfile::TempDir,
+    store: StateStore,
+    sink: GrafanaSink,
+    _stop: watch::Sender<bool>,
+}
+
+impl Rig {
+    async fn start(unavailable: bool) -> Self {
+        let (fake, url) = fake_grafana().await;
+        *fake.unavailable.lock().expect("lock") = unavailable;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(dir.path()).expect("store");
+        let (sink, wake) = GrafanaSink::new(&target(&url));
+        let (stop_tx, stop) = watch::channel(false);
+        tokio::spawn(sender(store.clone(), target(&url), wake, stop));
+        Self { fake, url, _dir: dir, store, sink, _stop: stop_tx }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_provisioning_and_annotations_with_the_key_as_bearer() {
-    let (fake, url) = fake_grafana().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = StateStore::open(dir.path()).expect("store");
-    let (mut sink, wake) = GrafanaSink::new(&target(&url));
-    let (_stop_tx, stop) = watch::channel(false);
-    tokio::spawn(sender(store.clone(), target(&url), wake, stop));
+    let Rig { fake, url, _dir, store, mut sink, _stop } = Rig::start(false).await;
     feed(&mut sink, &store, &run_events(2, "exp"));
     wait_for("every request", || store.scan_prefix(OUTBOX).map(|p| p.is_empty()).unwrap_or(false)).await;
     let requests = fake.requests.lock().expect("lock").clone();
@@ -131,13 +149,7 @@ async fn pushes_provisioning_and_annotations_with_the_key_as_bearer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_loses_no_annotation_and_a_refusal_is_parked() {
-    let (fake, url) = fake_grafana().await;
-    *fake.unavailable.lock().expect("lock") = true;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = StateStore::open(dir.path()).expect("store");
-    let (mut sink, wake) = GrafanaSink::new(&target(&url));
-    let (_stop_tx, stop) = watch::channel(false);
-    tokio::spawn(sender(store.clone(), target(&url), wake, stop));
+    let Rig { fake, url: _, _dir, store, mut sink, _stop } = Rig::start(true).await;
     let mut events = run_events(5, "during-outage");
     events.extend(run_events(1, "refuse"));
     feed(&mut sink, &store, &events);
