@@ -34,6 +34,7 @@ fn events() -> Vec<Event> {
                 latency_ms: Some(1.25),
                 http_status: Some(200),
                 message: None,
+                error_rate: None,
             })
         })
         .collect()

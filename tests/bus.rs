@@ -27,6 +27,7 @@ fn health(i: u64, regions: u64) -> Event {
         latency_ms: Some(1.0),
         http_status: Some(200),
         message: None,
+        error_rate: None,
     })
 }
 

@@ -9,9 +9,12 @@
 //!
 //! - [`circuit`]: a circuit breaker per region fed by health samples.
 //!
-//! Later issues add the rollback processor, the history
-//! materializer and the analytics. Processors never import producers or sinks: they talk through topics.
+//! - [`rollback`]: a rollback state machine per run and region (immediate, gradual, canary, blue-green,
+//!   circuit breaker), steps gated on health samples.
+//!
+//! Later issues add the history materializer and the analytics. Processors never import producers or sinks: they talk through topics.
 
 pub mod circuit;
 pub mod ledger;
 pub mod orchestrator;
+pub mod rollback;

@@ -62,6 +62,14 @@ string_id!(
     DispatchId
 );
 
+impl DispatchId {
+    /// One dispatch per run and region: the idempotency key the agent runs at most once, and the id of
+    /// the experiment on the agent (rollback steps address it).
+    pub fn for_region(run_id: &RunId, region: &RegionName) -> Self {
+        DispatchId::new(format!("{run_id}.{region}"))
+    }
+}
+
 impl EventId {
     /// Derives the id of an event of `kind` from the parts that identify the fact it records.
     ///

@@ -74,6 +74,14 @@ pub fn sample(kind: EventKind) -> Event {
             reason: "operator request".into(),
             requested_by: "sre@laptop".into(),
         }),
+        EventKind::RollbackRequested => Event::RollbackRequested(RollbackRequested {
+            event_id: id,
+            occurred_at: AT,
+            run_id: run(),
+            region: None,
+            action: RollbackAction::Resume,
+            requested_by: "cli".into(),
+        }),
         EventKind::AbTestRequested => Event::AbTestRequested(AbTestRequested {
             event_id: id,
             occurred_at: AT,
@@ -113,6 +121,8 @@ pub fn sample(kind: EventKind) -> Event {
             step: 2,
             percentage: 40.0,
             strategy: RollbackStrategy::Gradual,
+            upstream: None,
+            check_after_ms: Some(5_000),
         }),
         EventKind::RunStarted => Event::RunStarted(RunStarted {
             event_id: id,
@@ -187,6 +197,15 @@ pub fn sample(kind: EventKind) -> Event {
             latency_ms: Some(812.5),
             http_status: Some(503),
             message: Some("target unhealthy".into()),
+            error_rate: Some(0.25),
+        }),
+        EventKind::FaultHeld => Event::FaultHeld(FaultHeld {
+            event_id: id,
+            occurred_at: AT,
+            run_id: run(),
+            region: region("eu-west"),
+            dispatch_id: DispatchId::new("dispatch-eu-west-1"),
+            hold_limit_ms: 300_000,
         }),
         EventKind::RollbackStarted => Event::RollbackStarted(RollbackStarted {
             event_id: id,

@@ -235,7 +235,7 @@ impl Saga {
 
 /// One dispatch per run and region: the idempotency key the agent runs at most once.
 pub fn dispatch_id(run_id: &RunId, region: &RegionName) -> DispatchId {
-    DispatchId::new(format!("{run_id}.{region}"))
+    DispatchId::for_region(run_id, region)
 }
 
 fn status_name(status: RegionStatus) -> &'static str {

@@ -1,6 +1,7 @@
 //! The agent's HTTP API (DESIGN.md, "Region agent"). Mutating routes need the bearer token.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -61,7 +62,9 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
 
 async fn health(State(core): State<Arc<AgentCore>>) -> Response {
     let (healthy, detail) = core.check_target().await;
-    let active = core.active().map(|e| json!({"id": e.id, "status": e.phase()}));
+    let window = Duration::from_millis(core.config.probe.window_ms.max(1_000));
+    let active =
+        core.active().map(|e| json!({"id": e.id, "status": e.phase(), "error_rate": e.live_error_rate(window)}));
     let body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "target": detail,
@@ -130,6 +133,9 @@ struct RollbackRequest {
     /// Blue-green: route traffic to this upstream as part of the step.
     #[serde(default)]
     upstream: Option<String>,
+    /// Idempotency: a step number already applied to this experiment is not applied again.
+    #[serde(default)]
+    step: Option<u32>,
 }
 
 async fn rollback(
@@ -153,8 +159,12 @@ async fn rollback(
     {
         return error(StatusCode::BAD_REQUEST, message);
     }
-    match experiment.rollback(request.percentage) {
-        Ok(()) => reply(StatusCode::OK, experiment.view(core.proxy.traffic())),
+    match experiment.rollback(request.percentage, request.step) {
+        Ok(applied) => {
+            let mut view = experiment.view(core.proxy.traffic());
+            view["step_applied"] = json!(applied);
+            reply(StatusCode::OK, view)
+        }
         Err(message) => error(StatusCode::CONFLICT, message),
     }
 }

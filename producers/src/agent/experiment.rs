@@ -31,6 +31,10 @@ pub struct ExperimentRequest {
     pub id: Option<String>,
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Stepwise rollbacks: when the duration ends, keep the fault in place (phase `holding`) until the
+    /// rollback steps reach 100%, an abort, or this many seconds, whichever comes first.
+    #[serde(default)]
+    pub hold_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -38,6 +42,8 @@ pub struct ExperimentRequest {
 pub enum Phase {
     Baseline,
     Injecting,
+    /// The duration ended; the fault stays until rolled back (see [`ExperimentRequest::hold_s`]).
+    Holding,
     Recovering,
     Completed,
     Failed,
@@ -73,6 +79,8 @@ struct Progress {
     mechanism: Option<String>,
     outcome: Option<Outcome>,
     rollback_steps: Vec<(f64, TrafficSnapshot)>,
+    /// Step numbers already applied: a step sent twice (a dispatcher retrying) is applied once.
+    applied_steps: Vec<u32>,
 }
 
 /// One experiment.
@@ -87,6 +95,8 @@ pub struct Experiment {
     control: watch::Sender<Control>,
     done: watch::Sender<bool>,
     traffic_at_start: TrafficSnapshot,
+    /// The probes of the running experiment, for the live error rate `/health` reports.
+    recorder: Mutex<Option<Arc<Recorder>>>,
 }
 
 impl Experiment {
@@ -102,10 +112,12 @@ impl Experiment {
                 mechanism: None,
                 outcome: None,
                 rollback_steps: Vec::new(),
+                applied_steps: Vec::new(),
             }),
             control: watch::channel(Control { abort: false, rolled_back: 0.0 }).0,
             done: watch::channel(false).0,
             traffic_at_start: traffic,
+            recorder: Mutex::new(None),
         }
     }
 
@@ -124,19 +136,44 @@ impl Experiment {
         self.control.send_modify(|c| c.abort = true);
     }
 
-    /// Sets the rolled-back share; refused outside the fault phase.
-    pub fn rollback(&self, percentage: f64) -> Result<(), String> {
+    /// Sets the rolled-back share; refused outside the fault phases. With a step number, a step already
+    /// applied is not applied again (`Ok(false)`).
+    pub fn rollback(&self, percentage: f64, step: Option<u32>) -> Result<bool, String> {
         if !(0.0..=100.0).contains(&percentage) {
             return Err(format!("percentage must be in [0, 100], got {percentage}"));
         }
         match self.phase() {
-            Phase::Injecting => {
+            Phase::Injecting | Phase::Holding => {
+                if let Some(step) = step {
+                    let Ok(mut p) = self.progress.lock() else { return Err("experiment state poisoned".into()) };
+                    if p.applied_steps.contains(&step) {
+                        return Ok(false);
+                    }
+                    p.applied_steps.push(step);
+                }
                 self.control.send_modify(|c| c.rolled_back = percentage);
-                Ok(())
+                Ok(true)
             }
             Phase::Baseline => Err("the fault is not injected yet (measuring the baseline)".to_owned()),
             _ => Err("the fault is already reverted".to_owned()),
         }
+    }
+
+    /// The share of probes that failed over the last `window` while the fault is in place; `None` in
+    /// the other phases or before any probe completed in the window.
+    pub fn live_error_rate(&self, window: Duration) -> Option<f64> {
+        if !matches!(self.phase(), Phase::Injecting | Phase::Holding) {
+            return None;
+        }
+        let recorder = self.recorder.lock().ok()?.clone()?;
+        let now = recorder.now();
+        let recent: Vec<bool> = recorder
+            .samples()
+            .iter()
+            .filter(|s| now.saturating_sub(s.sent + s.latency) <= window)
+            .map(|s| s.ok)
+            .collect();
+        (!recent.is_empty()).then(|| recent.iter().filter(|ok| !**ok).count() as f64 / recent.len() as f64)
     }
 
     pub fn outcome(&self) -> Option<Outcome> {
@@ -177,6 +214,7 @@ impl Experiment {
             "duration": self.request.duration,
             "status": p.as_ref().map(|p| p.phase),
             "rolled_back_percentage": control.rolled_back,
+            "hold_s": self.request.hold_s,
             "mechanism": p.as_ref().and_then(|p| p.mechanism.clone()),
             "started_at_ms": self.started_at_ms,
             "traffic": {
@@ -250,6 +288,9 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
     let config = &core.config;
     let window = Duration::from_millis(config.probe.window_ms);
     let recorder = Arc::new(Recorder::new());
+    if let Ok(mut r) = experiment.recorder.lock() {
+        *r = Some(recorder.clone());
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let prober = tokio::spawn(probe::run(core.probe.clone(), recorder.clone(), config.probe.interval(), stop_rx));
     let mut control = experiment.control.subscribe();
@@ -309,11 +350,22 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
     };
     let inject_at = recorder.now();
     experiment.set_phase(Phase::Injecting);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(experiment.request.duration);
+    let mut deadline = tokio::time::Instant::now() + Duration::from_secs_f64(experiment.request.duration);
+    let mut hold = experiment.request.hold_s.map(Duration::from_secs_f64);
     let mut aborted = false;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => break,
+            _ = tokio::time::sleep_until(deadline) => {
+                // A stepwise rollback takes over at the end of the duration: the fault stays until the
+                // steps reach 100%, bounded by the hold limit so that it always reverts.
+                match hold.take() {
+                    Some(limit) if control.borrow().rolled_back < 100.0 => {
+                        deadline = tokio::time::Instant::now() + limit;
+                        experiment.set_phase(Phase::Holding);
+                    }
+                    _ => break,
+                }
+            }
             changed = control.changed() => {
                 if changed.is_err() { break; }
                 let c = *control.borrow_and_update();

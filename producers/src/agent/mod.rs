@@ -89,6 +89,14 @@ impl AgentCore {
         if !(request.duration.is_finite() && request.duration > 0.0) {
             return Err(bad(format!("duration: must be a positive number of seconds, got {}", request.duration)));
         }
+        if let Some(hold) = request.hold_s
+            && !(hold.is_finite() && hold > 0.0 && hold <= self.config.caps.max_duration_s)
+        {
+            return Err(bad(format!(
+                "hold_s: must be a positive number of seconds within max_duration_s {}, got {hold}",
+                self.config.caps.max_duration_s
+            )));
+        }
         if request.duration > self.config.caps.max_duration_s {
             return Err(bad(format!(
                 "duration: {} s exceeds this agent's cap max_duration_s {}",

@@ -24,6 +24,12 @@ pub async fn sample(client: &HttpClient, region: &RegionEntry) -> RegionHealthSa
     let answer = client.json(Method::GET, &url, None, None, HEALTH_TIMEOUT).await;
     let latency = started.elapsed();
     let at = TimestampMs::now();
+    // The agent reports its probes' error rate while a fault is in place (the rollback's failure threshold).
+    let error_rate = answer
+        .as_ref()
+        .ok()
+        .and_then(|a| serde_json::from_slice::<serde_json::Value>(&a.body).ok())
+        .and_then(|body| body.pointer("/experiment/error_rate").and_then(serde_json::Value::as_f64));
     let (status, http_status, message) = match answer {
         Ok(a) if a.status.is_success() && latency <= SLOW => (HealthStatus::Healthy, Some(a.status.as_u16()), None),
         Ok(a) if a.status.is_success() => {
@@ -43,6 +49,7 @@ pub async fn sample(client: &HttpClient, region: &RegionEntry) -> RegionHealthSa
         latency_ms: (status != HealthStatus::Failed).then_some(latency.as_secs_f64() * 1e3),
         http_status: http_status.map(i32::from),
         message,
+        error_rate,
     }
 }
 

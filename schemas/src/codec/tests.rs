@@ -158,6 +158,7 @@ fn old_reader_reads_bytes_of_a_schema_that_gained_an_optional_field() {
             latency_ms: Some(2.5),
             http_status: Some(200),
             message: None,
+            error_rate: None,
         })
     );
 }
@@ -191,8 +192,9 @@ fn health_strategy() -> impl Strategy<Value = RegionHealthSampled> {
         proptest::option::of(any::<f64>().prop_filter("NaN never equals itself", |f| !f.is_nan())),
         proptest::option::of(any::<i32>()),
         proptest::option::of(".{0,40}"),
+        proptest::option::of(0.0..=1.0f64),
     )
-        .prop_map(|(region, at, status, latency_ms, http_status, message)| RegionHealthSampled {
+        .prop_map(|(region, at, status, latency_ms, http_status, message, error_rate)| RegionHealthSampled {
             event_id: EventId::derive("RegionHealthSampled", &[&region, &at.to_string()]),
             occurred_at: TimestampMs(at),
             region: RegionName::new(region),
@@ -200,6 +202,7 @@ fn health_strategy() -> impl Strategy<Value = RegionHealthSampled> {
             latency_ms,
             http_status,
             message,
+            error_rate,
         })
 }
 

@@ -52,6 +52,35 @@ impl AbortRequested {
     }
 }
 
+/// What a [`RollbackRequested`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RollbackAction {
+    /// Begin rolling back a fault still in place, with the run's strategy.
+    Start,
+    /// Continue a paused rollback.
+    Resume,
+}
+
+/// A request to start or resume the rollback of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackRequested {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub run_id: RunId,
+    /// Only this region; `None` means every region of the run.
+    pub region: Option<RegionName>,
+    pub action: RollbackAction,
+    pub requested_by: String,
+}
+
+impl RollbackRequested {
+    /// Requests are idempotent per run, action and time of request.
+    pub fn id_for(run_id: &RunId, action: RollbackAction, at: TimestampMs) -> EventId {
+        EventId::derive("RollbackRequested", &[run_id.as_str(), &format!("{action:?}"), &at.to_id_part()])
+    }
+}
+
 /// One side of an A/B test.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AbVariant {

@@ -31,4 +31,15 @@ pub struct RollbackStepRequested {
     /// Share of traffic (percent) free of the fault after this step.
     pub percentage: f64,
     pub strategy: RollbackStrategy,
+    /// Blue-green: the upstream the agent routes traffic to as part of this step.
+    pub upstream: Option<String>,
+    /// When set, the dispatcher samples the region's health this long after applying the step.
+    pub check_after_ms: Option<i64>,
+}
+
+impl RollbackStepRequested {
+    /// One request per run, region and step: a replayed decision yields the same id.
+    pub fn id_for(run_id: &RunId, region: &RegionName, step: i32) -> EventId {
+        EventId::derive("RollbackStepRequested", &[run_id.as_str(), region.as_str(), &step.to_string()])
+    }
 }

@@ -26,6 +26,8 @@ pub struct RegionHealthSampled {
     pub latency_ms: Option<f64>,
     pub http_status: Option<i32>,
     pub message: Option<String>,
+    /// Share of the agent's probes that failed over its last window while a fault is in place.
+    pub error_rate: Option<f64>,
 }
 
 impl RegionHealthSampled {

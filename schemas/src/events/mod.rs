@@ -14,7 +14,7 @@ mod rollback;
 use apache_avro::types::Value;
 use serde::{Deserialize, Serialize};
 
-pub use commands::{AbTestRequested, AbVariant, AbortRequested, RunRequested};
+pub use commands::{AbTestRequested, AbVariant, AbortRequested, RollbackAction, RollbackRequested, RunRequested};
 pub use dispatch::{RegionDispatched, RollbackStepRequested};
 pub use health::{HealthStatus, RegionHealthSampled};
 pub use regions::{RegionRegistered, RegionRemoved};
@@ -23,7 +23,7 @@ pub use results::{
     RunStatus,
 };
 pub use rollback::{
-    CircuitState, CircuitStateChanged, RollbackCompleted, RollbackFailed, RollbackPaused, RollbackStarted,
+    CircuitState, CircuitStateChanged, FaultHeld, RollbackCompleted, RollbackFailed, RollbackPaused, RollbackStarted,
     RollbackStepApplied, RollbackTrigger,
 };
 
@@ -113,6 +113,7 @@ catalogue! {
     RunRequested => "run_requested.avsc", Commands;
     AbortRequested => "abort_requested.avsc", Commands;
     AbTestRequested => "ab_test_requested.avsc", Commands;
+    RollbackRequested => "rollback_requested.avsc", Commands;
     RegionRegistered => "region_registered.avsc", Regions;
     RegionRemoved => "region_removed.avsc", Regions;
     RegionDispatched => "region_dispatched.avsc", Dispatch;
@@ -122,6 +123,7 @@ catalogue! {
     RunCompleted => "run_completed.avsc", Results;
     RunRejected => "run_rejected.avsc", Results;
     RegionHealthSampled => "region_health_sampled.avsc", Health;
+    FaultHeld => "fault_held.avsc", Rollback;
     RollbackStarted => "rollback_started.avsc", Rollback;
     RollbackStepApplied => "rollback_step_applied.avsc", Rollback;
     RollbackPaused => "rollback_paused.avsc", Rollback;
@@ -137,6 +139,8 @@ impl Event {
             Event::RunRequested(e) => Some(&e.run_id),
             Event::AbortRequested(e) => Some(&e.run_id),
             Event::AbTestRequested(e) => Some(&e.run_id),
+            Event::RollbackRequested(e) => Some(&e.run_id),
+            Event::FaultHeld(e) => Some(&e.run_id),
             Event::RegionDispatched(e) => Some(&e.run_id),
             Event::RollbackStepRequested(e) => Some(&e.run_id),
             Event::RunStarted(e) => Some(&e.run_id),

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::experiment::RollbackStrategy;
-use crate::ids::{EventId, RegionName, RunId, TimestampMs};
+use crate::ids::{DispatchId, EventId, RegionName, RunId, TimestampMs};
 
 /// What started a rollback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -14,6 +14,25 @@ pub enum RollbackTrigger {
     FailureThreshold,
     CircuitOpen,
     Manual,
+}
+
+/// The fault's time ended; the agent holds it until the rollback steps reach 100%.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultHeld {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub run_id: RunId,
+    pub region: RegionName,
+    pub dispatch_id: DispatchId,
+    /// The agent reverts the fault by itself this long after the hold began.
+    pub hold_limit_ms: i64,
+}
+
+impl FaultHeld {
+    /// One hold per dispatch.
+    pub fn id_for(dispatch_id: &DispatchId) -> EventId {
+        EventId::derive("FaultHeld", &[dispatch_id.as_str()])
+    }
 }
 
 /// A rollback began for one run and region.
