@@ -62,6 +62,9 @@ pub enum Command {
     Abort(AbortArgs),
     /// Health of every registered region's agent.
     Health(HealthArgs),
+    /// A run's rollbacks: their state, or start / resume one (the rollback processor carries them out).
+    #[command(subcommand)]
+    Rollback(RollbackCommand),
     /// Generate Grafana dashboards and alert rules from the metrics the exporter writes.
     #[command(subcommand)]
     Grafana(GrafanaCommand),
@@ -159,6 +162,25 @@ pub struct AbortArgs {
     /// Why, for the record.
     #[arg(long, default_value = "aborted from the command line")]
     pub reason: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RollbackCommand {
+    /// Each region's rollback: strategy, trigger, steps applied, state; and the regions' circuits.
+    Status(RunIdArgs),
+    /// Roll back a fault still in place now, with the run's strategy.
+    Start(RollbackArgs),
+    /// Continue a paused rollback with its next step.
+    Resume(RollbackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The run's id.
+    pub run_id: String,
+    /// Only this region (default: every region of the run).
+    #[arg(long)]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -109,6 +109,12 @@ impl RollbackStrategy {
     pub fn parse(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == value)
     }
+
+    /// Whether the rollback takes over when the fault's time ends (the agent holds the fault until the
+    /// steps reach 100%). Immediate and circuit-breaker rollbacks let the fault end on time by itself.
+    pub fn holds_fault(self) -> bool {
+        matches!(self, RollbackStrategy::Gradual | RollbackStrategy::Canary | RollbackStrategy::BlueGreen)
+    }
 }
 
 /// How a fault is rolled back. Defaults are the Python tool's: 300 / 5 / 0.1 / 10 / 5 / true.

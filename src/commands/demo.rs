@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use chaoseater_processors::circuit::CircuitBreaker;
 use chaoseater_processors::ledger::RunLedger;
 use chaoseater_processors::orchestrator::Orchestrator;
+use chaoseater_processors::rollback::RollbackProcessor;
 use chaoseater_producers::agent::{Agent, AgentConfig};
 use chaoseater_producers::demo_target::{self, DemoTarget, DemoTargetConfig, Resilience};
 use chaoseater_producers::dispatcher::{AgentTokens, Dispatcher};
@@ -147,7 +149,7 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     let embedded_flag = embedded.is_some();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    for name in [RunLedger::NAME, Orchestrator::NAME] {
+    for name in [RunLedger::NAME, Orchestrator::NAME, CircuitBreaker::NAME, RollbackProcessor::NAME] {
         tasks.push(commands::serve::spawn_processor(name, &ctx, &demo_config, embedded_flag, stop_rx.clone())?);
     }
     let metrics_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -164,7 +166,7 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     let store = commands::serve::open_store(&demo_config, embedded_flag, Dispatcher::NAME)?;
     tasks.push(commands::serve::spawn_dispatcher(&ctx, &demo_config, store, stop_rx, tokens)?);
     println!(
-        "processors ledger, orchestrator, dispatcher (+ health monitor), metrics (state in {})",
+        "processors ledger, orchestrator, dispatcher (+ health monitor), circuit, rollback, metrics (state in {})",
         config.state_dir.display()
     );
     println!("metrics    http://{metrics_addr}/metrics (Prometheus text format, while the demo runs)");

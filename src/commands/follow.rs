@@ -17,6 +17,35 @@ pub struct RegionView {
     pub name: String,
     pub dispatched_at: Option<i64>,
     pub result: Option<RegionResult>,
+    pub rollback: Option<RollbackView>,
+}
+
+/// A region's rollback, as the log tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackView {
+    pub strategy: String,
+    pub trigger: String,
+    pub planned: Vec<f64>,
+    /// Steps applied at the agent: (step, percentage).
+    pub applied: Vec<(i32, f64)>,
+    /// `rolling back`, `paused: …`, `completed`, `failed: …`.
+    pub state: String,
+}
+
+impl RollbackView {
+    /// One line: strategy, trigger, the steps applied against the plan, the state.
+    pub fn line(&self) -> String {
+        let applied: Vec<String> = self.applied.iter().map(|(_, p)| format!("{p:.0}%")).collect();
+        format!(
+            "rollback {} ({}): {} of {} steps [{}], {}",
+            self.strategy,
+            self.trigger,
+            self.applied.len(),
+            self.planned.len(),
+            applied.join(" → "),
+            self.state
+        )
+    }
 }
 
 /// One run, as the log tells it.
@@ -101,6 +130,58 @@ impl RunView {
             Event::RunRejected(r) => {
                 self.rejected = Some(r.reason.clone());
                 Some(format!("REJECTED: {}", r.reason))
+            }
+            Event::FaultHeld(h) => Some(format!("  {:<12} fault's time ended; held for its rollback", h.region)),
+            Event::RollbackStarted(r) => {
+                let view = RollbackView {
+                    strategy: r.strategy.as_str().to_owned(),
+                    trigger: r.trigger.as_str().to_owned(),
+                    planned: r.planned_percentages.clone(),
+                    applied: Vec::new(),
+                    state: "rolling back".to_owned(),
+                };
+                let steps: Vec<String> = r.planned_percentages.iter().map(|p| format!("{p:.0}%")).collect();
+                let line = format!(
+                    "  {:<12} rollback started: {} on {}, steps {}",
+                    r.region,
+                    view.strategy,
+                    view.trigger.replace('_', " "),
+                    steps.join(" → ")
+                );
+                self.region(r.region.as_str()).rollback = Some(view);
+                Some(line)
+            }
+            Event::RollbackStepApplied(a) => {
+                let rollback = self.region(a.region.as_str()).rollback.as_mut()?;
+                if rollback.applied.iter().any(|(step, _)| *step == a.step) {
+                    return None;
+                }
+                rollback.applied.push((a.step, a.percentage));
+                let of = rollback.planned.len().max(a.step as usize);
+                Some(format!(
+                    "  {:<12} rollback step {}/{of} applied: {:.0}% of traffic free of the fault",
+                    a.region, a.step, a.percentage
+                ))
+            }
+            Event::RollbackPaused(p) => {
+                self.region(p.region.as_str()).rollback.as_mut()?.state = format!("paused: {}", p.reason);
+                Some(format!(
+                    "  {:<12} rollback PAUSED after step {}: {} (chaoseater rollback resume {})",
+                    p.region, p.step, p.reason, p.run_id
+                ))
+            }
+            Event::RollbackCompleted(c) => {
+                self.region(c.region.as_str()).rollback.as_mut()?.state = "completed".to_owned();
+                Some(format!(
+                    "  {:<12} rollback completed in {} steps, {:.1} s",
+                    c.region,
+                    c.steps,
+                    c.duration_ms as f64 / 1000.0
+                ))
+            }
+            Event::RollbackFailed(f) => {
+                self.region(f.region.as_str()).rollback.as_mut()?.state = format!("failed: {}", f.reason);
+                Some(format!("  {:<12} rollback FAILED: {}", f.region, f.reason))
             }
             _ => None,
         }
@@ -188,6 +269,11 @@ pub fn print_report(view: &RunView, out: &mut impl Write) -> std::io::Result<()>
             s.message.as_deref().unwrap_or("")
         )?;
     }
+    for region in &view.regions {
+        if let Some(rollback) = &region.rollback {
+            writeln!(out, "  {:<12} {}", region.name, rollback.line())?;
+        }
+    }
     let extreme = |name: &Option<chaoseater_schemas::ids::RegionName>, score: Option<f64>| match (name, score) {
         (Some(n), Some(s)) => format!("{n} {s:.1}"),
         _ => "-".to_owned(),
@@ -205,7 +291,7 @@ pub fn print_report(view: &RunView, out: &mut impl Write) -> std::io::Result<()>
 /// Follows `runs` on the dispatch and results topics until each finished (or `timeout`), showing progress:
 /// a bar per region in flight on a terminal, a line per change otherwise.
 pub async fn follow(ctx: &BusContext, mut runs: Vec<RunView>, timeout: Duration) -> Result<Vec<RunView>> {
-    let topics = [ctx.topics.name(Topic::Dispatch), ctx.topics.name(Topic::Results)];
+    let topics = [ctx.topics.name(Topic::Dispatch), ctx.topics.name(Topic::Results), ctx.topics.name(Topic::Rollback)];
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     let consumer =
         EventConsumer::assign(ctx, "chaoseater-follow", &refs, &Default::default(), StartFrom::Beginning).await?;

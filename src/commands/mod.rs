@@ -5,6 +5,7 @@ mod demo;
 pub mod follow;
 mod grafana;
 mod ledger;
+mod rollback;
 pub mod runs;
 mod schemas;
 pub mod serve;
@@ -37,6 +38,7 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
         Command::Status(args) => runs::status(args, &config).await,
         Command::Abort(args) => runs::abort(args, &config).await,
         Command::Health(args) => runs::health(args, &config).await,
+        Command::Rollback(cmd) => rollback::run(cmd, &config).await,
         Command::Grafana(cmd) => grafana::run(cmd, &config).await,
         Command::Agent | Command::DemoTarget(_) => {
             anyhow::bail!("standalone commands run before the configuration loads")

@@ -8,7 +8,9 @@ use chaoseater_producers::dispatcher::RegionEntry;
 use chaoseater_producers::dispatcher::health;
 use chaoseater_producers::http::HttpClient;
 use chaoseater_schemas::bus::{EventConsumer, EventProducer};
-use chaoseater_schemas::events::{AbortRequested, Event, RegionHealthSampled, RegionRegistered, RegionRemoved};
+use chaoseater_schemas::events::{
+    AbortRequested, CircuitStateChanged, Event, RegionHealthSampled, RegionRegistered, RegionRemoved,
+};
 use chaoseater_schemas::ids::{RegionName, RunId, TimestampMs};
 use chaoseater_schemas::topics::Topic;
 
@@ -131,19 +133,32 @@ pub fn gate(runs: &[RunView], min_score: Option<f64>) -> Result<()> {
     }
 }
 
-pub async fn status(args: RunIdArgs, config: &Config) -> Result<()> {
+/// A run as the log tells it, with the latest circuit state of each of its regions. Prints each change
+/// with `print_lines`. Fails with exit code 2 when the run is not in the log.
+pub async fn load_run(
+    config: &Config,
+    run_id: &RunId,
+    print_lines: bool,
+) -> Result<(RunView, BTreeMap<String, CircuitStateChanged>)> {
     let ctx = broker::client_context(config)?;
-    let topics: Vec<String> =
-        [Topic::Commands, Topic::Dispatch, Topic::Results].iter().map(|&t| ctx.topics.name(t)).collect();
+    let topics: Vec<String> = [Topic::Commands, Topic::Dispatch, Topic::Results, Topic::Rollback]
+        .iter()
+        .map(|&t| ctx.topics.name(t))
+        .collect();
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let run_id = RunId::new(args.run_id.as_str());
     let mut view = RunView::new(run_id.clone(), "?", 0, None);
+    let mut circuits = BTreeMap::new();
     let mut seen = false;
     for message in EventConsumer::read_to_end(&ctx, "chaoseater-status", &refs).await? {
         let Some(Ok(event)) = message.payload.as_deref().map(|p| ctx.codec.decode(p)) else { continue };
-        if event.run_id() == Some(&run_id) {
+        if let Event::CircuitStateChanged(c) = &event {
+            circuits.insert(c.region.to_string(), c.clone());
+        }
+        if event.run_id() == Some(run_id) {
             seen = true;
-            if let Some(line) = view.apply(&event) {
+            if let Some(line) = view.apply(&event)
+                && print_lines
+            {
                 println!("{} {line}", event.occurred_at().0);
             }
         }
@@ -151,6 +166,13 @@ pub async fn status(args: RunIdArgs, config: &Config) -> Result<()> {
     if !seen {
         bail!(Exit(EXIT_INVALID_INPUT, format!("no run {run_id} in the log")));
     }
+    circuits.retain(|region, _| view.regions.iter().any(|r| r.name == *region));
+    Ok((view, circuits))
+}
+
+pub async fn status(args: RunIdArgs, config: &Config) -> Result<()> {
+    let run_id = RunId::new(args.run_id.as_str());
+    let (view, circuits) = load_run(config, &run_id, true).await?;
     println!();
     follow::print_report(&view, &mut std::io::stdout().lock())?;
     if view.completed.is_none() && view.rejected.is_none() {
@@ -163,7 +185,15 @@ pub async fn status(args: RunIdArgs, config: &Config) -> Result<()> {
             println!("  {:<12} {state}", r.name);
         }
     }
+    print_circuits(&circuits);
     Ok(())
+}
+
+/// The circuit of each region, as last changed.
+pub fn print_circuits(circuits: &BTreeMap<String, CircuitStateChanged>) {
+    for (region, c) in circuits {
+        println!("  {region:<12} circuit {} since {} ({})", c.to_state.as_str(), c.occurred_at.0, c.reason);
+    }
 }
 
 pub async fn abort(args: AbortArgs, config: &Config) -> Result<()> {

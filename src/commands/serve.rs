@@ -6,6 +6,7 @@ use std::time::Duration;
 use chaoseater_processors::circuit::CircuitBreaker;
 use chaoseater_processors::ledger::RunLedger;
 use chaoseater_processors::orchestrator::Orchestrator;
+use chaoseater_processors::rollback::RollbackProcessor;
 use chaoseater_producers::dispatcher::{AgentTokens, Dispatcher, Workers, health};
 use chaoseater_schemas::bus::{BusContext, EventProducer, Processor, ProcessorRunner, RunnerOptions, StateStore};
 use chaoseater_sinks::grafana::sink::GrafanaSink;
@@ -24,6 +25,7 @@ pub const PROCESSORS: &[&str] = &[
     Orchestrator::NAME,
     Dispatcher::NAME,
     CircuitBreaker::NAME,
+    RollbackProcessor::NAME,
     MetricsSink::NAME,
     GrafanaSink::NAME,
 ];
@@ -89,6 +91,7 @@ pub fn spawn_processor(
         RunLedger::NAME => spawn(ctx, RunLedger, store, stop),
         Orchestrator::NAME => spawn(ctx, Orchestrator, store, stop),
         CircuitBreaker::NAME => spawn(ctx, CircuitBreaker { config: config.circuit.to_config() }, store, stop),
+        RollbackProcessor::NAME => spawn(ctx, RollbackProcessor, store, stop),
         Dispatcher::NAME => {
             let tokens = AgentTokens::load(config.dispatcher.tokens_file.as_deref(), std::env::vars())
                 .map_err(|e| anyhow::anyhow!("agent tokens: {e}"))?;

@@ -22,6 +22,14 @@ pub use saga::{RegionEntry, RegionState, Saga, SagaRegion, Step, choose, dispatc
 /// Extra time the dispatcher allows beyond the fault's duration (baseline, recovery, network).
 pub const DISPATCH_GRACE_MS: i64 = 30_000;
 
+/// How long the dispatcher follows a dispatch: the fault's time, the grace, and for a rollback that holds
+/// the fault, its timeout.
+pub fn dispatch_timeout_ms(experiment: &chaoseater_schemas::experiment::ExperimentSpec) -> i64 {
+    let rollback = &experiment.rollback;
+    let hold = if rollback.strategy.holds_fault() { rollback.timeout_seconds.saturating_mul(1000) } else { 0 };
+    experiment.duration_ms + DISPATCH_GRACE_MS + hold
+}
+
 /// The orchestrator processor.
 #[derive(Debug, Default)]
 pub struct Orchestrator;
@@ -201,7 +209,7 @@ impl Orchestrator {
                         dispatch_id,
                         region,
                         experiment: saga.experiment.clone(),
-                        timeout_ms: saga.experiment.duration_ms + DISPATCH_GRACE_MS,
+                        timeout_ms: dispatch_timeout_ms(&saga.experiment),
                     })
                 }
                 Step::Complete => {

@@ -98,14 +98,14 @@ impl RollbackProcessor {
             if matches!(trigger, RollbackTrigger::DurationEnded | RollbackTrigger::Manual) {
                 return Ok(());
             }
-            let outputs = existing.on(Input::Escalate { reason: format!("{trigger:?}") }, at.0);
+            let outputs = existing.on(Input::Escalate { reason: trigger.as_str().to_owned() }, at.0);
             return Self::advance(state, run, region, existing, outputs, at, out);
         }
         let Some(active) = load::<ActiveRun>(state, &run_key(run, region))? else {
             return Ok(());
         };
         let (rollback, first) = Rollback::start(&active.config, trigger, at.0);
-        tracing::info!(%run, %region, strategy = rollback.strategy.as_str(), ?trigger, "rollback started");
+        tracing::info!(%run, %region, strategy = rollback.strategy.as_str(), trigger = trigger.as_str(), "rollback started");
         out.push(Event::RollbackStarted(RollbackStarted {
             event_id: EventId::derive("RollbackStarted", &[run.as_str(), region.as_str()]),
             occurred_at: at,

@@ -4,8 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use chaoseater_schemas::events::{RegionDispatched, RegionMetrics, RegionResult, RegionStatus};
-use chaoseater_schemas::ids::{EventId, TimestampMs};
+use chaoseater_schemas::events::{
+    FaultHeld, RegionDispatched, RegionMetrics, RegionResult, RegionStatus, RollbackStepRequested,
+};
+use chaoseater_schemas::ids::{DispatchId, EventId, TimestampMs};
 use hyper::Method;
 use serde_json::{Value as Json, json};
 use tokio::sync::watch;
@@ -55,18 +57,20 @@ pub fn failed(d: &RegionDispatched, started: TimestampMs, message: String) -> Re
 }
 
 /// Runs `d` on the agent at `endpoint` and returns its result. `abort` turning true aborts it on the agent.
+/// For a stepwise rollback the agent holds the fault when its time ends; `on_held` hears of it once.
 pub async fn run(
     client: &HttpClient,
     endpoint: &str,
     token: Option<&str>,
     d: &RegionDispatched,
     mut abort: watch::Receiver<bool>,
+    on_held: impl Fn(FaultHeld),
 ) -> RegionResult {
     let started = TimestampMs::now();
     let deadline = Instant::now() + Duration::from_millis(d.timeout_ms.max(1) as u64);
     let base = endpoint.trim_end_matches('/');
     let id = d.dispatch_id.as_str();
-    let body = json!({
+    let mut body = json!({
         "id": id,
         "name": d.experiment.name,
         "layer": d.experiment.layer.as_str(),
@@ -74,6 +78,12 @@ pub async fn run(
         "parameters": d.experiment.parameters,
         "duration": d.experiment.duration_ms as f64 / 1000.0,
     });
+    let rollback = &d.experiment.rollback;
+    let hold_s = rollback.strategy.holds_fault().then_some(rollback.timeout_seconds as f64);
+    if let Some(hold_s) = hold_s {
+        body["hold_s"] = json!(hold_s);
+    }
+    let mut held_told = false;
     let timeout_message =
         || format!("timeout: no outcome from {endpoint} within {:.0} s", d.timeout_ms as f64 / 1000.0);
 
@@ -144,6 +154,17 @@ pub async fn run(
                 if let Some(outcome) = view.get("result").filter(|r| r.is_object()) {
                     return from_outcome(d, started, outcome);
                 }
+                if !held_told && view.get("status").and_then(Json::as_str) == Some("holding") {
+                    held_told = true;
+                    on_held(FaultHeld {
+                        event_id: FaultHeld::id_for(&d.dispatch_id),
+                        occurred_at: TimestampMs::now(),
+                        run_id: d.run_id.clone(),
+                        region: d.region.clone(),
+                        dispatch_id: d.dispatch_id.clone(),
+                        hold_limit_ms: (hold_s.unwrap_or(0.0) * 1000.0) as i64,
+                    });
+                }
             }
             Ok(a) if a.status.as_u16() == 404 => {
                 return failed(d, started, "the agent lost the experiment (it restarted while running it)".to_owned());
@@ -156,6 +177,69 @@ pub async fn run(
             _ = tokio::time::sleep(POLL_EVERY) => {}
             _ = abort.changed() => {}
         }
+    }
+}
+
+/// How a rollback step ended at the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutcome {
+    /// The agent applied it (or had applied it before: the step number is its idempotency key).
+    Applied,
+    /// The fault had already ended there (experiment reverted, finished or unknown): nothing is left to
+    /// roll back, which is what the step asks.
+    AlreadyReverted(String),
+}
+
+/// How long a rollback step keeps being retried while the agent is unreachable or still measuring its
+/// baseline; after that the rollback processor's timeout decides.
+const STEP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Applies one rollback step on the agent at `endpoint`, retrying connection errors and an experiment
+/// still in its baseline. Errors the agent gives for the request itself (an unknown upstream) end it.
+pub async fn apply_step(
+    client: &HttpClient,
+    endpoint: &str,
+    token: Option<&str>,
+    step: &RollbackStepRequested,
+) -> Result<StepOutcome, String> {
+    let base = endpoint.trim_end_matches('/');
+    let id = DispatchId::for_region(&step.run_id, &step.region);
+    let url = format!("{base}/api/v1/experiments/{id}/rollback");
+    let mut body = json!({"percentage": step.percentage, "step": step.step});
+    if let Some(upstream) = &step.upstream {
+        body["upstream"] = json!(upstream);
+    }
+    let deadline = Instant::now() + STEP_PATIENCE;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let last = match client.json(Method::POST, &url, Some(&body), token, REQUEST_TIMEOUT).await {
+            Ok(a) if a.status.is_success() => return Ok(StepOutcome::Applied),
+            Ok(a) if a.status.as_u16() == 404 => return Ok(StepOutcome::AlreadyReverted(agent_error(&a.body))),
+            Ok(a) if a.status.as_u16() == 409 => {
+                // Refused because of the experiment's phase: still measuring its baseline (wait), or the
+                // fault is already gone (done).
+                let status_url = format!("{base}/api/v1/experiments/{id}");
+                let phase = match client.json(Method::GET, &status_url, None, None, REQUEST_TIMEOUT).await {
+                    Ok(s) => serde_json::from_slice::<Json>(&s.body)
+                        .ok()
+                        .and_then(|v| v.get("status").and_then(Json::as_str).map(str::to_owned)),
+                    Err(_) => None,
+                };
+                match phase.as_deref() {
+                    Some("baseline") | None => agent_error(&a.body),
+                    Some(_) => return Ok(StepOutcome::AlreadyReverted(agent_error(&a.body))),
+                }
+            }
+            Ok(a) => return Err(format!("agent answered HTTP {}: {}", a.status.as_u16(), agent_error(&a.body))),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(format!("step {} not applied within {:?}: {last}", step.step, STEP_PATIENCE));
+        }
+        tracing::debug!(region = %step.region, step = step.step, error = %last, "rollback step not applied yet; retrying");
+        tokio::time::sleep(backoff).await;
+        // A step is time-critical (an emergency rollback waits on it): retry at least every second.
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 

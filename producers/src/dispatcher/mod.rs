@@ -4,9 +4,15 @@
 //! not seen a result for: the agent's idempotency key (the dispatch id) makes the resumed call return the
 //! same experiment, never a second run. The health monitor samples every region's agent on a schedule.
 //!
+//! Rollback steps (RollbackStepRequested) are recorded the same way and applied on the agent under their
+//! step number (the agent applies a step number once); RollbackStepApplied follows, and when the step
+//! asks for it, a health sample `check_after_ms` later (the check that gates the next step). For a
+//! stepwise rollback the agent holds the fault when its time ends, and the dispatcher says so (FaultHeld).
+//!
 //! Keys in its state store:
 //! - `region/{name}` → [`RegionEntry`] (JSON);
-//! - `dispatch/{dispatch_id}` → the RegionDispatched (JSON) until its RegionResult is consumed.
+//! - `dispatch/{dispatch_id}` → the RegionDispatched (JSON) until its RegionResult is consumed;
+//! - `step/{event_id}` → the RollbackStepRequested (JSON) until its RollbackStepApplied is consumed.
 
 pub mod agent_client;
 pub mod health;
@@ -16,8 +22,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chaoseater_schemas::bus::{EventProducer, Origin, Processor, Rejection, StateStore, StateView};
-use chaoseater_schemas::events::{CircuitState, Event, RegionDispatched};
-use chaoseater_schemas::ids::{RegionName, RunId, TimestampMs};
+use chaoseater_schemas::events::{
+    CircuitState, Event, FaultHeld, RegionDispatched, RollbackStepApplied, RollbackStepRequested,
+};
+use chaoseater_schemas::ids::{EventId, RegionName, RunId, TimestampMs};
 use chaoseater_schemas::topics::Topic;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -47,9 +55,10 @@ pub enum Work {
     Abort {
         run_id: RunId,
     },
-    /// A region's circuit opened: every run in flight there is aborted (its fault reverts at once).
-    AbortRegion {
-        region: RegionName,
+    /// Apply a rollback step on the region's agent.
+    Step {
+        step: Box<RollbackStepRequested>,
+        region: RegionEntry,
     },
 }
 
@@ -75,6 +84,17 @@ impl Dispatcher {
 
     fn dispatch_key(id: &str) -> Vec<u8> {
         format!("dispatch/{id}").into_bytes()
+    }
+
+    fn step_key(id: &str) -> Vec<u8> {
+        format!("step/{id}").into_bytes()
+    }
+
+    fn region_entry(state: &StateView<'_>, region: &RegionName) -> Result<Option<RegionEntry>, Rejection> {
+        Ok(state
+            .get(format!("region/{region}").as_bytes())
+            .map_err(state_err)?
+            .and_then(|v| serde_json::from_slice::<RegionEntry>(&v).ok()))
     }
 
     fn held_key(id: &str) -> Vec<u8> {
@@ -135,6 +155,12 @@ impl Dispatcher {
                 out.push(Work::Run { endpoint: region.endpoint.clone(), dispatch: Box::new(d) });
             }
         }
+        for (_, value) in store.scan_prefix(b"step/")? {
+            let Ok(step) = serde_json::from_slice::<RollbackStepRequested>(&value) else { continue };
+            if let Some(region) = regions.iter().find(|r| r.name == step.region) {
+                out.push(Work::Step { step: Box::new(step), region: region.clone() });
+            }
+        }
         Ok(out)
     }
 }
@@ -192,16 +218,35 @@ impl Processor for Dispatcher {
                 }
             }
             Event::AbortRequested(a) => self.queued.push(Work::Abort { run_id: a.run_id.clone() }),
+            Event::RollbackStepRequested(step) => {
+                let key = Self::step_key(step.event_id.as_str());
+                if state.get(&key).map_err(state_err)?.is_some()
+                    || state.get(format!("stepped/{}", step.event_id).as_bytes()).map_err(state_err)?.is_some()
+                {
+                    return Ok(Vec::new());
+                }
+                match Self::region_entry(state, &step.region)? {
+                    Some(region) => {
+                        state.put(key, serde_json::to_vec(step).map_err(state_err)?);
+                        self.queued.push(Work::Step { step: Box::new(step.clone()), region });
+                    }
+                    None => {
+                        tracing::error!(region = %step.region, step = step.step, "rollback step for an unknown region")
+                    }
+                }
+            }
+            Event::RollbackStepApplied(a) => {
+                let id = RollbackStepRequested::id_for(&a.run_id, &a.region, a.step);
+                state.remove(Self::step_key(id.as_str()));
+                state.put(format!("stepped/{id}").into_bytes(), Vec::new());
+            }
             Event::CircuitStateChanged(c) => {
+                // Open: the rollback processor rolls back the region's runs; here, new dispatches wait.
                 state.put(format!("circuit/{}", c.region).into_bytes(), c.to_state.as_str().as_bytes().to_vec());
                 match c.to_state {
-                    CircuitState::Open => self.queued.push(Work::AbortRegion { region: c.region.clone() }),
+                    CircuitState::Open => {}
                     CircuitState::Closed => {
-                        let endpoint = state
-                            .get(format!("region/{}", c.region).as_bytes())
-                            .map_err(state_err)?
-                            .and_then(|v| serde_json::from_slice::<RegionEntry>(&v).ok())
-                            .map(|r| r.endpoint);
+                        let endpoint = Self::region_entry(state, &c.region)?.map(|r| r.endpoint);
                         for (dispatch, _) in Self::held(state)? {
                             if dispatch.region == c.region
                                 && let Some(endpoint) = endpoint.clone()
@@ -262,6 +307,8 @@ impl Processor for Dispatcher {
     }
 }
 
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
 /// Abort switches of dispatches in flight, by run, with their region.
 type InFlight = HashMap<RunId, Vec<(RegionName, watch::Sender<bool>)>>;
 
@@ -299,7 +346,7 @@ impl Workers {
         tasks.abort_all();
     }
 
-    fn handle(&self, work: Work) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    fn handle(&self, work: Work) -> Option<Task> {
         match work {
             Work::Abort { run_id } => {
                 if let Ok(running) = self.running.lock()
@@ -312,16 +359,9 @@ impl Workers {
                 }
                 None
             }
-            Work::AbortRegion { region } => {
-                if let Ok(running) = self.running.lock() {
-                    for (run_id, switches) in running.iter() {
-                        for (_, switch) in switches.iter().filter(|(r, _)| *r == region) {
-                            tracing::warn!(run = %run_id, %region, "circuit open: aborting the region's run");
-                            switch.send_replace(true);
-                        }
-                    }
-                }
-                None
+            Work::Step { step, region } => {
+                let this = self.clone();
+                Some(Box::pin(async move { this.apply_step(*step, region).await }) as Task)
             }
             Work::Run { dispatch, endpoint } => {
                 let (abort_tx, abort_rx) = watch::channel(false);
@@ -332,8 +372,14 @@ impl Workers {
                 let task = async move {
                     let token = this.tokens.for_region(&dispatch.region);
                     tracing::info!(run = %dispatch.run_id, region = %dispatch.region, %endpoint, "dispatching");
+                    let on_held = |held: FaultHeld| {
+                        tracing::info!(run = %held.run_id, region = %held.region, "fault held for its rollback");
+                        let this = this.clone();
+                        tokio::spawn(async move { this.publish(Event::FaultHeld(held)).await });
+                    };
                     let result =
-                        agent_client::run(&this.client, &endpoint, token.as_deref(), &dispatch, abort_rx).await;
+                        agent_client::run(&this.client, &endpoint, token.as_deref(), &dispatch, abort_rx, on_held)
+                            .await;
                     tracing::info!(run = %dispatch.run_id, region = %dispatch.region, status = ?result.status, score = ?result.resilience_score, "region finished");
                     this.publish(Event::RegionResult(result)).await;
                     if let Ok(mut running) = this.running.lock()
@@ -345,8 +391,44 @@ impl Workers {
                         }
                     }
                 };
-                Some(task)
+                Some(Box::pin(task) as Task)
             }
+        }
+    }
+
+    /// Applies a rollback step, says so, and samples the region's health when the step asks for a check.
+    async fn apply_step(&self, step: RollbackStepRequested, region: RegionEntry) {
+        let token = self.tokens.for_region(&step.region);
+        let outcome = agent_client::apply_step(&self.client, &region.endpoint, token.as_deref(), &step).await;
+        match outcome {
+            Ok(agent_client::StepOutcome::Applied) => {
+                tracing::info!(run = %step.run_id, region = %step.region, step = step.step, percentage = step.percentage, "rollback step applied");
+            }
+            Ok(agent_client::StepOutcome::AlreadyReverted(detail)) => {
+                tracing::info!(run = %step.run_id, region = %step.region, step = step.step, %detail, "the fault had already ended");
+            }
+            Err(message) => {
+                // Left recorded: the rollback processor's timeout fails the rollback with its reason.
+                tracing::error!(run = %step.run_id, region = %step.region, step = step.step, %message, "rollback step failed");
+                return;
+            }
+        }
+        let applied = RollbackStepApplied {
+            event_id: EventId::derive(
+                "RollbackStepApplied",
+                &[step.run_id.as_str(), step.region.as_str(), &step.step.to_string()],
+            ),
+            occurred_at: TimestampMs::now(),
+            run_id: step.run_id.clone(),
+            region: step.region.clone(),
+            step: step.step,
+            percentage: step.percentage,
+        };
+        self.publish(Event::RollbackStepApplied(applied)).await;
+        if let Some(after) = step.check_after_ms {
+            tokio::time::sleep(std::time::Duration::from_millis(after.max(0) as u64)).await;
+            let sample = health::sample(&self.client, &region).await;
+            self.publish(Event::RegionHealthSampled(sample)).await;
         }
     }
 

@@ -35,6 +35,19 @@ impl FaultHeld {
     }
 }
 
+impl RollbackTrigger {
+    /// The name events use, lower-cased (`duration_ended`, `abort`, `failure_threshold`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackTrigger::DurationEnded => "duration_ended",
+            RollbackTrigger::Abort => "abort",
+            RollbackTrigger::FailureThreshold => "failure_threshold",
+            RollbackTrigger::CircuitOpen => "circuit_open",
+            RollbackTrigger::Manual => "manual",
+        }
+    }
+}
+
 /// A rollback began for one run and region.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RollbackStarted {
