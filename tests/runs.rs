@@ -3,151 +3,11 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use chaoseater_schemas::topics::Topic;
+use common::cluster::*;
 use common::*;
 use serde_json::Value;
-
-/// A broker prefix, a state directory and the service processes of one test.
-struct Cluster {
-    brokers: String,
-    prefix: String,
-    dir: tempfile::TempDir,
-    services: Vec<KillOnDrop>,
-    keep: Vec<KillOnDrop>,
-    config: Option<std::path::PathBuf>,
-}
-
-impl Cluster {
-    fn new(name: &str) -> Self {
-        Self {
-            brokers: brokers(),
-            prefix: unique_prefix(name),
-            dir: tempfile::tempdir().expect("tempdir"),
-            services: Vec::new(),
-            keep: Vec::new(),
-            config: None,
-        }
-    }
-
-    /// Uses `toml` as the chaoseater.toml of every command.
-    fn with_config(mut self, toml: &str) -> Self {
-        let path = self.dir.path().join("chaoseater.toml");
-        std::fs::write(&path, toml).expect("chaoseater.toml");
-        self.config = Some(path);
-        self
-    }
-
-    fn cmd(&self) -> std::process::Command {
-        let mut cmd = bin();
-        cmd.args(["--brokers", &self.brokers, "--topic-prefix", &self.prefix, "--state-dir"])
-            .arg(self.dir.path().join("state"))
-            .env("CHAOSEATER_AGENT_TOKEN", AGENT_TOKEN);
-        if let Some(config) = &self.config {
-            cmd.arg("--config").arg(config);
-        }
-        cmd
-    }
-
-    /// Events of one kind from the rollback topic, as JSON.
-    fn rollback_events(&self, kind: &str) -> Vec<Value> {
-        self.events(Topic::Rollback, kind)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        run(self.cmd().args(args))
-    }
-
-    /// Starts `serve` with `processors`; waits until its consumers run.
-    fn serve(&mut self, processors: &str) -> usize {
-        let child = self
-            .cmd()
-            .args(["serve", "--processors", processors])
-            .env("CHAOSEATER_LOG", "info")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn serve");
-        self.services.push(KillOnDrop(child));
-        self.services.len() - 1
-    }
-
-    /// Starts a demo target and an agent on `ip`; registers it as `region`. Returns the agent's API address.
-    fn region(&mut self, region: &str, ip: &str, priority: i32, extra: &str) -> String {
-        let (target, target_addr) = spawn_target(ip);
-        let config = agent_config(&self.dir.path().join("agents").join(region), ip, &target_addr, extra);
-        let (agent, api, _proxy) = spawn_agent(&config);
-        self.keep.push(target);
-        self.keep.push(KillOnDrop(agent));
-        self.register(region, &format!("http://{api}"), priority);
-        api
-    }
-
-    fn register(&self, region: &str, endpoint: &str, priority: i32) {
-        let out = self.run(&["region", "add", region, "--endpoint", endpoint, "--priority", &priority.to_string()]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
-
-    fn write(&self, name: &str, yaml: &str) -> std::path::PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, yaml).expect("experiment file");
-        path
-    }
-
-    /// Events of one kind on `topic` so far, as JSON (read up to the log's end: `tail --idle-timeout`
-    /// would never go idle while a processor keeps publishing).
-    fn events(&self, topic: Topic, kind: &str) -> Vec<Value> {
-        let ctx = context(&self.brokers, &self.prefix);
-        let name = ctx.topics.name(topic);
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let messages = rt
-            .block_on(chaoseater_schemas::bus::EventConsumer::read_to_end(&ctx, "test-reader", &[&name]))
-            .expect("read the topic");
-        messages
-            .iter()
-            .filter_map(|m| m.payload.as_deref().and_then(|p| ctx.codec.decode(p).ok()))
-            .filter(|e| e.kind().name() == kind)
-            .map(|e| serde_json::to_value(&e).expect("JSON"))
-            .collect()
-    }
-
-    /// Events of one kind from the results topic, as JSON.
-    fn results(&self, kind: &str) -> Vec<Value> {
-        self.events(Topic::Results, kind)
-    }
-}
-
-/// Experiments this agent ran for `run_id` (its dispatch ids start with the run id).
-fn ran(api: &str, run_id: &str) -> usize {
-    let (status, body) = http(api, "GET", "/api/v1/experiments", None, None);
-    assert_eq!(status, 200, "{body}");
-    let list: Value = serde_json::from_str(&body).expect("JSON");
-    list["experiments"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter(|e| e["id"].as_str().is_some_and(|id| id.starts_with(run_id)))
-        .count()
-}
-
-/// The run ids `run`/`submit` printed.
-fn run_ids(output: &Output) -> Vec<String> {
-    let all = format!("{}{}", text(&output.stdout), text(&output.stderr));
-    all.split_whitespace()
-        .filter(|w| w.len() == 36 && w.chars().filter(|c| *c == '-').count() == 4)
-        .map(str::to_owned)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect()
-}
-
-fn experiment(name: &str, fault: &str, params: &str, extra: &str) -> String {
-    format!(
-        "experiments:\n  - name: {name}\n    layer: {layer}\n    fault_type: {fault}\n    duration: 1\n    parameters: {params}\n{extra}",
-        layer = if fault == "memory_pressure" || fault == "network_latency" { "infrastructure" } else { "model" }
-    )
-}
 
 #[test]
 fn parallel_sequential_blast_radius_and_fail_fast_on_real_agents() {
@@ -434,48 +294,50 @@ fn an_abort_reaches_the_region_in_flight_and_stops_the_rest() {
 }
 
 /// Circuit transitions of `region` so far, as (from, to, occurred_at).
-fn transitions(c: &Cluster, region: &str) -> Vec<(String, String, i64)> {
-    c.rollback_events("CircuitStateChanged")
-        .iter()
-        .filter(|e| e["region"] == region)
-        .map(|e| {
-            (
-                e["from_state"].as_str().unwrap_or_default().to_owned(),
-                e["to_state"].as_str().unwrap_or_default().to_owned(),
-                e["occurred_at"].as_i64().unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn a_failing_region_opens_its_circuit_its_run_is_rolled_back_and_new_dispatches_wait() {
-    let config = "[dispatcher]\nhealth_interval_s = 0.3\n[circuit]\nfailures_to_open = 2\ncooldown_s = 1.0\nprobes_to_close = 2\n";
-    let mut c = Cluster::new("circuit").with_config(config);
+    let interval_ms = 1_000;
+    let config = format!(
+        "[dispatcher]\nhealth_interval_s = {}\n[circuit]\nfailures_to_open = 2\ncooldown_s = 1.0\nprobes_to_close = 2\n",
+        interval_ms as f64 / 1000.0
+    );
+    let mut c = Cluster::new("circuit").with_config(&config);
     let flaky = c.region("flaky", "127.0.0.14", 1, "");
     // "later" has no agent yet: its health fails and its circuit opens.
     let later_port = free_port();
     c.register("later", &format!("http://127.0.0.15:{later_port}"), 0);
-    c.serve("orchestrator,dispatcher,circuit");
+    c.serve("orchestrator,dispatcher,circuit,rollback");
 
     // A total model outage makes the agent's health probe fail: the circuit opens and the run in flight
-    // there is aborted (its fault reverted) long before its 20 s.
+    // there is rolled back at once (immediate, whatever its strategy) long before its 20 s. Its failure
+    // threshold is out of reach so that the circuit, not the error rate, is what acts.
     let outage = c.write(
         "outage.yaml",
-        "experiments:\n  - name: outage\n    layer: model\n    fault_type: model_unavailable\n    duration: 20\n    parameters: {failure_rate: 1.0}\n",
+        "experiments:\n  - name: outage\n    layer: model\n    fault_type: model_unavailable\n    duration: 20\n    parameters: {failure_rate: 1.0}\n    rollback: {strategy: gradual, failure_threshold: 1.0}\n",
     );
     let started = Instant::now();
-    let out = c.run(&["run", outage.to_str().expect("path"), "--regions", "flaky", "--timeout", "60"]);
+    let out =
+        c.run(&["run", outage.to_str().expect("path"), "--regions", "flaky", "--min-score", "0", "--timeout", "60"]);
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains("ABORTED"), "{stdout}");
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("rollback immediate (circuit_open): 1 of 1 steps [100%], completed"), "{stdout}");
     assert!(
         started.elapsed() < Duration::from_secs(12),
         "rolled back well before the fault's 20 s: {:?}",
         started.elapsed()
     );
-    let (_, body) = http(&flaky, "GET", "/api/v1/experiments", None, None);
-    assert!(body.contains("\"aborted\""), "{body}");
+    let id = run_ids(&out).remove(0);
+    let (_, body) = http(&flaky, "GET", &format!("/api/v1/experiments/{id}.flaky"), None, None);
+    assert!(body.contains("\"status\":\"completed\"") && body.contains("\"rolled_back_percentage\":100.0"), "{body}");
+    let opened_at =
+        transitions(&c, "flaky").iter().find(|(_, to, _)| to == "OPEN").map(|(_, _, at)| *at).expect("open");
+    let applied = c.rollback_events("RollbackStepApplied");
+    let applied_at = applied.iter().find(|e| e["run_id"] == id.as_str()).and_then(|e| e["occurred_at"].as_i64());
+    let reaction = applied_at.expect("step applied") - opened_at;
+    assert!(
+        (0..2 * interval_ms).contains(&reaction),
+        "rolled back within two health intervals of the circuit opening: {reaction} ms"
+    );
     wait_until(Duration::from_secs(30), "flaky's circuit to close again", || {
         transitions(&c, "flaky").iter().any(|(_, to, _)| to == "CLOSED")
     });

@@ -7,9 +7,9 @@ use chaoseater_schemas::events::RollbackTrigger;
 use chaoseater_schemas::experiment::{RollbackConfig, RollbackStrategy};
 use serde::{Deserialize, Serialize};
 
-/// Blue-green's names for the agent's upstreams: the primary (`upstream` in agent.toml) and the
+/// Blue-green's names for the agent's upstreams: the primary (`upstream` in agent.toml, named `primary` by the agent) and the
 /// alternate named `green` under `[alternates]`.
-pub const BLUE: &str = "upstream";
+pub const BLUE: &str = "primary";
 pub const GREEN: &str = "green";
 
 /// One planned step: the share of traffic free of the fault after it, and for blue-green the upstream

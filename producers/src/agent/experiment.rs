@@ -226,6 +226,7 @@ impl Experiment {
             },
             "rollback_steps": p.as_ref().map(|p| p.rollback_steps.iter().map(|(pct, t)| json!({
                 "percentage": pct, "requests": since(t.requests, t0.requests), "faulted": since(t.faulted, t0.faulted),
+                "bypassed": since(t.bypassed, t0.bypassed),
             })).collect::<Vec<_>>()),
             "result": p.and_then(|p| p.outcome),
         })

@@ -36,7 +36,12 @@ pub async fn sample(client: &HttpClient, region: &RegionEntry) -> RegionHealthSa
             (HealthStatus::Degraded, Some(a.status.as_u16()), Some(format!("slow: {} ms", latency.as_millis())))
         }
         Ok(a) => {
-            let text: String = String::from_utf8_lossy(&a.body).chars().take(200).collect();
+            // An agent names what its probe of the target saw; anything else is quoted as it came.
+            let body = serde_json::from_slice::<serde_json::Value>(&a.body).ok();
+            let text = match body.as_ref().and_then(|b| b.pointer("/target/error")).and_then(|e| e.as_str()) {
+                Some(error) => format!("HTTP {}: {error}", a.status.as_u16()),
+                None => String::from_utf8_lossy(&a.body).chars().take(200).collect(),
+            };
             (HealthStatus::Degraded, Some(a.status.as_u16()), Some(text))
         }
         Err(e) => (HealthStatus::Failed, None, Some(e.to_string())),
