@@ -109,8 +109,10 @@ impl EventConsumer {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             // Brokers that do not answer a long-poll fetch early (the mock cluster and Tansu hold it for the
-            // full wait) would add up to the default 500 ms at every hop of a saga.
-            .set("fetch.wait.max.ms", "50")
+            // full wait) would add up to the default 500 ms at every hop of a saga. The wait is what a hop
+            // costs when the topic was idle: 50 ms gave the rollback's reaction a p99 of 110 ms, 20 ms gives
+            // ~55 ms (benches/README.md) for 50 fetches a second per idle consumer.
+            .set("fetch.wait.max.ms", "20")
             .set(
                 "auto.offset.reset",
                 match default {
