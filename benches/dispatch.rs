@@ -9,6 +9,8 @@
 //! published → RunCompleted consumed), the slowest region (its RegionResult's finished − started), the
 //! overhead (wall − slowest) and the events per second through the saga.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,9 +21,7 @@ use chaoseater_processors::orchestrator::Orchestrator;
 use chaoseater_producers::dispatcher::{AgentTokens, Dispatcher, Workers};
 use chaoseater_schemas::bus::{
     BusContext, EmbeddedBroker, EventConsumer, EventProducer, ProcessorRunner, RunnerOptions, StartFrom, StateStore,
-    admin,
 };
-use chaoseater_schemas::codec::Codec;
 use chaoseater_schemas::events::{Event, EventKind, RegionRegistered};
 use chaoseater_schemas::experiment::RunMode;
 use chaoseater_schemas::ids::{EventId, RegionName, RunId, TimestampMs};
@@ -61,19 +61,7 @@ async fn instant_agent() -> (String, Arc<AtomicU64>) {
 }
 
 async fn measure(label: &str, brokers: &str, embedded: Option<&EmbeddedBroker>) {
-    let prefix = format!("benchd{}-{label}", std::process::id());
-    let mut ctx = BusContext::new(brokers, Codec::new().expect("codec"));
-    ctx.topics = TopicNames::with_prefix(&prefix);
-    match embedded {
-        Some(broker) => {
-            for topic in Topic::ALL {
-                broker.create_topic(&ctx.topics.name(topic), topic.partitions()).expect("topic");
-            }
-        }
-        None => {
-            admin::ensure_topics(&ctx, &Topic::ALL).await.expect("topics");
-        }
-    }
+    let ctx = common::context(&format!("benchd{}-{label}", std::process::id()), brokers, embedded).await;
     let (endpoint, asked) = instant_agent().await;
     let producer = EventProducer::new(&ctx).expect("producer");
     let at = TimestampMs::now();

@@ -12,15 +12,15 @@
 //! Everything is on the bus: produce, broker, the processor's batch and commit, its outbox, broker,
 //! consume.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chaoseater_processors::rollback::RollbackProcessor;
 use chaoseater_schemas::bus::{
-    BusContext, EmbeddedBroker, EventConsumer, EventProducer, ProcessorRunner, RunnerOptions, StartFrom, StateStore,
-    admin,
+    EmbeddedBroker, EventConsumer, EventProducer, ProcessorRunner, RunnerOptions, StartFrom, StateStore,
 };
-use chaoseater_schemas::codec::Codec;
 use chaoseater_schemas::events::{Event, EventKind, HealthStatus, RegionHealthSampled};
 use chaoseater_schemas::experiment::{RollbackConfig, RollbackStrategy};
 use chaoseater_schemas::ids::{DispatchId, RegionName, RunId, TimestampMs};
@@ -54,19 +54,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 async fn measure(label: &str, brokers: &str, embedded: Option<&EmbeddedBroker>) {
-    let prefix = format!("benchr{}-{label}", std::process::id());
-    let mut ctx = BusContext::new(brokers, Codec::new().expect("codec"));
-    ctx.topics = TopicNames::with_prefix(&prefix);
-    match embedded {
-        Some(broker) => {
-            for topic in Topic::ALL {
-                broker.create_topic(&ctx.topics.name(topic), topic.partitions()).expect("topic");
-            }
-        }
-        None => {
-            admin::ensure_topics(&ctx, &Topic::ALL).await.expect("topics");
-        }
-    }
+    let ctx = common::context(&format!("benchr{}-{label}", std::process::id()), brokers, embedded).await;
     let producer = EventProducer::new(&ctx).expect("producer");
     let regions: Vec<RegionName> = (0..REGIONS).map(|i| RegionName::new(format!("r{i:04}"))).collect();
     let runs: Vec<RunId> = regions.iter().map(|_| RunId::random()).collect();

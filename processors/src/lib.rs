@@ -18,3 +18,5 @@ pub mod circuit;
 pub mod ledger;
 pub mod orchestrator;
 pub mod rollback;
+#[cfg(test)]
+mod testing;

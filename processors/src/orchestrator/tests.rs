@@ -1,5 +1,3 @@
-use chaoseater_schemas::bus::state::Commit;
-use chaoseater_schemas::bus::{Origin, Processor, StateStore, StateView};
 use chaoseater_schemas::events::{Event, RegionRegistered, RegionStatus, RunStatus};
 use chaoseater_schemas::experiment::RunMode;
 use chaoseater_schemas::ids::{DispatchId, EventId, RegionName, RunId, TimestampMs};
@@ -27,52 +25,22 @@ fn choice_and_order_follow_the_mode() {
     assert_eq!(names(&choose(RunMode::Parallel, regions, true, 0.0)), ["b", "e", "c", "d", "a"]);
 }
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    store: StateStore,
-    orchestrator: Orchestrator,
-    offset: i64,
-}
+type Rig = crate::testing::Rig<Orchestrator>;
 
-impl Rig {
-    fn new(regions: &[(&str, i32)]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = StateStore::open(dir.path()).expect("store");
-        let mut rig = Self { _dir: dir, store, orchestrator: Orchestrator, offset: 0 };
-        for (name, priority) in regions {
-            rig.apply(Event::RegionRegistered(RegionRegistered {
-                event_id: EventId::derive("test", &[name]),
-                occurred_at: TimestampMs(0),
-                region: RegionName::new(*name),
-                endpoint: format!("http://{name}"),
-                priority: *priority,
-                metadata: Default::default(),
-            }));
-        }
-        rig
+/// An orchestrator that knows `regions` (name, priority).
+fn rig(regions: &[(&str, i32)]) -> Rig {
+    let mut rig = Rig::new(Orchestrator);
+    for (name, priority) in regions {
+        rig.apply(Event::RegionRegistered(RegionRegistered {
+            event_id: EventId::derive("test", &[name]),
+            occurred_at: TimestampMs(0),
+            region: RegionName::new(*name),
+            endpoint: format!("http://{name}"),
+            priority: *priority,
+            metadata: Default::default(),
+        }));
     }
-
-    fn tick(&mut self, now: TimestampMs) -> Vec<Event> {
-        let mut pending = Default::default();
-        let out = {
-            let mut view = StateView::new(&self.store, &mut pending);
-            self.orchestrator.tick(now, &mut view).expect("tick")
-        };
-        self.store.commit(Commit { state: pending, ..Commit::default() }).expect("commit");
-        out
-    }
-
-    fn apply(&mut self, event: Event) -> Vec<Event> {
-        let mut pending = Default::default();
-        let origin = Origin { topic: "t".into(), partition: 0, offset: self.offset };
-        self.offset += 1;
-        let out = {
-            let mut view = StateView::new(&self.store, &mut pending);
-            self.orchestrator.apply(&event, &origin, &mut view).expect("applied")
-        };
-        self.store.commit(Commit { state: pending, ..Commit::default() }).expect("commit");
-        out
-    }
+    rig
 }
 
 fn request(run: &str, mode: RunMode, regions: &[&str]) -> Event {
@@ -119,7 +87,7 @@ fn completed(events: &[Event]) -> Option<&chaoseater_schemas::events::RunComplet
 
 #[test]
 fn parallel_keeps_max_concurrent_in_flight_and_reports_once() {
-    let mut rig = Rig::new(&[("a", 1), ("b", 2), ("c", 3)]);
+    let mut rig = rig(&[("a", 1), ("b", 2), ("c", 3)]);
     let out = rig.apply(request("r1", RunMode::Parallel, &[]));
     assert!(matches!(out[0], Event::RunStarted(_)), "{out:?}");
     assert_eq!(dispatched(&out), ["c", "b"], "all regions, by priority, two at a time");
@@ -140,7 +108,7 @@ fn parallel_keeps_max_concurrent_in_flight_and_reports_once() {
 
 #[test]
 fn sequential_fail_fast_stops_after_the_first_failure() {
-    let mut rig = Rig::new(&[("a", 1), ("b", 2), ("c", 3)]);
+    let mut rig = rig(&[("a", 1), ("b", 2), ("c", 3)]);
     let out = rig.apply(request("r2", RunMode::Sequential, &["a", "b", "c"]));
     assert_eq!(dispatched(&out), ["c"]);
     let out = rig.apply(result("r2", "c", RegionStatus::Failed, 0.0));
@@ -152,7 +120,7 @@ fn sequential_fail_fast_stops_after_the_first_failure() {
 
 #[test]
 fn blast_radius_abort_and_rejections() {
-    let mut rig = Rig::new(&[("a", 1), ("b", 2), ("c", 3), ("d", 4)]);
+    let mut rig = rig(&[("a", 1), ("b", 2), ("c", 3), ("d", 4)]);
     let out = rig.apply(request("r3", RunMode::BlastRadius, &[]));
     assert_eq!(dispatched(&out), ["a", "b"], "floor(4 · 50%) = 2, lowest priority first");
 

@@ -1,5 +1,3 @@
-use chaoseater_schemas::bus::state::Commit;
-use chaoseater_schemas::bus::{Origin, Processor, StateStore, StateView};
 use chaoseater_schemas::events::{Event, EventKind, FaultHeld, RegionHealthSampled, RollbackStepApplied};
 use chaoseater_schemas::experiment::RollbackStrategy;
 use chaoseater_schemas::samples;
@@ -196,41 +194,16 @@ proptest! {
     }
 }
 
-/// The processor over a real state store: events in, events out.
-struct Rig {
-    _dir: tempfile::TempDir,
-    store: StateStore,
-    processor: RollbackProcessor,
-    offset: i64,
-}
+type Rig = crate::testing::Rig<RollbackProcessor>;
 
-impl Rig {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = StateStore::open(dir.path()).expect("store");
-        Self { _dir: dir, store, processor: RollbackProcessor, offset: 0 }
-    }
-
-    fn apply(&mut self, event: Event) -> Vec<Event> {
-        let mut pending = Default::default();
-        let origin = Origin { topic: "t".into(), partition: 0, offset: self.offset };
-        self.offset += 1;
-        let out = {
-            let mut view = StateView::new(&self.store, &mut pending);
-            self.processor.apply(&event, &origin, &mut view).expect("applied")
-        };
-        self.store.commit(Commit { state: pending, ..Commit::default() }).expect("commit");
-        out
-    }
-
-    fn dispatch(&mut self, run: &str, region: &str, strategy: RollbackStrategy) {
-        let Event::RegionDispatched(mut d) = samples::sample(EventKind::RegionDispatched) else { unreachable!() };
-        d.run_id = RunId::new(run);
-        d.region = RegionName::new(region);
-        d.dispatch_id = DispatchId::for_region(&d.run_id, &d.region);
-        d.experiment.rollback = config(strategy);
-        self.apply(Event::RegionDispatched(d));
-    }
+/// A run with `strategy` dispatched to `region`: its fault may be in place.
+fn dispatch(rig: &mut Rig, run: &str, region: &str, strategy: RollbackStrategy) {
+    let Event::RegionDispatched(mut d) = samples::sample(EventKind::RegionDispatched) else { unreachable!() };
+    d.run_id = RunId::new(run);
+    d.region = RegionName::new(region);
+    d.dispatch_id = DispatchId::for_region(&d.run_id, &d.region);
+    d.experiment.rollback = config(strategy);
+    rig.apply(Event::RegionDispatched(d));
 }
 
 fn sample(region: &str, at: i64, error_rate: Option<f64>) -> Event {
@@ -270,8 +243,8 @@ fn steps(events: &[Event]) -> Vec<(i32, f64)> {
 
 #[test]
 fn a_held_fault_is_rolled_back_step_by_step_from_events() {
-    let mut rig = Rig::new();
-    rig.dispatch("r1", "eu", RollbackStrategy::Canary);
+    let mut rig = Rig::new(RollbackProcessor);
+    dispatch(&mut rig, "r1", "eu", RollbackStrategy::Canary);
     let held = rig.apply(Event::FaultHeld(FaultHeld {
         event_id: EventId::derive("test-held", &["r1"]),
         occurred_at: TimestampMs(1_000),
@@ -290,9 +263,9 @@ fn a_held_fault_is_rolled_back_step_by_step_from_events() {
 
 #[test]
 fn the_failure_threshold_and_an_open_circuit_start_immediate_rollbacks() {
-    let mut rig = Rig::new();
-    rig.dispatch("r1", "eu", RollbackStrategy::Gradual);
-    rig.dispatch("r2", "us", RollbackStrategy::Gradual);
+    let mut rig = Rig::new(RollbackProcessor);
+    dispatch(&mut rig, "r1", "eu", RollbackStrategy::Gradual);
+    dispatch(&mut rig, "r2", "us", RollbackStrategy::Gradual);
     assert!(rig.apply(sample("eu", 1_000, Some(0.05))).is_empty(), "below the 0.1 threshold");
     assert!(rig.apply(sample("eu", 1_100, None)).is_empty(), "no fault in place");
     let out = rig.apply(sample("eu", 1_200, Some(0.5)));

@@ -1,0 +1,46 @@
+//! A processor over a real state store, without a broker: events in, events out, each applied and
+//! committed as its own batch (the unit tests of every processor use it).
+
+use chaoseater_schemas::bus::state::Commit;
+use chaoseater_schemas::bus::{Origin, Processor, StateStore, StateView};
+use chaoseater_schemas::events::Event;
+use chaoseater_schemas::ids::TimestampMs;
+
+pub struct Rig<P: Processor> {
+    _dir: tempfile::TempDir,
+    pub store: StateStore,
+    pub processor: P,
+    offset: i64,
+}
+
+impl<P: Processor> Rig<P> {
+    pub fn new(processor: P) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(dir.path()).expect("store");
+        Self { _dir: dir, store, processor, offset: 0 }
+    }
+
+    /// Applies `event` as the next message of one partition and commits what it wrote.
+    pub fn apply(&mut self, event: Event) -> Vec<Event> {
+        let mut pending = Default::default();
+        let origin = Origin { topic: "t".into(), partition: 0, offset: self.offset };
+        self.offset += 1;
+        let out = {
+            let mut view = StateView::new(&self.store, &mut pending);
+            self.processor.apply(&event, &origin, &mut view).expect("applied")
+        };
+        self.store.commit(Commit { state: pending, ..Commit::default() }).expect("commit");
+        out
+    }
+
+    /// Lets the processor see `now` and commits what it wrote.
+    pub fn tick(&mut self, now: TimestampMs) -> Vec<Event> {
+        let mut pending = Default::default();
+        let out = {
+            let mut view = StateView::new(&self.store, &mut pending);
+            self.processor.tick(now, &mut view).expect("tick")
+        };
+        self.store.commit(Commit { state: pending, ..Commit::default() }).expect("commit");
+        out
+    }
+}
