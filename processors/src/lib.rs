@@ -12,9 +12,13 @@
 //! - [`rollback`]: a rollback state machine per run and region (immediate, gradual, canary, blue-green,
 //!   circuit breaker), steps gated on health samples.
 //!
-//! Later issues add the history materializer and the analytics. Processors never import producers or sinks: they talk through topics.
+//! - [`history`]: the history materializer, results, health and rollback events as Parquet tables.
+//!
+//! - [`analytics`]: DataFusion over the history: query, trends, compare, summary, read-only SQL. Processors never import producers or sinks: they talk through topics.
 
+pub mod analytics;
 pub mod circuit;
+pub mod history;
 pub mod ledger;
 pub mod orchestrator;
 pub mod rollback;

@@ -141,6 +141,8 @@ pub fn sample(kind: EventKind) -> Event {
             experiment_name: "latency-eu".into(),
             layer: Layer::Infrastructure,
             fault_type: "network_latency".into(),
+            parameters: experiment().parameters,
+            tags: experiment().tags,
             status: RegionStatus::Completed,
             resilience_score: Some(82.35),
             score_version: 1,

@@ -41,6 +41,8 @@ fn result(
         experiment_name: d.experiment.name.clone(),
         layer: d.experiment.layer,
         fault_type: d.experiment.fault_type.clone(),
+        parameters: d.experiment.parameters.clone(),
+        tags: d.experiment.tags.clone(),
         status,
         resilience_score: score,
         score_version: 1,

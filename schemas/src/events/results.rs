@@ -1,8 +1,10 @@
 //! Run and region results (topic chaoseater.results, key run id).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::{Layer, RunMode};
+use crate::experiment::{Layer, ParamValue, RunMode};
 use crate::ids::{DispatchId, EventId, RegionName, RunId, TimestampMs};
 
 /// The orchestrator accepted a run and chose its regions.
@@ -55,6 +57,10 @@ pub struct RegionResult {
     pub experiment_name: String,
     pub layer: Layer,
     pub fault_type: String,
+    /// The fault's validated parameters, as dispatched.
+    pub parameters: BTreeMap<String, ParamValue>,
+    /// The experiment's tags, as dispatched.
+    pub tags: BTreeMap<String, String>,
     pub status: RegionStatus,
     pub resilience_score: Option<f64>,
     pub score_version: i32,

@@ -1,0 +1,357 @@
+//! Analytics over the Parquet history with DataFusion: the history's tables registered once (hive
+//! partitions `date=`), the questions the CLI asks (query, trends, compare, summary, export), and a
+//! read-only SQL path for analysts. Answers are Arrow record batches; [`render`] turns them into an
+//! aligned table, CSV or JSON.
+
+pub mod render;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::ListingOptions;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement;
+
+use crate::history::tables;
+
+/// What can go wrong answering a question.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyticsError {
+    /// The SQL does not parse (the message names the line and column).
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// The SQL would write, change the catalog, or read outside the history.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A question the history cannot answer as asked (unknown column, bad filter value).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Engine(String),
+}
+
+impl From<datafusion::error::DataFusionError> for AnalyticsError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        let text = e.to_string();
+        if text.contains("table '") && text.contains("not found") {
+            return AnalyticsError::Invalid(format!(
+                "{text}; the history's tables are {}",
+                tables::TABLES.join(", ")
+            ));
+        }
+        match e {
+            datafusion::error::DataFusionError::SQL(..) => AnalyticsError::Syntax(text),
+            datafusion::error::DataFusionError::Plan(..) | datafusion::error::DataFusionError::SchemaError(..) => {
+                AnalyticsError::Invalid(text)
+            }
+            _ => AnalyticsError::Engine(text),
+        }
+    }
+}
+
+pub type Result<T, E = AnalyticsError> = std::result::Result<T, E>;
+
+/// Quotes a string as an SQL literal.
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Filters of `query` (and `export`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filters {
+    pub name: Option<String>,
+    pub layer: Option<String>,
+    pub fault_type: Option<String>,
+    pub status: Option<String>,
+    pub region: Option<String>,
+    pub min_score: Option<f64>,
+    pub max_score: Option<f64>,
+    /// `key=value` pairs a run must carry.
+    pub tags: Vec<(String, String)>,
+    /// Days (`YYYY-MM-DD`), inclusive.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<usize>,
+    pub order: Order,
+}
+
+/// Row order of `query`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    #[default]
+    Newest,
+    Oldest,
+    ScoreAsc,
+    ScoreDesc,
+}
+
+impl Order {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "newest" => Some(Order::Newest),
+            "oldest" => Some(Order::Oldest),
+            "score" => Some(Order::ScoreAsc),
+            "-score" => Some(Order::ScoreDesc),
+            _ => None,
+        }
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            Order::Newest => "finished_at DESC, run_id, region",
+            Order::Oldest => "finished_at ASC, run_id, region",
+            Order::ScoreAsc => "resilience_score ASC NULLS FIRST, finished_at DESC, run_id, region",
+            Order::ScoreDesc => "resilience_score DESC NULLS LAST, finished_at DESC, run_id, region",
+        }
+    }
+}
+
+/// Checks a day given on the command line.
+pub fn check_day(field: &str, value: &str) -> Result<()> {
+    let ok = value.len() == 10
+        && value.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    if ok { Ok(()) } else { Err(AnalyticsError::Invalid(format!("{field}: expected a day YYYY-MM-DD, got {value:?}"))) }
+}
+
+impl Filters {
+    /// The WHERE clause (with its keyword), or an empty string.
+    pub fn clause(&self) -> Result<String> {
+        let mut conds = Vec::new();
+        let eq = |column: &str, value: &Option<String>, conds: &mut Vec<String>| {
+            if let Some(v) = value {
+                conds.push(format!("{column} = {}", literal(v)));
+            }
+        };
+        eq("experiment_name", &self.name, &mut conds);
+        eq("layer", &self.layer, &mut conds);
+        eq("fault_type", &self.fault_type, &mut conds);
+        eq("status", &self.status.as_ref().map(|s| s.to_uppercase()), &mut conds);
+        eq("region", &self.region, &mut conds);
+        if let Some(min) = self.min_score {
+            conds.push(format!("resilience_score >= {min}"));
+        }
+        if let Some(max) = self.max_score {
+            conds.push(format!("resilience_score <= {max}"));
+        }
+        for (key, value) in &self.tags {
+            conds.push(format!(
+                "run_id IN (SELECT run_id FROM tags WHERE key = {} AND value = {})",
+                literal(key),
+                literal(value)
+            ));
+        }
+        if let Some(since) = &self.since {
+            check_day("since", since)?;
+            conds.push(format!("date >= {}", literal(since)));
+        }
+        if let Some(until) = &self.until {
+            check_day("until", until)?;
+            conds.push(format!("date <= {}", literal(until)));
+        }
+        Ok(if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) })
+    }
+}
+
+/// The analytics session over one history directory.
+pub struct Analytics {
+    ctx: SessionContext,
+    dir: PathBuf,
+}
+
+/// The columns `query` shows.
+pub const QUERY_COLUMNS: &str = "run_id, experiment_name AS name, layer, fault_type, region, status, \
+    resilience_score AS score, pipeline_downtime_s AS downtime_s, recovery_time_s AS recovery_s, \
+    accuracy_degradation AS accuracy_lost_pp, error_count AS errors, finished_at";
+
+impl std::fmt::Debug for Analytics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analytics").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl Analytics {
+    /// Registers the history's tables under `dir` (an empty or missing history gives empty tables).
+    pub async fn open(dir: &Path) -> Result<Self> {
+        let config = SessionConfig::new().with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        for table in tables::TABLES {
+            let path = dir.join(table);
+            std::fs::create_dir_all(&path)
+                .map_err(|e| AnalyticsError::Invalid(format!("history {}: {e}", path.display())))?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet")
+                .with_table_partition_cols(vec![(tables::DATE.to_owned(), DataType::Utf8)]);
+            let url = format!("{}/", path.canonicalize().unwrap_or(path.clone()).display());
+            ctx.register_listing_table(table, &url, options, Some(tables::schema(table)), None).await?;
+        }
+        Ok(Self { ctx, dir: dir.to_owned() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs one read-only query. Anything but a query (DDL, DML, COPY, SET, several statements) is
+    /// refused before planning; reading anything but the history's tables fails as an unknown table.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let statements = DFParser::parse_sql(sql).map_err(|e| AnalyticsError::Syntax(e.to_string()))?;
+        if statements.len() != 1 {
+            return Err(AnalyticsError::Refused(format!(
+                "one query at a time (got {} statements)",
+                statements.len()
+            )));
+        }
+        match &statements[0] {
+            DfStatement::Statement(s) if matches!(**s, Statement::Query(_)) => {}
+            DfStatement::Statement(s) => {
+                let keyword = s.to_string().split_whitespace().next().unwrap_or_default().to_uppercase();
+                return Err(AnalyticsError::Refused(format!(
+                    "{keyword}: the SQL path is read-only; only SELECT (and WITH … SELECT) queries run"
+                )));
+            }
+            DfStatement::CopyTo(_) => {
+                return Err(AnalyticsError::Refused("COPY: the SQL path does not write files".into()));
+            }
+            DfStatement::CreateExternalTable(_) => {
+                return Err(AnalyticsError::Refused(
+                    "CREATE EXTERNAL TABLE: the SQL path reads only the history's tables".into(),
+                ));
+            }
+            other => {
+                let keyword = other.to_string().split_whitespace().next().unwrap_or_default().to_uppercase();
+                return Err(AnalyticsError::Refused(format!("{keyword}: only SELECT queries run")));
+            }
+        }
+        // A second guard: the planner refuses anything that writes or changes state.
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let frame = self.ctx.sql_with_options(sql, options).await.map_err(|e| {
+            let text = e.to_string();
+            let quoted_path = text.contains("table '") && (text.contains('/') || text.contains(".parquet"));
+            if quoted_path {
+                AnalyticsError::Refused(format!(
+                    "only the history's tables can be read ({}), not paths: {text}",
+                    tables::TABLES.join(", ")
+                ))
+            } else {
+                AnalyticsError::from(e)
+            }
+        })?;
+        Ok(frame.collect().await?)
+    }
+
+    /// Experiments matching `filters`, newest first by default.
+    pub async fn query(&self, filters: &Filters) -> Result<Vec<RecordBatch>> {
+        let limit = filters.limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
+        let sql = format!(
+            "SELECT {QUERY_COLUMNS} FROM experiments{} ORDER BY {}{limit}",
+            filters.clause()?,
+            filters.order.sql()
+        );
+        self.sql(&sql).await
+    }
+
+    /// One experiment over the `days` days up to `today`: the totals (runs, success rate, mean, median and
+    /// p95 score, mean recovery time, slope of the score per day) and the daily series.
+    pub async fn trends(&self, name: &str, days: u32, today: &str) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+        check_day("today", today)?;
+        let since = format!("CAST(CAST({} AS DATE) - INTERVAL '{} days' AS VARCHAR)", literal(today), days.saturating_sub(1));
+        let filter = format!("experiment_name = {} AND date >= {since} AND date <= {}", literal(name), literal(today));
+        let measures = "count(*) AS runs, \
+            round(100.0 * avg(CASE WHEN status = 'COMPLETED' THEN 1.0 ELSE 0.0 END), 2) AS success_rate_pct, \
+            round(avg(resilience_score), 2) AS mean_score, round(median(resilience_score), 2) AS median_score, \
+            round(percentile_cont(0.95) WITHIN GROUP (ORDER BY resilience_score), 2) AS p95_score, \
+            round(avg(recovery_time_s), 3) AS mean_recovery_s";
+        let totals = self
+            .sql(&format!(
+                "SELECT {measures}, round(regr_slope(resilience_score, date_part('epoch', finished_at) / 86400.0), 4) \
+                 AS score_slope_per_day FROM experiments WHERE {filter}"
+            ))
+            .await?;
+        let daily = self
+            .sql(&format!("SELECT date AS day, {measures} FROM experiments WHERE {filter} GROUP BY date ORDER BY date"))
+            .await?;
+        Ok((totals, daily))
+    }
+
+    /// Runs side by side: a row per metric, a column per run (the mean over its regions).
+    pub async fn compare(&self, run_ids: &[String]) -> Result<Vec<RecordBatch>> {
+        if run_ids.is_empty() {
+            return Err(AnalyticsError::Invalid("compare: name at least one run id".into()));
+        }
+        let metrics = [
+            ("regions", "CAST(count(*) AS DOUBLE)"),
+            ("completed", "CAST(sum(CASE WHEN status = 'COMPLETED' THEN 1 ELSE 0 END) AS DOUBLE)"),
+            ("resilience_score", "avg(resilience_score)"),
+            ("pipeline_downtime_s", "avg(pipeline_downtime_s)"),
+            ("recovery_time_s", "avg(recovery_time_s)"),
+            ("accuracy_degradation", "avg(accuracy_degradation)"),
+            ("error_count", "avg(CAST(error_count AS DOUBLE))"),
+            ("requests_total", "avg(CAST(requests_total AS DOUBLE))"),
+            ("latency_p50_ms", "avg(latency_p50_ms)"),
+            ("latency_p95_ms", "avg(latency_p95_ms)"),
+            ("latency_p99_ms", "avg(latency_p99_ms)"),
+            ("baseline_accuracy", "avg(baseline_accuracy)"),
+            ("duration_s", "avg(duration_s)"),
+        ];
+        let known = self
+            .sql(&format!(
+                "SELECT DISTINCT run_id FROM experiments WHERE run_id IN ({})",
+                run_ids.iter().map(|r| literal(r)).collect::<Vec<_>>().join(", ")
+            ))
+            .await?;
+        let found: usize = known.iter().map(RecordBatch::num_rows).sum();
+        if found < run_ids.len() {
+            let present = render::strings(&known, 0);
+            let missing: Vec<&String> = run_ids.iter().filter(|r| !present.contains(r)).collect();
+            return Err(AnalyticsError::Invalid(format!("no run {missing:?} in the history")));
+        }
+        let columns: Vec<String> = run_ids
+            .iter()
+            .enumerate()
+            .map(|(i, _)| format!("round(max(CASE WHEN run = {i} THEN v END), 3) AS \"{}\"", run_ids[i]))
+            .collect();
+        let unions: Vec<String> = run_ids
+            .iter()
+            .enumerate()
+            .flat_map(|(i, id)| {
+                metrics.iter().enumerate().map(move |(m, (label, expr))| {
+                    format!(
+                        "SELECT {m} AS ord, '{label}' AS metric, {i} AS run, {expr} AS v FROM experiments WHERE run_id = {}",
+                        literal(id)
+                    )
+                })
+            })
+            .collect();
+        let sql = format!(
+            "SELECT metric, {} FROM ({}) GROUP BY ord, metric ORDER BY ord",
+            columns.join(", "),
+            unions.join(" UNION ALL ")
+        );
+        self.sql(&sql).await
+    }
+
+    /// Totals by layer, fault type, region and status: (title, table) each.
+    pub async fn summary(&self) -> Result<Vec<(String, Vec<RecordBatch>)>> {
+        let mut out = Vec::new();
+        for (title, column) in [("by layer", "layer"), ("by fault type", "fault_type"), ("by region", "region"), ("by status", "status")] {
+            let batches = self
+                .sql(&format!(
+                    "SELECT {column}, count(*) AS runs, \
+                     round(100.0 * avg(CASE WHEN status = 'COMPLETED' THEN 1.0 ELSE 0.0 END), 2) AS success_rate_pct, \
+                     round(avg(resilience_score), 2) AS mean_score, round(min(resilience_score), 2) AS min_score, \
+                     round(max(resilience_score), 2) AS max_score \
+                     FROM experiments GROUP BY {column} ORDER BY runs DESC, {column}"
+                ))
+                .await?;
+            out.push((title.to_owned(), batches));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,201 @@
+//! The history materializer: consumes chaoseater.results, .health and .rollback and writes them as Parquet
+//! tables under the history directory (hive partitions `date=YYYY-MM-DD/`), for DataFusion, DuckDB,
+//! pyarrow and polars alike.
+//!
+//! It keeps no offsets in a state store: the files are the state. What it consumed from each topic
+//! partition since its last flush is written as one segment ([`files`]) whose file names carry the offset
+//! range; a restart resumes each partition at the end of its last committed segment, so a crash at any
+//! point loses nothing and writes nothing twice. Buffers flush when they hold `max_rows` rows or the oldest
+//! row is `max_age` old, and at shutdown. Small segments are compacted now and then. A result published
+//! twice (same event id at another offset, e.g. a dispatcher that crashed after publishing) is kept once.
+
+pub mod files;
+pub mod tables;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chaoseater_schemas::bus::processor::dead_letter;
+use chaoseater_schemas::bus::{BusContext, EventConsumer, EventProducer, StartFrom};
+use chaoseater_schemas::events::Event;
+use chaoseater_schemas::topics::Topic;
+pub use files::{HistoryDir, HistoryError, Pruned, Recovery, Segment, day};
+use tables::Row;
+
+/// When the materializer writes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistoryOptions {
+    /// Flush when this many rows are buffered.
+    pub max_rows: usize,
+    /// Flush when the oldest buffered message is this old.
+    pub max_age: Duration,
+    /// Compact segments under this many rows, every `compact_every` flushes.
+    pub compact_rows: u64,
+    pub compact_every: u32,
+}
+
+impl Default for HistoryOptions {
+    fn default() -> Self {
+        Self { max_rows: 100_000, max_age: Duration::from_secs(10), compact_rows: 100_000, compact_every: 20 }
+    }
+}
+
+/// What a materializer run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HistoryStats {
+    pub messages: u64,
+    pub rows: u64,
+    pub segments: u64,
+    pub duplicates_dropped: u64,
+    pub dead_lettered: u64,
+}
+
+/// Messages of one partition since the last flush.
+#[derive(Debug)]
+struct Pending {
+    start: i64,
+    end: i64,
+    rows: Vec<Row>,
+}
+
+/// The materializer.
+#[derive(Debug)]
+pub struct Materializer {
+    ctx: BusContext,
+    dir: HistoryDir,
+    options: HistoryOptions,
+}
+
+/// The topics the history keeps.
+pub const TOPICS: [Topic; 3] = [Topic::Results, Topic::Health, Topic::Rollback];
+
+impl Materializer {
+    pub const NAME: &'static str = "history";
+
+    /// Opens the history directory at `root` (recovering from an interrupted write).
+    pub fn open(ctx: BusContext, root: &Path, options: HistoryOptions) -> Result<Self, HistoryError> {
+        let (dir, recovery) = HistoryDir::open(root)?;
+        if recovery.orphan_files > 0 || recovery.superseded_segments > 0 {
+            tracing::warn!(
+                orphan_files = recovery.orphan_files,
+                superseded_segments = recovery.superseded_segments,
+                "history: removed the remains of an interrupted write"
+            );
+        }
+        Ok(Self { ctx, dir, options })
+    }
+
+    /// Consumes until `shutdown` resolves, then flushes what it holds.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<HistoryStats, MaterializerError> {
+        let mut stats = HistoryStats::default();
+        let positions: chaoseater_schemas::bus::consumer::Positions = self.dir.positions()?.into_iter().collect();
+        let topics: Vec<String> = TOPICS.iter().map(|t| self.ctx.topics.name(*t)).collect();
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let consumer = EventConsumer::assign(&self.ctx, "chaoseater-history", &refs, &positions, StartFrom::Beginning).await?;
+        let producer = EventProducer::new(&self.ctx)?;
+        let mut seen: HashSet<String> = self.dir.experiment_ids()?;
+        tracing::info!(dir = %self.dir.root().display(), resumed_partitions = positions.len(), results_known = seen.len(), "History materializer started.");
+        let mut pending: BTreeMap<(String, i32), Pending> = BTreeMap::new();
+        let mut oldest: Option<Instant> = None;
+        let mut flushes = 0u32;
+        let mut ticker = tokio::time::interval(Duration::from_millis(250));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let batch = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                _ = ticker.tick() => Vec::new(),
+                batch = consumer.next_batch(10_000, Duration::from_millis(200)) => batch?,
+            };
+            let mut dead = Vec::new();
+            for message in batch {
+                stats.messages += 1;
+                let part = pending
+                    .entry((message.topic.clone(), message.partition))
+                    .or_insert(Pending { start: message.offset, end: message.offset, rows: Vec::new() });
+                part.end = message.offset + 1;
+                oldest.get_or_insert_with(Instant::now);
+                let event = match self.ctx.codec.decode(message.payload.as_deref().unwrap_or_default()) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        tracing::warn!(topic = %message.topic, offset = message.offset, error = %e, "Dead-lettered an undecodable message.");
+                        dead.push(dead_letter(&self.ctx, &message, &e.to_string(), Self::NAME));
+                        continue;
+                    }
+                };
+                if let Event::RegionResult(r) = &event
+                    && !seen.insert(r.event_id.as_str().to_owned())
+                {
+                    stats.duplicates_dropped += 1;
+                    continue;
+                }
+                part.rows.extend(tables::rows(&event));
+            }
+            if !dead.is_empty() {
+                // Acknowledged before the segment covering them is committed, so none is lost.
+                producer.publish_raw(&dead).await?;
+                stats.dead_lettered += dead.len() as u64;
+            }
+            let rows: usize = pending.values().map(|p| p.rows.len()).sum();
+            if rows >= self.options.max_rows || oldest.is_some_and(|t| t.elapsed() >= self.options.max_age) {
+                self.flush(&mut pending, &mut stats).await?;
+                oldest = None;
+                flushes += 1;
+                if flushes.is_multiple_of(self.options.compact_every) {
+                    self.compact().await;
+                }
+            }
+        }
+        self.flush(&mut pending, &mut stats).await?;
+        tracing::info!(rows = stats.rows, segments = stats.segments, "History materializer stopped.");
+        Ok(stats)
+    }
+
+    /// Writes every partition's pending rows as a committed segment, off the async workers.
+    async fn flush(&self, pending: &mut BTreeMap<(String, i32), Pending>, stats: &mut HistoryStats) -> Result<(), HistoryError> {
+        let work: Vec<((String, i32), Pending)> = std::mem::take(pending).into_iter().collect();
+        if work.is_empty() {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for ((topic, partition), p) in work {
+                out.push(dir.write_segment(&topic, partition, p.start, p.end, &p.rows)?);
+            }
+            Ok::<_, HistoryError>(out)
+        })
+        .await
+        .map_err(|e| HistoryError::Invalid(format!("flush task: {e}")))??;
+        for segment in written {
+            stats.rows += segment.rows;
+            stats.segments += 1;
+            tracing::debug!(segment = %segment.name(), rows = segment.rows, "history segment committed");
+        }
+        Ok(())
+    }
+
+    async fn compact(&self) {
+        let (dir, rows) = (self.dir.clone(), self.options.compact_rows);
+        match tokio::task::spawn_blocking(move || dir.compact(rows)).await {
+            Ok(Ok(merged)) if merged > 0 => tracing::info!(merged, "history: compacted small segments"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "history: compaction failed; the segments stay as they are"),
+            Err(e) => tracing::warn!(error = %e, "history: compaction task failed"),
+        }
+    }
+}
+
+/// The materializer's error: the history directory's or the bus's.
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializerError {
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error(transparent)]
+    Bus(#[from] chaoseater_schemas::Error),
+}
+
+#[cfg(test)]
+mod tests;
