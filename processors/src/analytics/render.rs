@@ -34,20 +34,21 @@ pub fn render(batches: &[RecordBatch], format: Format) -> Result<String, arrow::
     }
 }
 
-/// A float rounded for reading: whole numbers without decimals, then 1, 2 or 4 decimals by magnitude.
+/// A float rounded for reading: 1 decimal from 100 up, 2 from 0.1, 4 below; trailing zeros dropped.
 pub fn number(v: f64) -> String {
     let a = v.abs();
     if !v.is_finite() {
-        v.to_string()
-    } else if v == v.trunc() && a < 1e15 {
-        format!("{v:.0}")
-    } else if a >= 100.0 {
+        return v.to_string();
+    }
+    let text = if a >= 100.0 {
         format!("{v:.1}")
     } else if a >= 0.1 {
         format!("{v:.2}")
     } else {
         format!("{v:.4}")
-    }
+    };
+    let trimmed = text.trim_end_matches('0').trim_end_matches('.');
+    if trimmed == "-0" { "0".to_owned() } else { trimmed.to_owned() }
 }
 
 fn is_numeric(t: &DataType) -> bool {

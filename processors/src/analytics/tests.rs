@@ -1,0 +1,92 @@
+//! Golden tests: a fixed synthetic history in, the answers of query / trends / compare / summary out,
+//! compared with the files under `tests/golden/analytics/` (`UPDATE_GOLDEN=1` rewrites them on purpose).
+
+use std::path::PathBuf;
+
+use super::render::{self, Format};
+use super::*;
+use crate::history::{HistoryDir, synthetic, tables};
+
+const NOV_27_2026_END: i64 = 1_795_823_999_999; // 2026-11-27T23:59:59.999Z
+
+async fn fixture() -> (tempfile::TempDir, Analytics) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, _) = HistoryDir::open(tmp.path()).expect("open");
+    let rows: Vec<tables::Row> =
+        synthetic::results(120, 10, 42, NOV_27_2026_END).flat_map(|r| tables::result_rows(&r)).collect();
+    dir.write_segment("t.results", 0, 0, 120, &rows).expect("segment");
+    let analytics = Analytics::open(tmp.path()).await.expect("analytics");
+    (tmp, analytics)
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/analytics").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("golden dir");
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1)", path.display()));
+    assert_eq!(actual, expected, "{name} differs from {}", path.display());
+}
+
+#[tokio::test]
+async fn query_trends_compare_and_summary_match_their_golden_answers() {
+    let (_tmp, a) = fixture().await;
+    let filters = Filters {
+        layer: Some("infrastructure".into()),
+        min_score: Some(60.0),
+        tags: vec![("team".into(), "ml-platform".into())],
+        since: Some("2026-11-20".into()),
+        limit: Some(8),
+        order: Order::ScoreDesc,
+        ..Filters::default()
+    };
+    golden("query.txt", &render::table(&a.query(&filters).await.expect("query")));
+    let (totals, daily) = a.trends("latency-eu", 7, "2026-11-27").await.expect("trends");
+    golden("trends.txt", &format!("{}\n{}", render::table(&totals), render::table(&daily)));
+    let runs = render::strings(&a.sql("SELECT DISTINCT run_id FROM experiments ORDER BY run_id LIMIT 2").await.expect("ids"), 0);
+    golden("compare.txt", &render::table(&a.compare(&runs).await.expect("compare")));
+    let mut summary = String::new();
+    for (title, batches) in a.summary().await.expect("summary") {
+        summary.push_str(&format!("{title}\n{}\n", render::table(&batches)));
+    }
+    golden("summary.txt", &summary);
+    let csv = render::render(&a.query(&Filters { limit: Some(3), ..filters.clone() }).await.expect("q"), Format::Csv)
+        .expect("csv");
+    golden("query.csv", &csv);
+    let json = render::render(&a.sql("SELECT layer, count(*) AS n FROM experiments GROUP BY layer ORDER BY layer").await.expect("sql"), Format::Json)
+        .expect("json");
+    golden("layers.json", &json);
+}
+
+#[tokio::test]
+async fn the_sql_path_is_read_only() {
+    let (tmp, a) = fixture().await;
+    for (sql, expect) in [
+        ("DROP TABLE experiments", "DROP"),
+        ("INSERT INTO experiments SELECT * FROM experiments", "INSERT"),
+        ("COPY experiments TO '/tmp/out.parquet'", "COPY"),
+        ("CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc/'", "CREATE EXTERNAL TABLE"),
+        ("CREATE TABLE x AS SELECT 1", "CREATE"),
+        ("SET datafusion.execution.batch_size = 1", "SET"),
+        ("SELECT 1; SELECT 2", "one query at a time"),
+        ("SELECT * FROM '/etc/passwd'", "not paths"),
+    ] {
+        match a.sql(sql).await {
+            Err(AnalyticsError::Refused(message)) => assert!(message.contains(expect), "{sql}: {message}"),
+            other => panic!("{sql}: expected a refusal, got {other:?}"),
+        }
+    }
+    match a.sql("SELEC count(*) FROM experiments").await {
+        Err(AnalyticsError::Syntax(message)) => assert!(message.contains("Line: 1, Column"), "{message}"),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+    match a.sql("SELECT count(*) FROM nope").await {
+        Err(AnalyticsError::Invalid(message)) => assert!(message.contains("experiments, parameters"), "{message}"),
+        other => panic!("expected an unknown table, got {other:?}"),
+    }
+    assert!(!std::path::Path::new("/tmp/out.parquet").exists() || tmp.path().exists());
+    let counts = a.sql("SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM experiments").await.expect("count");
+    assert_eq!(render::render(&counts, Format::Json).expect("json"), r#"[{"n":120,"ids":120}]"#);
+}

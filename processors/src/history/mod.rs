@@ -10,6 +10,7 @@
 //! twice (same event id at another offset, e.g. a dispatcher that crashed after publishing) is kept once.
 
 pub mod files;
+pub mod synthetic;
 pub mod tables;
 
 use std::collections::{BTreeMap, HashSet};

@@ -1,0 +1,137 @@
+use chaoseater_schemas::events::{Event, EventKind};
+use chaoseater_schemas::samples;
+
+use super::tables::{self, EXPERIMENTS, PARAMETERS, TAGS};
+use super::*;
+
+const DAY: i64 = 86_400_000;
+const NOV_27_2026: i64 = 1_795_737_600_000;
+
+#[test]
+fn days_are_utc_calendar_days() {
+    assert_eq!(day(0), "1970-01-01");
+    assert_eq!(day(NOV_27_2026), "2026-11-27");
+    assert_eq!(day(NOV_27_2026 - 1), "2026-11-26");
+    assert_eq!(day(951_782_400_000), "2000-02-29");
+    assert_eq!(day(-1), "1969-12-31");
+}
+
+#[test]
+fn every_kept_event_makes_rows_of_its_schema() {
+    for event in samples::all() {
+        for row in tables::rows(&event) {
+            let batch = tables::batch(row.table, &[&row]).expect("a batch of the table's schema");
+            assert_eq!(batch.num_rows(), 1, "{:?}", event.kind());
+        }
+    }
+    let Event::RegionResult(r) = samples::sample(EventKind::RegionResult) else { unreachable!() };
+    let rows = tables::result_rows(&r);
+    let count = |t: &str| rows.iter().filter(|row| row.table == t).count();
+    assert_eq!((count(EXPERIMENTS), count(PARAMETERS), count(TAGS)), (1, r.parameters.len(), r.tags.len()));
+}
+
+/// Rows of `n` synthetic results on the day before `day_ms` (the seed follows the day: distinct ids).
+fn rows_for(n: usize, day_ms: i64) -> Vec<tables::Row> {
+    synthetic::results(n, 1, day_ms as u64, day_ms).flat_map(|r| tables::result_rows(&r)).collect()
+}
+
+fn experiment_rows(dir: &HistoryDir) -> usize {
+    let mut n = 0;
+    for entry in walk(&dir.table_dir(EXPERIMENTS)) {
+        n += files::read_parquet(&entry).expect("read").iter().map(|b| b.num_rows()).sum::<usize>();
+    }
+    n
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for day in std::fs::read_dir(dir).expect("dir") {
+        let day = day.expect("entry").path();
+        if day.is_dir() {
+            for f in std::fs::read_dir(&day).expect("day") {
+                out.push(f.expect("file").path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn segments_resume_where_the_last_committed_one_ended_and_a_crashed_flush_leaves_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, _) = HistoryDir::open(tmp.path()).expect("open");
+    dir.write_segment("t.results", 0, 0, 10, &rows_for(10, NOV_27_2026)).expect("segment");
+    dir.write_segment("t.results", 0, 10, 25, &rows_for(15, NOV_27_2026 + DAY)).expect("segment");
+    dir.write_segment("t.health", 1, 0, 3, &[]).expect("an empty segment still records its offsets");
+    // A flush that crashed: its data file was renamed into place, its manifest never written.
+    let crashed = rows_for(5, NOV_27_2026 + DAY);
+    let refs: Vec<&tables::Row> = crashed.iter().filter(|r| r.table == EXPERIMENTS).collect();
+    let batch = tables::batch(EXPERIMENTS, &refs).expect("batch");
+    let orphan = dir.table_dir(EXPERIMENTS).join("date=2026-11-28").join("t.results~0~00000000000000000025~00000000000000000030.parquet");
+    std::fs::create_dir_all(orphan.parent().expect("day")).expect("day dir");
+    let file = std::fs::File::create(&orphan).expect("orphan");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+    std::fs::write(orphan.with_file_name("x.parquet.tmp"), b"half").expect("tmp");
+
+    let (dir, recovery) = HistoryDir::open(tmp.path()).expect("reopen");
+    assert_eq!(recovery.orphan_files, 1, "{recovery:?} {:?}", dir.segments());
+    assert!(!orphan.exists());
+    let positions = dir.positions().expect("positions");
+    assert_eq!(positions.get(&("t.results".to_owned(), 0)), Some(&25));
+    assert_eq!(positions.get(&("t.health".to_owned(), 1)), Some(&3));
+    assert_eq!(experiment_rows(&dir), 25, "{:?}", walk(&dir.table_dir(EXPERIMENTS)));
+    assert_eq!(dir.experiment_ids().expect("ids").len(), 25);
+}
+
+#[test]
+fn compaction_merges_small_segments_and_a_crash_midway_is_undone_at_open() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, _) = HistoryDir::open(tmp.path()).expect("open");
+    let all = rows_for(40, NOV_27_2026);
+    let per = all.len() / 4;
+    for i in 0..4 {
+        let chunk = &all[i * per..if i == 3 { all.len() } else { (i + 1) * per }];
+        dir.write_segment("t.results", 0, i as i64 * 10, (i as i64 + 1) * 10, chunk).expect("segment");
+    }
+    let before: Vec<Segment> = dir.segments().expect("segments");
+    assert_eq!(dir.compact(1_000_000).expect("compact"), 4);
+    let after = dir.segments().expect("segments");
+    assert_eq!(after.len(), 1);
+    assert_eq!((after[0].start, after[0].end), (0, 40));
+    assert_eq!(experiment_rows(&dir), 40);
+    assert_eq!(walk(&dir.table_dir(EXPERIMENTS)).len(), 1, "one file per table and day");
+
+    // As if the compaction crashed after committing the merged segment, before removing the old ones.
+    let old = &before[1];
+    std::fs::write(
+        tmp.path().join("_segments").join(format!("{}.json", old.name())),
+        serde_json::to_vec(old).expect("json"),
+    )
+    .expect("manifest");
+    let (dir, recovery) = HistoryDir::open(tmp.path()).expect("reopen");
+    assert_eq!(recovery.superseded_segments, 1);
+    assert_eq!(dir.segments().expect("segments").len(), 1);
+    assert_eq!(experiment_rows(&dir), 40);
+}
+
+#[test]
+fn pruning_removes_old_days_and_the_rows_of_their_results_elsewhere() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, _) = HistoryDir::open(tmp.path()).expect("open");
+    let old: Vec<_> = synthetic::results(6, 1, 1, NOV_27_2026 - 10 * DAY).collect();
+    let new: Vec<_> = synthetic::results(6, 1, 2, NOV_27_2026).collect();
+    let mut rows: Vec<tables::Row> = old.iter().chain(&new).flat_map(tables::result_rows).collect();
+    // A tag of an old run filed under a recent day (as a late rollback would be): it must go too.
+    let mut late = tables::result_rows(&old[0]).into_iter().find(|r| r.table == TAGS).expect("a tag row");
+    late.at = NOV_27_2026;
+    rows.push(late);
+    dir.write_segment("t.results", 0, 0, 12, &rows).expect("segment");
+    let pruned = dir.prune(&day(NOV_27_2026 - 5 * DAY)).expect("prune");
+    assert_eq!(pruned.partitions, 3, "experiments, parameters and tags of the old day");
+    assert_eq!(pruned.runs, 2);
+    assert_eq!(pruned.rewritten_files, 1);
+    assert_eq!(experiment_rows(&dir), 6);
+    assert_eq!(dir.positions().expect("positions").get(&("t.results".to_owned(), 0)), Some(&12), "offsets survive");
+}
