@@ -62,6 +62,22 @@ pub enum Command {
     Abort(AbortArgs),
     /// Health of every registered region's agent.
     Health(HealthArgs),
+    /// Experiments in the Parquet history, filtered and ordered.
+    Query(QueryArgs),
+    /// One experiment over the last N days: totals, daily series, slope of the score.
+    Trends(TrendsArgs),
+    /// Runs side by side, every metric (mean over each run's regions).
+    Compare(CompareArgs),
+    /// Totals by layer, fault type, region and status.
+    Summary(OutputArgs),
+    /// Write a query's rows (the query filters, or --sql) as CSV with a header.
+    Export(ExportArgs),
+    /// Run one read-only SQL query over the history's tables (experiments, parameters, tags,
+    /// rollback_events, health_samples). DDL, DML, COPY and paths are refused (exit code 2).
+    Sql(SqlArgs),
+    /// Maintain the history: prune old days, compact small files, generate a synthetic history.
+    #[command(subcommand)]
+    History(HistoryCommand),
     /// A run's rollbacks: their state, or start / resume one (the rollback processor carries them out).
     #[command(subcommand)]
     Rollback(RollbackCommand),
@@ -162,6 +178,133 @@ pub struct AbortArgs {
     /// Why, for the record.
     #[arg(long, default_value = "aborted from the command line")]
     pub reason: String,
+}
+
+/// Where the history is and how answers are printed.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// The history directory (default: `[history] dir`, else history/ in the state directory).
+    #[arg(long, value_name = "DIR")]
+    pub history: Option<PathBuf>,
+    /// table (aligned, rounded), csv or json.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+/// The filters of `query` and `export`.
+#[derive(Debug, Clone, Args)]
+pub struct FilterArgs {
+    /// Experiment name.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub layer: Option<String>,
+    #[arg(long)]
+    pub fault_type: Option<String>,
+    /// COMPLETED, FAILED or ABORTED.
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    #[arg(long)]
+    pub min_score: Option<f64>,
+    #[arg(long)]
+    pub max_score: Option<f64>,
+    /// key=value; repeat for several (all must match).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// From this day (YYYY-MM-DD, or Nd for N days ago).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Up to this day (YYYY-MM-DD, or Nd).
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// newest, oldest, score (lowest first) or -score (highest first).
+    #[arg(long, default_value = "newest")]
+    pub order: String,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TrendsArgs {
+    /// Experiment name.
+    pub name: String,
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Run ids.
+    #[arg(required = true, num_args = 1..)]
+    pub run_ids: Vec<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// Export the rows of this SQL query instead of the filters'.
+    #[arg(long)]
+    pub sql: Option<String>,
+    /// The CSV file (default: standard output).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// The history directory.
+    #[arg(long, value_name = "DIR")]
+    pub history: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// One SELECT query.
+    pub query: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// Delete the days older than the given age in every table (e.g. 90d), and the rows of the results
+    /// deleted that other tables filed under a later day.
+    Prune {
+        #[arg(long, value_name = "AGE")]
+        older_than: String,
+        #[arg(long, value_name = "DIR")]
+        history: Option<PathBuf>,
+    },
+    /// Merge small files (segments under --rows rows) now.
+    Compact {
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+        #[arg(long, value_name = "DIR")]
+        history: Option<PathBuf>,
+    },
+    /// Write a synthetic history (deterministic per seed) to try queries on, or to measure them.
+    Generate {
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+        /// Spread over this many days up to today.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, value_name = "DIR")]
+        history: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

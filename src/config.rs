@@ -33,6 +33,48 @@ pub struct FileConfig {
     /// The circuit breakers.
     #[serde(default)]
     pub circuit: CircuitFileConfig,
+    /// The Parquet history.
+    #[serde(default)]
+    pub history: HistoryConfig,
+}
+
+/// Where the Parquet history lives and when the materializer writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// The history directory (default: `history/` in the state directory).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Write a segment when this many rows are buffered.
+    #[serde(default = "default_history_rows")]
+    pub max_rows: usize,
+    /// Write a segment when the oldest buffered event is this old (seconds).
+    #[serde(default = "default_history_age")]
+    pub max_age_s: f64,
+}
+
+fn default_history_rows() -> usize {
+    100_000
+}
+
+fn default_history_age() -> f64 {
+    10.0
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self { dir: None, max_rows: default_history_rows(), max_age_s: default_history_age() }
+    }
+}
+
+impl HistoryConfig {
+    pub fn options(&self) -> chaoseater_processors::history::HistoryOptions {
+        chaoseater_processors::history::HistoryOptions {
+            max_rows: self.max_rows,
+            max_age: std::time::Duration::from_secs_f64(self.max_age_s),
+            ..Default::default()
+        }
+    }
 }
 
 /// When a region's circuit opens and closes.
@@ -224,6 +266,14 @@ pub struct Config {
     pub dispatcher: DispatcherConfig,
     pub sinks: SinksConfig,
     pub circuit: CircuitFileConfig,
+    pub history: HistoryConfig,
+}
+
+impl Config {
+    /// The history directory: `[history] dir`, else `history/` in the state directory.
+    pub fn history_dir(&self) -> PathBuf {
+        self.history.dir.clone().unwrap_or_else(|| self.state_dir.join("history"))
+    }
 }
 
 const DEFAULT_FILE: &str = "chaoseater.toml";
@@ -251,6 +301,7 @@ impl Config {
             dispatcher: file.dispatcher,
             sinks: file.sinks,
             circuit: file.circuit,
+            history: file.history,
         };
 
         for (key, value) in &env {
@@ -294,6 +345,9 @@ impl Config {
             || !self.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
             bail!("topic prefix must be letters, digits, '.', '_' or '-', got {:?}", self.topic_prefix);
+        }
+        if self.history.max_rows == 0 || !(self.history.max_age_s.is_finite() && self.history.max_age_s > 0.0) {
+            bail!("history.max_rows and history.max_age_s must be positive");
         }
         if !(self.dispatcher.health_interval_s.is_finite() && self.dispatcher.health_interval_s > 0.0) {
             bail!("dispatcher.health_interval_s must be a positive number of seconds");

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use chaoseater_processors::circuit::CircuitBreaker;
+use chaoseater_processors::history::Materializer;
 use chaoseater_processors::ledger::RunLedger;
 use chaoseater_processors::orchestrator::Orchestrator;
 use chaoseater_processors::rollback::RollbackProcessor;
@@ -149,7 +150,8 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     let embedded_flag = embedded.is_some();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    for name in [RunLedger::NAME, Orchestrator::NAME, CircuitBreaker::NAME, RollbackProcessor::NAME] {
+    for name in [RunLedger::NAME, Orchestrator::NAME, CircuitBreaker::NAME, RollbackProcessor::NAME, Materializer::NAME]
+    {
         tasks.push(commands::serve::spawn_processor(name, &ctx, &demo_config, embedded_flag, stop_rx.clone())?);
     }
     let metrics_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -166,7 +168,7 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     let store = commands::serve::open_store(&demo_config, embedded_flag, Dispatcher::NAME)?;
     tasks.push(commands::serve::spawn_dispatcher(&ctx, &demo_config, store, stop_rx, tokens)?);
     println!(
-        "processors ledger, orchestrator, dispatcher (+ health monitor), circuit, rollback, metrics (state in {})",
+        "processors ledger, orchestrator, dispatcher (+ health monitor), circuit, rollback, history, metrics (state in {})",
         config.state_dir.display()
     );
     println!("metrics    http://{metrics_addr}/metrics (Prometheus text format, while the demo runs)");
@@ -262,6 +264,10 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     println!();
     println!("malformed message sent to {} -> dead-lettered:", ctx.topics.name(Topic::Commands));
     println!("  {}", commands::tail::render(&ctx.codec, &dead));
+    println!(
+        "\nhistory    {} (Parquet; try: chaoseater sql \"SELECT experiment_name, region, status, resilience_score FROM experiments ORDER BY finished_at DESC LIMIT 10\")",
+        config.history_dir().display()
+    );
     println!("\ndemo finished in {:.1} s; everything it started has stopped.", started.elapsed().as_secs_f64());
     drop(embedded);
     Ok(())

@@ -4,6 +4,7 @@ pub mod agent;
 mod demo;
 pub mod follow;
 mod grafana;
+pub mod history;
 mod ledger;
 mod rollback;
 pub mod runs;
@@ -39,6 +40,13 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
         Command::Abort(args) => runs::abort(args, &config).await,
         Command::Health(args) => runs::health(args, &config).await,
         Command::Rollback(cmd) => rollback::run(cmd, &config).await,
+        Command::Query(args) => history::query(args, &config).await,
+        Command::Trends(args) => history::trends(args, &config).await,
+        Command::Compare(args) => history::compare(args, &config).await,
+        Command::Summary(args) => history::summary(args, &config).await,
+        Command::Export(args) => history::export(args, &config).await,
+        Command::Sql(args) => history::sql(args, &config).await,
+        Command::History(cmd) => history::maintain(cmd, &config).await,
         Command::Grafana(cmd) => grafana::run(cmd, &config).await,
         Command::Agent | Command::DemoTarget(_) => {
             anyhow::bail!("standalone commands run before the configuration loads")

@@ -4,6 +4,7 @@ use anyhow::{Context, Result, bail};
 use std::time::Duration;
 
 use chaoseater_processors::circuit::CircuitBreaker;
+use chaoseater_processors::history::Materializer;
 use chaoseater_processors::ledger::RunLedger;
 use chaoseater_processors::orchestrator::Orchestrator;
 use chaoseater_processors::rollback::RollbackProcessor;
@@ -26,6 +27,7 @@ pub const PROCESSORS: &[&str] = &[
     Dispatcher::NAME,
     CircuitBreaker::NAME,
     RollbackProcessor::NAME,
+    Materializer::NAME,
     MetricsSink::NAME,
     GrafanaSink::NAME,
 ];
@@ -86,6 +88,9 @@ pub fn spawn_processor(
         tokio::spawn(chaoseater_sinks::grafana::sink::sender(store.clone(), target, wake, stop.clone()));
         return spawn(ctx, sink, store, stop);
     }
+    if name == Materializer::NAME {
+        return spawn_history(ctx, config, embedded, stop);
+    }
     let store = open_store(config, embedded, name)?;
     match name {
         RunLedger::NAME => spawn(ctx, RunLedger, store, stop),
@@ -126,6 +131,31 @@ pub fn spawn_metrics(
         }
     });
     spawn(ctx, MetricsSink { view }, store, stop)
+}
+
+/// Starts the history materializer on `[history] dir`. On the embedded broker (a new, empty log each
+/// session) it keeps this session's offsets apart, so earlier sessions' history stays and this one's is
+/// read from the start.
+pub fn spawn_history(
+    ctx: &BusContext,
+    config: &Config,
+    embedded: bool,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let dir = config.history_dir();
+    let mut materializer = Materializer::open(ctx.clone(), &dir, config.history.options())
+        .with_context(|| format!("opening the history in {}", dir.display()))?;
+    if embedded {
+        materializer = materializer.with_log(format!("embedded-{}", chaoseater_schemas::ids::TimestampMs::now().0));
+    }
+    info!(dir = %dir.display(), "History materializer writing Parquet.");
+    Ok(tokio::spawn(async move {
+        let stop = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        materializer.run(stop).await?;
+        Ok(())
+    }))
 }
 
 /// Opens a processor's state store.

@@ -8,7 +8,7 @@ pub mod render;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+pub use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
@@ -38,10 +38,7 @@ impl From<datafusion::error::DataFusionError> for AnalyticsError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         let text = e.to_string();
         if text.contains("table '") && text.contains("not found") {
-            return AnalyticsError::Invalid(format!(
-                "{text}; the history's tables are {}",
-                tables::TABLES.join(", ")
-            ));
+            return AnalyticsError::Invalid(format!("{text}; the history's tables are {}", tables::TABLES.join(", ")));
         }
         match e {
             datafusion::error::DataFusionError::SQL(..) => AnalyticsError::Syntax(text),
@@ -200,10 +197,7 @@ impl Analytics {
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         let statements = DFParser::parse_sql(sql).map_err(|e| AnalyticsError::Syntax(e.to_string()))?;
         if statements.len() != 1 {
-            return Err(AnalyticsError::Refused(format!(
-                "one query at a time (got {} statements)",
-                statements.len()
-            )));
+            return Err(AnalyticsError::Refused(format!("one query at a time (got {} statements)", statements.len())));
         }
         match &statements[0] {
             DfStatement::Statement(s) if matches!(**s, Statement::Query(_)) => {}
@@ -258,7 +252,8 @@ impl Analytics {
     /// p95 score, mean recovery time, slope of the score per day) and the daily series.
     pub async fn trends(&self, name: &str, days: u32, today: &str) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
         check_day("today", today)?;
-        let since = format!("CAST(CAST({} AS DATE) - INTERVAL '{} days' AS VARCHAR)", literal(today), days.saturating_sub(1));
+        let since =
+            format!("CAST(CAST({} AS DATE) - INTERVAL '{} days' AS VARCHAR)", literal(today), days.saturating_sub(1));
         let filter = format!("experiment_name = {} AND date >= {since} AND date <= {}", literal(name), literal(today));
         let measures = "count(*) AS runs, \
             round(100.0 * avg(CASE WHEN status = 'COMPLETED' THEN 1.0 ELSE 0.0 END), 2) AS success_rate_pct, \
@@ -337,7 +332,9 @@ impl Analytics {
     /// Totals by layer, fault type, region and status: (title, table) each.
     pub async fn summary(&self) -> Result<Vec<(String, Vec<RecordBatch>)>> {
         let mut out = Vec::new();
-        for (title, column) in [("by layer", "layer"), ("by fault type", "fault_type"), ("by region", "region"), ("by status", "status")] {
+        for (title, column) in
+            [("by layer", "layer"), ("by fault type", "fault_type"), ("by region", "region"), ("by status", "status")]
+        {
             let batches = self
                 .sql(&format!(
                     "SELECT {column}, count(*) AS runs, \

@@ -60,7 +60,9 @@ fn cell(array: &ArrayRef, formatter: &ArrayFormatter<'_>, row: usize) -> String 
         return "-".to_owned();
     }
     match array.data_type() {
-        DataType::Float64 => array.as_any().downcast_ref::<Float64Array>().map_or(String::new(), |a| number(a.value(row))),
+        DataType::Float64 => {
+            array.as_any().downcast_ref::<Float64Array>().map_or(String::new(), |a| number(a.value(row)))
+        }
         DataType::Float32 | DataType::Decimal128(..) => {
             let text = formatter.value(row).to_string();
             text.parse::<f64>().map(number).unwrap_or(text)
@@ -106,7 +108,9 @@ pub fn table(batches: &[RecordBatch]) -> String {
         let parts: Vec<String> = cells
             .iter()
             .enumerate()
-            .map(|(i, c)| if numeric[i] { format!("{c:>w$}", w = widths[i]) } else { format!("{c:<w$}", w = widths[i]) })
+            .map(
+                |(i, c)| if numeric[i] { format!("{c:>w$}", w = widths[i]) } else { format!("{c:<w$}", w = widths[i]) },
+            )
             .collect();
         out.push_str(parts.join("  ").trim_end());
         out.push('\n');

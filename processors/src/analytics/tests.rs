@@ -26,7 +26,8 @@ fn golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).expect("write golden");
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1)", path.display()));
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1)", path.display()));
     assert_eq!(actual, expected, "{name} differs from {}", path.display());
 }
 
@@ -45,7 +46,10 @@ async fn query_trends_compare_and_summary_match_their_golden_answers() {
     golden("query.txt", &render::table(&a.query(&filters).await.expect("query")));
     let (totals, daily) = a.trends("latency-eu", 7, "2026-11-27").await.expect("trends");
     golden("trends.txt", &format!("{}\n{}", render::table(&totals), render::table(&daily)));
-    let runs = render::strings(&a.sql("SELECT DISTINCT run_id FROM experiments ORDER BY run_id LIMIT 2").await.expect("ids"), 0);
+    let runs = render::strings(
+        &a.sql("SELECT DISTINCT run_id FROM experiments ORDER BY run_id LIMIT 2").await.expect("ids"),
+        0,
+    );
     golden("compare.txt", &render::table(&a.compare(&runs).await.expect("compare")));
     let mut summary = String::new();
     for (title, batches) in a.summary().await.expect("summary") {
@@ -55,8 +59,11 @@ async fn query_trends_compare_and_summary_match_their_golden_answers() {
     let csv = render::render(&a.query(&Filters { limit: Some(3), ..filters.clone() }).await.expect("q"), Format::Csv)
         .expect("csv");
     golden("query.csv", &csv);
-    let json = render::render(&a.sql("SELECT layer, count(*) AS n FROM experiments GROUP BY layer ORDER BY layer").await.expect("sql"), Format::Json)
-        .expect("json");
+    let json = render::render(
+        &a.sql("SELECT layer, count(*) AS n FROM experiments GROUP BY layer ORDER BY layer").await.expect("sql"),
+        Format::Json,
+    )
+    .expect("json");
     golden("layers.json", &json);
 }
 

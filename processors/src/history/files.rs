@@ -281,8 +281,7 @@ impl HistoryDir {
             let batch = tables::batch(table, &rows).map_err(|e| HistoryError::Invalid(e.to_string()))?;
             files.push(self.write_file(table, &date, &name, &batch)?);
         }
-        let segment =
-            Segment { topic: topic.to_owned(), partition, start, end, files, rows: rows.len() as u64 };
+        let segment = Segment { topic: topic.to_owned(), partition, start, end, files, rows: rows.len() as u64 };
         write_json(&self.manifests().join(format!("{name}.json")), &segment)?;
         Ok(segment)
     }
@@ -338,8 +337,14 @@ impl HistoryDir {
                 files.push(self.write_file(&table, &date, &name, &batch)?);
             }
             let rows = group.iter().map(|s| s.rows).sum();
-            let segment =
-                Segment { topic: first.topic.clone(), partition: first.partition, start: first.start, end: last.end, files, rows };
+            let segment = Segment {
+                topic: first.topic.clone(),
+                partition: first.partition,
+                start: first.start,
+                end: last.end,
+                files,
+                rows,
+            };
             write_json(&self.manifests().join(format!("{name}.json")), &segment)?;
             for old in &group {
                 self.remove_segment(old)?;

@@ -66,6 +66,10 @@ pub struct Materializer {
     ctx: BusContext,
     dir: HistoryDir,
     options: HistoryOptions,
+    /// Names the log being read when it is not the one durable Kafka log: the embedded broker starts
+    /// empty every session, so its offsets are kept apart (`{topic}@{log}` in segment names) and a new
+    /// session reads from the start without touching the files of earlier ones.
+    log: Option<String>,
 }
 
 /// The topics the history keeps.
@@ -84,16 +88,43 @@ impl Materializer {
                 "history: removed the remains of an interrupted write"
             );
         }
-        Ok(Self { ctx, dir, options })
+        Ok(Self { ctx, dir, options, log: None })
+    }
+
+    /// Keeps this log's offsets apart from other logs' (see the field).
+    pub fn with_log(mut self, log: impl Into<String>) -> Self {
+        self.log = Some(log.into());
+        self
+    }
+
+    /// The name a topic has in segment names.
+    fn segment_topic(&self, topic: &str) -> String {
+        match &self.log {
+            Some(log) => format!("{topic}@{log}"),
+            None => topic.to_owned(),
+        }
     }
 
     /// Consumes until `shutdown` resolves, then flushes what it holds.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<HistoryStats, MaterializerError> {
         let mut stats = HistoryStats::default();
-        let positions: chaoseater_schemas::bus::consumer::Positions = self.dir.positions()?.into_iter().collect();
+        let positions: chaoseater_schemas::bus::consumer::Positions = self
+            .dir
+            .positions()?
+            .into_iter()
+            .filter_map(|((key, partition), end)| {
+                let topic = match &self.log {
+                    Some(log) => key.strip_suffix(&format!("@{log}"))?.to_owned(),
+                    None if key.contains('@') => return None,
+                    None => key,
+                };
+                Some(((topic, partition), end))
+            })
+            .collect();
         let topics: Vec<String> = TOPICS.iter().map(|t| self.ctx.topics.name(*t)).collect();
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-        let consumer = EventConsumer::assign(&self.ctx, "chaoseater-history", &refs, &positions, StartFrom::Beginning).await?;
+        let consumer =
+            EventConsumer::assign(&self.ctx, "chaoseater-history", &refs, &positions, StartFrom::Beginning).await?;
         let producer = EventProducer::new(&self.ctx)?;
         let mut seen: HashSet<String> = self.dir.experiment_ids()?;
         tracing::info!(dir = %self.dir.root().display(), resumed_partitions = positions.len(), results_known = seen.len(), "History materializer started.");
@@ -113,9 +144,11 @@ impl Materializer {
             let mut dead = Vec::new();
             for message in batch {
                 stats.messages += 1;
-                let part = pending
-                    .entry((message.topic.clone(), message.partition))
-                    .or_insert(Pending { start: message.offset, end: message.offset, rows: Vec::new() });
+                let part = pending.entry((message.topic.clone(), message.partition)).or_insert(Pending {
+                    start: message.offset,
+                    end: message.offset,
+                    rows: Vec::new(),
+                });
                 part.end = message.offset + 1;
                 oldest.get_or_insert_with(Instant::now);
                 let event = match self.ctx.codec.decode(message.payload.as_deref().unwrap_or_default()) {
@@ -155,8 +188,13 @@ impl Materializer {
     }
 
     /// Writes every partition's pending rows as a committed segment, off the async workers.
-    async fn flush(&self, pending: &mut BTreeMap<(String, i32), Pending>, stats: &mut HistoryStats) -> Result<(), HistoryError> {
-        let work: Vec<((String, i32), Pending)> = std::mem::take(pending).into_iter().collect();
+    async fn flush(
+        &self,
+        pending: &mut BTreeMap<(String, i32), Pending>,
+        stats: &mut HistoryStats,
+    ) -> Result<(), HistoryError> {
+        let work: Vec<((String, i32), Pending)> =
+            std::mem::take(pending).into_iter().map(|((t, p), rows)| ((self.segment_topic(&t), p), rows)).collect();
         if work.is_empty() {
             return Ok(());
         }

@@ -73,7 +73,7 @@ pub fn results(count: usize, days: u32, seed: u64, end_ms: i64) -> impl Iterator
         let parameters = BTreeMap::from([(param.to_owned(), ParamValue::Int(10 + (run % 10) as i64 * 10))]);
         let tags = BTreeMap::from([
             ("campaign".to_owned(), format!("c{}", run % 5)),
-            ("team".to_owned(), if run % 2 == 0 { "ml-platform" } else { "search" }.to_owned()),
+            ("team".to_owned(), if run.is_multiple_of(2) { "ml-platform" } else { "search" }.to_owned()),
         ]);
         RegionResult {
             event_id: EventId::derive("RegionResult", &[run_id.as_str(), region.as_str()]),

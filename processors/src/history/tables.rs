@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
+use arrow::array::{
+    ArrayRef, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chaoseater_schemas::events::{Event, RegionResult};
 use chaoseater_schemas::experiment::ParamValue;
@@ -362,4 +364,3 @@ pub fn batch(table: &str, rows: &[&Row]) -> Result<RecordBatch, arrow::error::Ar
     }
     RecordBatch::try_new(schema, columns)
 }
-

@@ -67,7 +67,10 @@ fn segments_resume_where_the_last_committed_one_ended_and_a_crashed_flush_leaves
     let crashed = rows_for(5, NOV_27_2026 + DAY);
     let refs: Vec<&tables::Row> = crashed.iter().filter(|r| r.table == EXPERIMENTS).collect();
     let batch = tables::batch(EXPERIMENTS, &refs).expect("batch");
-    let orphan = dir.table_dir(EXPERIMENTS).join("date=2026-11-28").join("t.results~0~00000000000000000025~00000000000000000030.parquet");
+    let orphan = dir
+        .table_dir(EXPERIMENTS)
+        .join("date=2026-11-28")
+        .join("t.results~0~00000000000000000025~00000000000000000030.parquet");
     std::fs::create_dir_all(orphan.parent().expect("day")).expect("day dir");
     let file = std::fs::File::create(&orphan).expect("orphan");
     let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
