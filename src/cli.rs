@@ -221,7 +221,7 @@ pub struct FilterArgs {
     pub until: Option<String>,
     #[arg(long)]
     pub limit: Option<usize>,
-    /// newest, oldest, score (lowest first) or -score (highest first).
+    /// newest, oldest, lowest (score) or highest (score).
     #[arg(long, default_value = "newest")]
     pub order: String,
 }

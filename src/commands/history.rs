@@ -71,7 +71,7 @@ fn filters(args: &FilterArgs) -> Result<Filters> {
         })
         .collect::<Result<Vec<_>>>()?;
     let order = Order::parse(&args.order)
-        .ok_or_else(|| invalid(format!("--order {:?}: one of newest, oldest, score, -score", args.order)))?;
+        .ok_or_else(|| invalid(format!("--order {:?}: one of newest, oldest, lowest, highest", args.order)))?;
     Ok(Filters {
         name: args.name.clone(),
         layer: args.layer.clone(),

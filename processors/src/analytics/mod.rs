@@ -91,8 +91,8 @@ impl Order {
         match text {
             "newest" => Some(Order::Newest),
             "oldest" => Some(Order::Oldest),
-            "score" => Some(Order::ScoreAsc),
-            "-score" => Some(Order::ScoreDesc),
+            "lowest" | "score" => Some(Order::ScoreAsc),
+            "highest" | "-score" => Some(Order::ScoreDesc),
             _ => None,
         }
     }
@@ -195,7 +195,16 @@ impl Analytics {
     /// Runs one read-only query. Anything but a query (DDL, DML, COPY, SET, several statements) is
     /// refused before planning; reading anything but the history's tables fails as an unknown table.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        let statements = DFParser::parse_sql(sql).map_err(|e| AnalyticsError::Syntax(e.to_string()))?;
+        let statements = DFParser::parse_sql(sql).map_err(|e| {
+            let text = e.to_string();
+            if text.contains("Line:") {
+                return AnalyticsError::Syntax(text);
+            }
+            // The parser gives no position when the query ends too early: it is the end.
+            let line = sql.lines().count().max(1);
+            let column = sql.lines().last().map_or(0, |l| l.chars().count()) + 1;
+            AnalyticsError::Syntax(format!("{text} at Line: {line}, Column: {column} (the end of the query)"))
+        })?;
         if statements.len() != 1 {
             return Err(AnalyticsError::Refused(format!("one query at a time (got {} statements)", statements.len())));
         }

@@ -142,18 +142,36 @@ pub struct Pruned {
 #[derive(Debug, Clone)]
 pub struct HistoryDir {
     root: PathBuf,
+    /// The writer's lock (see [`HistoryDir::open`]).
+    _lock: Option<Arc<File>>,
 }
 
 impl HistoryDir {
-    /// Opens (creating) the directory and recovers from an interrupted flush or compaction.
+    /// Opens (creating) the directory as its one writer: takes the writer's lock (held as long as any
+    /// clone of the returned value lives) and recovers from an interrupted flush or compaction. A second
+    /// writer (a `history prune` while `serve` materializes) is refused rather than racing the first.
     pub fn open(root: &Path) -> Result<(Self, Recovery)> {
-        let dir = Self { root: root.to_owned() };
         for table in tables::TABLES {
-            std::fs::create_dir_all(dir.table_dir(table)).map_err(io(root))?;
+            std::fs::create_dir_all(root.join(table)).map_err(io(root))?;
         }
-        std::fs::create_dir_all(dir.manifests()).map_err(io(root))?;
+        let manifests = root.join("_segments");
+        std::fs::create_dir_all(&manifests).map_err(io(root))?;
+        let lock_path = manifests.join(".writer.lock");
+        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(HistoryError::Invalid(format!(
+                "{}: another process is writing this history (a running `serve` with the history processor?): {e}",
+                root.display()
+            )));
+        }
+        let dir = Self { root: root.to_owned(), _lock: Some(Arc::new(lock)) };
         let recovery = dir.recover()?;
         Ok((dir, recovery))
+    }
+
+    /// Opens the directory to read its segments only: no lock, no recovery, nothing written.
+    pub fn read_only(root: &Path) -> Self {
+        Self { root: root.to_owned(), _lock: None }
     }
 
     pub fn root(&self) -> &Path {
