@@ -78,6 +78,7 @@ fn segments_resume_where_the_last_committed_one_ended_and_a_crashed_flush_leaves
     writer.close().expect("close");
     std::fs::write(orphan.with_file_name("x.parquet.tmp"), b"half").expect("tmp");
 
+    drop(dir); // releases the writer's lock, as a process exiting would
     let (dir, recovery) = HistoryDir::open(tmp.path()).expect("reopen");
     assert_eq!(recovery.orphan_files, 1, "{recovery:?} {:?}", dir.segments());
     assert!(!orphan.exists());
@@ -113,6 +114,7 @@ fn compaction_merges_small_segments_and_a_crash_midway_is_undone_at_open() {
         serde_json::to_vec(old).expect("json"),
     )
     .expect("manifest");
+    drop(dir); // releases the writer's lock, as a process exiting would
     let (dir, recovery) = HistoryDir::open(tmp.path()).expect("reopen");
     assert_eq!(recovery.superseded_segments, 1);
     assert_eq!(dir.segments().expect("segments").len(), 1);
