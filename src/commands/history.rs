@@ -96,8 +96,9 @@ pub async fn query(args: QueryArgs, config: &Config) -> Result<()> {
 
 pub async fn trends(args: TrendsArgs, config: &Config) -> Result<()> {
     let analytics = open(&args.output.history, config).await?;
-    let today = day(TimestampMs::now().0);
-    let (totals, daily) = analytics.trends(&args.name, args.days, &today).await.map_err(answer_err)?;
+    let now = TimestampMs::now().0;
+    let today = day(now);
+    let (totals, daily) = analytics.trends(&args.name, args.days, now).await.map_err(answer_err)?;
     if format(&args.output.format)? == Format::Table {
         println!("{} over the {} days to {today}", args.name, args.days);
         print(&totals, &args.output)?;

@@ -257,28 +257,11 @@ impl Analytics {
         self.sql(&sql).await
     }
 
-    /// One experiment over the `days` days up to `today`: the totals (runs, success rate, mean, median and
-    /// p95 score, mean recovery time, slope of the score per day) and the daily series.
-    pub async fn trends(&self, name: &str, days: u32, today: &str) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
-        check_day("today", today)?;
-        let since =
-            format!("CAST(CAST({} AS DATE) - INTERVAL '{} days' AS VARCHAR)", literal(today), days.saturating_sub(1));
-        let filter = format!("experiment_name = {} AND date >= {since} AND date <= {}", literal(name), literal(today));
-        let measures = "count(*) AS runs, \
-            round(100.0 * avg(CASE WHEN status = 'COMPLETED' THEN 1.0 ELSE 0.0 END), 2) AS success_rate_pct, \
-            round(avg(resilience_score), 2) AS mean_score, round(median(resilience_score), 2) AS median_score, \
-            round(percentile_cont(0.95) WITHIN GROUP (ORDER BY resilience_score), 2) AS p95_score, \
-            round(avg(recovery_time_s), 3) AS mean_recovery_s";
-        let totals = self
-            .sql(&format!(
-                "SELECT {measures}, round(regr_slope(resilience_score, date_part('epoch', finished_at) / 86400.0), 4) \
-                 AS score_slope_per_day FROM experiments WHERE {filter}"
-            ))
-            .await?;
-        let daily = self
-            .sql(&format!("SELECT date AS day, {measures} FROM experiments WHERE {filter} GROUP BY date ORDER BY date"))
-            .await?;
-        Ok((totals, daily))
+    /// One experiment over the `days` days up to the day of `today_ms`: the totals (runs, success rate,
+    /// mean, median and p95 score, mean recovery time, slope of the score per day) and the daily series.
+    pub async fn trends(&self, name: &str, days: u32, today_ms: i64) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+        let (totals, daily) = trends_sql(name, days, today_ms, "experiments");
+        Ok((self.sql(&totals).await?, self.sql(&daily).await?))
     }
 
     /// Runs side by side: a row per metric, a column per run (the mean over its regions).
@@ -341,22 +324,51 @@ impl Analytics {
     /// Totals by layer, fault type, region and status: (title, table) each.
     pub async fn summary(&self) -> Result<Vec<(String, Vec<RecordBatch>)>> {
         let mut out = Vec::new();
-        for (title, column) in
-            [("by layer", "layer"), ("by fault type", "fault_type"), ("by region", "region"), ("by status", "status")]
-        {
-            let batches = self
-                .sql(&format!(
+        for (title, sql) in summary_sql("experiments") {
+            out.push((title.to_owned(), self.sql(&sql).await?));
+        }
+        Ok(out)
+    }
+}
+
+/// The two queries of `trends` over `table` (totals, daily series), in SQL that DuckDB runs unchanged
+/// (the benchmark compares the engines on exactly these).
+pub fn trends_sql(name: &str, days: u32, today_ms: i64, table: &str) -> (String, String) {
+    let today = crate::history::day(today_ms);
+    let since = crate::history::day(today_ms - i64::from(days.max(1) - 1) * 86_400_000);
+    let filter =
+        format!("experiment_name = {} AND date >= {} AND date <= {}", literal(name), literal(&since), literal(&today));
+    let measures = "count(*) AS runs, \
+        round(100.0 * avg(CASE WHEN status = 'COMPLETED' THEN 1.0 ELSE 0.0 END), 2) AS success_rate_pct, \
+        round(avg(resilience_score), 2) AS mean_score, round(median(resilience_score), 2) AS median_score, \
+        round(percentile_cont(0.95) WITHIN GROUP (ORDER BY resilience_score), 2) AS p95_score, \
+        round(avg(recovery_time_s), 3) AS mean_recovery_s";
+    (
+        format!(
+            "SELECT {measures}, round(regr_slope(resilience_score, date_part('epoch', finished_at) / 86400.0), 4) \
+             AS score_slope_per_day FROM {table} WHERE {filter}"
+        ),
+        format!("SELECT date AS day, {measures} FROM {table} WHERE {filter} GROUP BY date ORDER BY date"),
+    )
+}
+
+/// The four queries of `summary` over `table`: (title, SQL), DuckDB-compatible as well.
+pub fn summary_sql(table: &str) -> Vec<(&'static str, String)> {
+    [("by layer", "layer"), ("by fault type", "fault_type"), ("by region", "region"), ("by status", "status")]
+        .into_iter()
+        .map(|(title, column)| {
+            (
+                title,
+                format!(
                     "SELECT {column}, count(*) AS runs, \
                      round(100.0 * avg(CASE WHEN status = 'COMPLETED' THEN 1.0 ELSE 0.0 END), 2) AS success_rate_pct, \
                      round(avg(resilience_score), 2) AS mean_score, round(min(resilience_score), 2) AS min_score, \
                      round(max(resilience_score), 2) AS max_score \
-                     FROM experiments GROUP BY {column} ORDER BY runs DESC, {column}"
-                ))
-                .await?;
-            out.push((title.to_owned(), batches));
-        }
-        Ok(out)
-    }
+                     FROM {table} GROUP BY {column} ORDER BY runs DESC, {column}"
+                ),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

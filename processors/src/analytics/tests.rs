@@ -44,7 +44,7 @@ async fn query_trends_compare_and_summary_match_their_golden_answers() {
         ..Filters::default()
     };
     golden("query.txt", &render::table(&a.query(&filters).await.expect("query")));
-    let (totals, daily) = a.trends("latency-eu", 7, "2026-11-27").await.expect("trends");
+    let (totals, daily) = a.trends("latency-eu", 7, NOV_27_2026_END).await.expect("trends");
     golden("trends.txt", &format!("{}\n{}", render::table(&totals), render::table(&daily)));
     let runs = render::strings(
         &a.sql("SELECT DISTINCT run_id FROM experiments ORDER BY run_id LIMIT 2").await.expect("ids"),

@@ -54,10 +54,66 @@ pub struct HistoryStats {
 
 /// Messages of one partition since the last flush.
 #[derive(Debug)]
-struct Pending {
-    start: i64,
-    end: i64,
-    rows: Vec<Row>,
+pub struct Pending {
+    pub start: i64,
+    pub end: i64,
+    pub rows: Vec<Row>,
+}
+
+/// What the materializer holds between flushes: the rows of each partition's messages since the last
+/// segment, and the ids of the results already in the history (a result published twice is kept once).
+#[derive(Debug, Default)]
+pub struct Buffer {
+    pending: BTreeMap<(String, i32), Pending>,
+    seen: HashSet<String>,
+    rows: usize,
+    oldest: Option<Instant>,
+}
+
+impl Buffer {
+    /// A buffer that knows the results already in the history.
+    pub fn new(seen: HashSet<String>) -> Self {
+        Self { seen, ..Self::default() }
+    }
+
+    /// Takes one message: its offset always (a segment covers every offset it read), its rows when it
+    /// decodes. An undecodable payload is returned as an error, for the dead-letter topic.
+    pub fn absorb(
+        &mut self,
+        codec: &chaoseater_schemas::codec::Codec,
+        (topic, partition, offset): (&str, i32, i64),
+        payload: &[u8],
+        stats: &mut HistoryStats,
+    ) -> Result<(), chaoseater_schemas::Error> {
+        stats.messages += 1;
+        let key = (topic.to_owned(), partition);
+        let part = self.pending.entry(key).or_insert(Pending { start: offset, end: offset, rows: Vec::new() });
+        part.end = offset + 1;
+        self.oldest.get_or_insert_with(Instant::now);
+        let event = codec.decode(payload)?;
+        if let Event::RegionResult(r) = &event
+            && !self.seen.insert(r.event_id.as_str().to_owned())
+        {
+            stats.duplicates_dropped += 1;
+            return Ok(());
+        }
+        let rows = tables::rows(&event);
+        self.rows += rows.len();
+        part.rows.extend(rows);
+        Ok(())
+    }
+
+    /// Whether it is time to write: `max_rows` rows held, or the oldest message `max_age` old.
+    pub fn due(&self, options: &HistoryOptions) -> bool {
+        self.rows >= options.max_rows || self.oldest.is_some_and(|t| t.elapsed() >= options.max_age)
+    }
+
+    /// Everything held, by partition; the buffer is empty afterwards.
+    pub fn take(&mut self) -> Vec<((String, i32), Pending)> {
+        self.rows = 0;
+        self.oldest = None;
+        std::mem::take(&mut self.pending).into_iter().collect()
+    }
 }
 
 /// The materializer.
@@ -126,10 +182,8 @@ impl Materializer {
         let consumer =
             EventConsumer::assign(&self.ctx, "chaoseater-history", &refs, &positions, StartFrom::Beginning).await?;
         let producer = EventProducer::new(&self.ctx)?;
-        let mut seen: HashSet<String> = self.dir.experiment_ids()?;
-        tracing::info!(dir = %self.dir.root().display(), resumed_partitions = positions.len(), results_known = seen.len(), "History materializer started.");
-        let mut pending: BTreeMap<(String, i32), Pending> = BTreeMap::new();
-        let mut oldest: Option<Instant> = None;
+        let mut buffer = Buffer::new(self.dir.experiment_ids()?);
+        tracing::info!(dir = %self.dir.root().display(), resumed_partitions = positions.len(), "History materializer started.");
         let mut flushes = 0u32;
         let mut ticker = tokio::time::interval(Duration::from_millis(250));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -143,58 +197,35 @@ impl Materializer {
             };
             let mut dead = Vec::new();
             for message in batch {
-                stats.messages += 1;
-                let part = pending.entry((message.topic.clone(), message.partition)).or_insert(Pending {
-                    start: message.offset,
-                    end: message.offset,
-                    rows: Vec::new(),
-                });
-                part.end = message.offset + 1;
-                oldest.get_or_insert_with(Instant::now);
-                let event = match self.ctx.codec.decode(message.payload.as_deref().unwrap_or_default()) {
-                    Ok(event) => event,
-                    Err(e) => {
-                        tracing::warn!(topic = %message.topic, offset = message.offset, error = %e, "Dead-lettered an undecodable message.");
-                        dead.push(dead_letter(&self.ctx, &message, &e.to_string(), Self::NAME));
-                        continue;
-                    }
-                };
-                if let Event::RegionResult(r) = &event
-                    && !seen.insert(r.event_id.as_str().to_owned())
-                {
-                    stats.duplicates_dropped += 1;
-                    continue;
+                let place = (message.topic.as_str(), message.partition, message.offset);
+                let payload = message.payload.as_deref().unwrap_or_default();
+                if let Err(e) = buffer.absorb(&self.ctx.codec, place, payload, &mut stats) {
+                    tracing::warn!(topic = %message.topic, offset = message.offset, error = %e, "Dead-lettered an undecodable message.");
+                    dead.push(dead_letter(&self.ctx, &message, &e.to_string(), Self::NAME));
                 }
-                part.rows.extend(tables::rows(&event));
             }
             if !dead.is_empty() {
                 // Acknowledged before the segment covering them is committed, so none is lost.
                 producer.publish_raw(&dead).await?;
                 stats.dead_lettered += dead.len() as u64;
             }
-            let rows: usize = pending.values().map(|p| p.rows.len()).sum();
-            if rows >= self.options.max_rows || oldest.is_some_and(|t| t.elapsed() >= self.options.max_age) {
-                self.flush(&mut pending, &mut stats).await?;
-                oldest = None;
+            if buffer.due(&self.options) {
+                self.flush(buffer.take(), &mut stats).await?;
                 flushes += 1;
                 if flushes.is_multiple_of(self.options.compact_every) {
                     self.compact().await;
                 }
             }
         }
-        self.flush(&mut pending, &mut stats).await?;
+        self.flush(buffer.take(), &mut stats).await?;
         tracing::info!(rows = stats.rows, segments = stats.segments, "History materializer stopped.");
         Ok(stats)
     }
 
     /// Writes every partition's pending rows as a committed segment, off the async workers.
-    async fn flush(
-        &self,
-        pending: &mut BTreeMap<(String, i32), Pending>,
-        stats: &mut HistoryStats,
-    ) -> Result<(), HistoryError> {
+    async fn flush(&self, work: Vec<((String, i32), Pending)>, stats: &mut HistoryStats) -> Result<(), HistoryError> {
         let work: Vec<((String, i32), Pending)> =
-            std::mem::take(pending).into_iter().map(|((t, p), rows)| ((self.segment_topic(&t), p), rows)).collect();
+            work.into_iter().map(|((t, p), rows)| ((self.segment_topic(&t), p), rows)).collect();
         if work.is_empty() {
             return Ok(());
         }

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    ArrayRef, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, StringDictionaryBuilder,
+    TimestampMillisecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use chaoseater_schemas::events::{Event, RegionResult};
 use chaoseater_schemas::experiment::ParamValue;
 
@@ -27,6 +28,12 @@ fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
+/// A low-cardinality string column (layer, region, status, names): dictionary-encoded in Arrow and in
+/// the Parquet files, so grouping and filtering work on small integer keys.
+fn dict() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
 fn col(name: &str, data_type: DataType, nullable: bool) -> Field {
     Field::new(name, data_type, nullable)
 }
@@ -38,11 +45,11 @@ pub fn schema(table: &str) -> SchemaRef {
         EXPERIMENTS => vec![
             col("event_id", Utf8, false),
             col("run_id", Utf8, false),
-            col("experiment_name", Utf8, false),
-            col("layer", Utf8, false),
-            col("fault_type", Utf8, false),
-            col("region", Utf8, false),
-            col("status", Utf8, false),
+            col("experiment_name", dict(), false),
+            col("layer", dict(), false),
+            col("fault_type", dict(), false),
+            col("region", dict(), false),
+            col("status", dict(), false),
             col("resilience_score", Float64, true),
             col("score_version", Int32, false),
             col("pipeline_downtime_s", Float64, true),
@@ -64,8 +71,8 @@ pub fn schema(table: &str) -> SchemaRef {
         PARAMETERS => vec![
             col("event_id", Utf8, false),
             col("run_id", Utf8, false),
-            col("region", Utf8, false),
-            col("name", Utf8, false),
+            col("region", dict(), false),
+            col("name", dict(), false),
             col("value", Utf8, false),
             col("number", Float64, true),
             col("finished_at", ts(), false),
@@ -73,32 +80,32 @@ pub fn schema(table: &str) -> SchemaRef {
         TAGS => vec![
             col("event_id", Utf8, false),
             col("run_id", Utf8, false),
-            col("region", Utf8, false),
-            col("key", Utf8, false),
+            col("region", dict(), false),
+            col("key", dict(), false),
             col("value", Utf8, false),
             col("finished_at", ts(), false),
         ],
         ROLLBACK_EVENTS => vec![
             col("event_id", Utf8, false),
             col("occurred_at", ts(), false),
-            col("kind", Utf8, false),
+            col("kind", dict(), false),
             col("run_id", Utf8, true),
-            col("region", Utf8, false),
-            col("strategy", Utf8, true),
-            col("trigger", Utf8, true),
+            col("region", dict(), false),
+            col("strategy", dict(), true),
+            col("trigger", dict(), true),
             col("step", Int32, true),
             col("percentage", Float64, true),
             col("steps", Int32, true),
             col("duration_ms", Int64, true),
-            col("from_state", Utf8, true),
-            col("to_state", Utf8, true),
+            col("from_state", dict(), true),
+            col("to_state", dict(), true),
             col("reason", Utf8, true),
         ],
         HEALTH_SAMPLES => vec![
             col("event_id", Utf8, false),
             col("occurred_at", ts(), false),
-            col("region", Utf8, false),
-            col("status", Utf8, false),
+            col("region", dict(), false),
+            col("status", dict(), false),
             col("latency_ms", Float64, true),
             col("http_status", Int32, true),
             col("error_rate", Float64, true),
@@ -328,6 +335,16 @@ pub fn batch(table: &str, rows: &[&Row]) -> Result<RecordBatch, arrow::error::Ar
         let array: ArrayRef = match field.data_type() {
             DataType::Utf8 => {
                 let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
+                for row in rows {
+                    match cell(row) {
+                        Cell::Text(v) => b.append_option(v),
+                        other => b.append_option(Some(format!("{other:?}"))),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Dictionary(..) => {
+                let mut b = StringDictionaryBuilder::<Int32Type>::new();
                 for row in rows {
                     match cell(row) {
                         Cell::Text(v) => b.append_option(v),
