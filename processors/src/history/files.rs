@@ -290,14 +290,14 @@ impl HistoryDir {
     /// per table and day, then the manifest. A segment without rows still records how far it read.
     pub fn write_segment(&self, topic: &str, partition: i32, start: i64, end: i64, rows: &[Row]) -> Result<Segment> {
         let name = segment_name(topic, partition, start, end);
-        let mut groups: BTreeMap<(&str, String), Vec<&Row>> = BTreeMap::new();
+        let mut groups: BTreeMap<(&str, i64), Vec<&Row>> = BTreeMap::new();
         for row in rows {
-            groups.entry((row.table, day(row.at))).or_default().push(row);
+            groups.entry((row.table, row.at.div_euclid(86_400_000))).or_default().push(row);
         }
         let mut files = Vec::new();
-        for ((table, date), rows) in groups {
+        for ((table, days), rows) in groups {
             let batch = tables::batch(table, &rows).map_err(|e| HistoryError::Invalid(e.to_string()))?;
-            files.push(self.write_file(table, &date, &name, &batch)?);
+            files.push(self.write_file(table, &day(days * 86_400_000), &name, &batch)?);
         }
         let segment = Segment { topic: topic.to_owned(), partition, start, end, files, rows: rows.len() as u64 };
         write_json(&self.manifests().join(format!("{name}.json")), &segment)?;

@@ -64,7 +64,7 @@ pub struct Pending {
 /// segment, and the ids of the results already in the history (a result published twice is kept once).
 #[derive(Debug, Default)]
 pub struct Buffer {
-    pending: BTreeMap<(String, i32), Pending>,
+    pending: BTreeMap<String, BTreeMap<i32, Pending>>,
     seen: HashSet<String>,
     rows: usize,
     oldest: Option<Instant>,
@@ -86,8 +86,15 @@ impl Buffer {
         stats: &mut HistoryStats,
     ) -> Result<(), chaoseater_schemas::Error> {
         stats.messages += 1;
-        let key = (topic.to_owned(), partition);
-        let part = self.pending.entry(key).or_insert(Pending { start: offset, end: offset, rows: Vec::new() });
+        // Looked up by &str: no allocation per message once the topic is known.
+        if !self.pending.contains_key(topic) {
+            self.pending.insert(topic.to_owned(), BTreeMap::new());
+        }
+        let part = self.pending.get_mut(topic).expect("just inserted").entry(partition).or_insert(Pending {
+            start: offset,
+            end: offset,
+            rows: Vec::new(),
+        });
         part.end = offset + 1;
         self.oldest.get_or_insert_with(Instant::now);
         let event = codec.decode(payload)?;
@@ -112,7 +119,10 @@ impl Buffer {
     pub fn take(&mut self) -> Vec<((String, i32), Pending)> {
         self.rows = 0;
         self.oldest = None;
-        std::mem::take(&mut self.pending).into_iter().collect()
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .flat_map(|(topic, parts)| parts.into_iter().map(move |(p, pending)| ((topic.clone(), p), pending)))
+            .collect()
     }
 }
 

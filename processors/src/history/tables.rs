@@ -331,13 +331,16 @@ pub fn batch(table: &str, rows: &[&Row]) -> Result<RecordBatch, arrow::error::Ar
     let schema = schema(table);
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for (i, field) in schema.fields().iter().enumerate() {
-        let cell = |row: &&Row| row.cells.get(i).cloned().unwrap_or(Cell::Text(None));
+        fn cell<'a>(row: &'a Row, i: usize) -> &'a Cell {
+            const NONE: &Cell = &Cell::Text(None);
+            row.cells.get(i).unwrap_or(NONE)
+        }
         let array: ArrayRef = match field.data_type() {
             DataType::Utf8 => {
                 let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
                 for row in rows {
-                    match cell(row) {
-                        Cell::Text(v) => b.append_option(v),
+                    match cell(row, i) {
+                        Cell::Text(v) => b.append_option(v.as_deref()),
                         other => b.append_option(Some(format!("{other:?}"))),
                     }
                 }
@@ -346,8 +349,8 @@ pub fn batch(table: &str, rows: &[&Row]) -> Result<RecordBatch, arrow::error::Ar
             DataType::Dictionary(..) => {
                 let mut b = StringDictionaryBuilder::<Int32Type>::new();
                 for row in rows {
-                    match cell(row) {
-                        Cell::Text(v) => b.append_option(v),
+                    match cell(row, i) {
+                        Cell::Text(v) => b.append_option(v.as_deref()),
                         other => b.append_option(Some(format!("{other:?}"))),
                     }
                 }
@@ -355,24 +358,25 @@ pub fn batch(table: &str, rows: &[&Row]) -> Result<RecordBatch, arrow::error::Ar
             }
             DataType::Float64 => {
                 let mut b = Float64Builder::with_capacity(rows.len());
-                rows.iter().for_each(|row| b.append_option(if let Cell::Float(v) = cell(row) { v } else { None }));
+                rows.iter().for_each(|row| b.append_option(if let Cell::Float(v) = cell(row, i) { *v } else { None }));
                 Arc::new(b.finish())
             }
             DataType::Int64 => {
                 let mut b = Int64Builder::with_capacity(rows.len());
-                rows.iter().for_each(|row| b.append_option(if let Cell::Int(v) = cell(row) { v } else { None }));
+                rows.iter().for_each(|row| b.append_option(if let Cell::Int(v) = cell(row, i) { *v } else { None }));
                 Arc::new(b.finish())
             }
             DataType::Int32 => {
                 let mut b = Int32Builder::with_capacity(rows.len());
                 rows.iter().for_each(|row| {
-                    b.append_option(if let Cell::Int(v) = cell(row) { v.map(|v| v as i32) } else { None })
+                    b.append_option(if let Cell::Int(v) = cell(row, i) { v.map(|v| v as i32) } else { None })
                 });
                 Arc::new(b.finish())
             }
             DataType::Timestamp(_, tz) => {
                 let mut b = TimestampMillisecondBuilder::with_capacity(rows.len());
-                rows.iter().for_each(|row| b.append_option(if let Cell::Time(v) = cell(row) { Some(v) } else { None }));
+                rows.iter()
+                    .for_each(|row| b.append_option(if let Cell::Time(v) = cell(row, i) { Some(*v) } else { None }));
                 Arc::new(b.finish().with_timezone_opt(tz.clone()))
             }
             other => unreachable!("no column of type {other}"),
