@@ -331,7 +331,7 @@ pub fn batch(table: &str, rows: &[&Row]) -> Result<RecordBatch, arrow::error::Ar
     let schema = schema(table);
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for (i, field) in schema.fields().iter().enumerate() {
-        fn cell<'a>(row: &'a Row, i: usize) -> &'a Cell {
+        fn cell(row: &Row, i: usize) -> &Cell {
             const NONE: &Cell = &Cell::Text(None);
             row.cells.get(i).unwrap_or(NONE)
         }
