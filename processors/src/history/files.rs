@@ -422,8 +422,7 @@ impl HistoryDir {
                     );
                 }
                 if changed {
-                    let schema = Arc::new(tables::schema(table).as_ref().clone());
-                    let batch = arrow::compute::concat_batches(&schema, &kept)
+                    let batch = arrow::compute::concat_batches(&tables::schema(table), &kept)
                         .map_err(|e| HistoryError::Invalid(e.to_string()))?;
                     write_parquet(&path, &batch)?;
                     pruned.rewritten_files += 1;

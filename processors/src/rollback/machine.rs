@@ -77,7 +77,7 @@ pub enum Input {
     /// `chaoseater rollback resume`.
     Resume,
     /// An emergency (abort, circuit open, failure threshold): the rest at once.
-    Escalate { reason: String },
+    Escalate,
     /// The experiment ended at the agent: whatever is left of the fault is gone.
     FaultGone,
     /// Time passes (the processor's tick).
@@ -273,7 +273,7 @@ impl Rollback {
                 }
             }
             (Stage::Paused { index, .. }, Input::Resume) => vec![self.request(index + 1)],
-            (Stage::Requested { .. } | Stage::Checking { .. } | Stage::Paused { .. }, Input::Escalate { .. })
+            (Stage::Requested { .. } | Stage::Checking { .. } | Stage::Paused { .. }, Input::Escalate)
                 if self.requested_percentage() < 100.0 =>
             {
                 // The rest at once: one more step, to 100%, in place of what was left of the plan.

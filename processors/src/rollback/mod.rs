@@ -98,7 +98,7 @@ impl RollbackProcessor {
             if matches!(trigger, RollbackTrigger::DurationEnded | RollbackTrigger::Manual) {
                 return Ok(());
             }
-            let outputs = existing.on(Input::Escalate { reason: trigger.as_str().to_owned() }, at.0);
+            let outputs = existing.on(Input::Escalate, at.0);
             return Self::advance(state, run, region, existing, outputs, at, out);
         }
         let Some(active) = load::<ActiveRun>(state, &run_key(run, region))? else {
@@ -236,14 +236,16 @@ impl Processor for RollbackProcessor {
             }
             Event::RegionHealthSampled(s) => {
                 for run in Self::runs_in(state, &s.region)? {
-                    if load::<Rollback>(state, &rollback_key(&run, &s.region))?.is_some() {
+                    // Loaded once: the health path carries the most events of any input.
+                    if let Some(mut rollback) = load::<Rollback>(state, &rollback_key(&run, &s.region))? {
                         let input = Input::Sample {
                             at: s.occurred_at.0,
                             healthy: s.status == HealthStatus::Healthy,
                             error_rate: s.error_rate,
                             detail: s.message.clone().unwrap_or_else(|| format!("{:?}", s.status)),
                         };
-                        Self::feed(state, &run, &s.region, input, s.occurred_at, &mut out)?;
+                        let outputs = rollback.on(input, s.occurred_at.0);
+                        Self::advance(state, &run, &s.region, rollback, outputs, s.occurred_at, &mut out)?;
                     } else if let Some(rate) = s.error_rate
                         && let Some(active) = load::<ActiveRun>(state, &run_key(&run, &s.region))?
                         && rate > active.config.failure_threshold

@@ -103,7 +103,7 @@ fn emergencies_roll_back_at_once_and_escalate_a_rollback_in_progress() {
 
     let (mut r, _) = Rollback::start(&config(RollbackStrategy::Gradual), RollbackTrigger::DurationEnded, 0);
     r.on(Input::Applied { step: 1, at: 0 }, 0);
-    let now = r.on(Input::Escalate { reason: "abort".into() }, 10);
+    let now = r.on(Input::Escalate, 10);
     assert_eq!(requested(&now), [(2, 100.0)]);
     assert!(matches!(r.on(Input::Applied { step: 2, at: 20 }, 20)[..], [Output::Completed { steps: 2, .. }]));
 }
@@ -128,7 +128,7 @@ fn input_strategy() -> impl Strategy<Value = Input> {
         (0..20_000i64, any::<bool>(), proptest::option::of(0.0..1.0f64))
             .prop_map(|(at, healthy, error_rate)| Input::Sample { at, healthy, error_rate, detail: "d".into() }),
         Just(Input::Resume),
-        Just(Input::Escalate { reason: "e".into() }),
+        Just(Input::Escalate),
         Just(Input::FaultGone),
         (0..90_000i64).prop_map(|now| Input::Tick { now }),
     ]
