@@ -140,3 +140,15 @@ fn pruning_removes_old_days_and_the_rows_of_their_results_elsewhere() {
     assert_eq!(experiment_rows(&dir), 6);
     assert_eq!(dir.positions().expect("positions").get(&("t.results".to_owned(), 0)), Some(&12), "offsets survive");
 }
+
+#[test]
+fn status_names_in_the_history_are_the_avro_symbols() {
+    use chaoseater_schemas::events::{HealthStatus, RegionStatus};
+    let wire = |v: serde_json::Value| v.as_str().map(str::to_owned).expect("a symbol");
+    for s in [RegionStatus::Completed, RegionStatus::Failed, RegionStatus::Aborted] {
+        assert_eq!(s.as_str(), wire(serde_json::to_value(s).expect("json")));
+    }
+    for s in [HealthStatus::Healthy, HealthStatus::Degraded, HealthStatus::Failed] {
+        assert_eq!(s.as_str(), wire(serde_json::to_value(s).expect("json")));
+    }
+}

@@ -16,6 +16,17 @@ pub enum HealthStatus {
     Failed,
 }
 
+impl HealthStatus {
+    /// The Avro symbol (`HEALTHY`, `DEGRADED`, `FAILED`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "HEALTHY",
+            HealthStatus::Degraded => "DEGRADED",
+            HealthStatus::Failed => "FAILED",
+        }
+    }
+}
+
 /// One health sample of a region's agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionHealthSampled {

@@ -28,6 +28,17 @@ pub enum RegionStatus {
     Aborted,
 }
 
+impl RegionStatus {
+    /// The Avro symbol (`COMPLETED`, `FAILED`, `ABORTED`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegionStatus::Completed => "COMPLETED",
+            RegionStatus::Failed => "FAILED",
+            RegionStatus::Aborted => "ABORTED",
+        }
+    }
+}
+
 /// What the agent's steady-state probes measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionMetrics {
