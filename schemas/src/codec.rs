@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::rabin;
 
+mod datum;
+use datum::{Input, Plan, Reader};
+
 /// The two bytes that open every single-object-encoded message.
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
 /// The byte that opens a Confluent-framed message.
@@ -38,6 +41,8 @@ struct Known {
 pub struct SchemaStore {
     current: HashMap<EventKind, (u64, Schema)>,
     writers: HashMap<u64, Known>,
+    /// The current schemas compiled for the direct reader, by fingerprint.
+    plans: HashMap<u64, Plan>,
 }
 
 impl SchemaStore {
@@ -47,10 +52,13 @@ impl SchemaStore {
         LIMIT.call_once(|| {
             apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
         });
-        let mut store = SchemaStore { current: HashMap::new(), writers: HashMap::new() };
+        let mut store = SchemaStore { current: HashMap::new(), writers: HashMap::new(), plans: HashMap::new() };
         for &kind in EventKind::ALL {
             let schema = parse(kind.schema_text(), kind.file_name())?;
             let fp = fingerprint(&schema)?;
+            if let Some(plan) = Plan::compile(&schema) {
+                store.plans.insert(fp, plan);
+            }
             store.writers.insert(fp, Known { kind, schema: schema.clone() });
             store.current.insert(kind, (fp, schema));
         }
@@ -199,8 +207,21 @@ impl Codec {
     }
 
     /// Decodes an event, finding its writer schema from the header and resolving it into the current type.
+    ///
+    /// Bytes written with the current schema (what this version writes) are read in one pass by the
+    /// direct reader; other versions go through apache-avro's schema resolution.
     pub fn decode(&self, bytes: &[u8]) -> Result<Event> {
-        let (kind, writer, mut body) = self.writer_of(bytes)?;
+        let (kind, writer_fp, writer, body) = self.writer_of(bytes)?;
+        if writer_fp == self.store.current(kind).0
+            && let Some(plan) = self.store.plans.get(&writer_fp)
+        {
+            return decode_direct(kind, plan, body);
+        }
+        self.decode_resolved(kind, writer, body)
+    }
+
+    /// Decodes through apache-avro: the datum into a `Value` tree, resolved against the current schema.
+    fn decode_resolved(&self, kind: EventKind, writer: &Schema, mut body: &[u8]) -> Result<Event> {
         let (_, reader) = self.store.current(kind);
         let value = apache_avro::from_avro_datum(writer, &mut body, Some(reader))
             .map_err(|e| Error::Decode(format!("{} payload: {e}", kind.name())))?;
@@ -210,8 +231,8 @@ impl Codec {
         from_value(kind, &value)
     }
 
-    /// Finds the writer schema named by the header; returns it with the datum bytes.
-    fn writer_of<'b>(&self, bytes: &'b [u8]) -> Result<(EventKind, &Schema, &'b [u8])> {
+    /// Finds the writer schema named by the header; returns it and its fingerprint with the datum bytes.
+    fn writer_of<'b>(&self, bytes: &'b [u8]) -> Result<(EventKind, u64, &Schema, &'b [u8])> {
         if bytes.len() >= 10 && bytes[..2] == SINGLE_OBJECT_MAGIC {
             let mut fp = [0u8; 8];
             fp.copy_from_slice(&bytes[2..10]);
@@ -221,7 +242,7 @@ impl Codec {
                 .writers
                 .get(&fp)
                 .ok_or_else(|| Error::Decode(format!("unknown schema fingerprint {fp:016x}")))?;
-            return Ok((known.kind, &known.schema, &bytes[10..]));
+            return Ok((known.kind, fp, &known.schema, &bytes[10..]));
         }
         if bytes.len() >= 5 && bytes[0] == CONFLUENT_MAGIC {
             let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
@@ -230,8 +251,8 @@ impl Codec {
                 .by_id
                 .get(&id)
                 .ok_or_else(|| Error::Decode(format!("unknown Confluent schema id {id}")))?;
-            let (_, schema) = self.store.current(kind);
-            return Ok((kind, schema, &bytes[5..]));
+            let (fp, schema) = self.store.current(kind);
+            return Ok((kind, fp, schema, &bytes[5..]));
         }
         Err(Error::Decode(format!(
             "not an Avro single-object or Confluent message (first bytes {:02x?})",
@@ -310,6 +331,17 @@ fn write_long(v: i64, out: &mut Vec<u8>) {
 fn write_bytes(bytes: &[u8], out: &mut Vec<u8>) {
     write_long(bytes.len() as i64, out);
     out.extend_from_slice(bytes);
+}
+
+/// One pass from bytes to the typed event (see [`datum`]).
+fn decode_direct(kind: EventKind, plan: &Plan, body: &[u8]) -> Result<Event> {
+    let mut input = Input::new(body);
+    let event = Event::deserialize_kind(kind, Reader { input: &mut input, plan })
+        .map_err(|e| Error::Decode(format!("{} payload: {e}", kind.name())))?;
+    if input.remaining() > 0 {
+        return Err(Error::Decode(format!("{} payload: {} trailing bytes", kind.name(), input.remaining())));
+    }
+    Ok(event)
 }
 
 fn from_value(kind: EventKind, value: &Value) -> Result<Event> {

@@ -99,6 +99,11 @@ macro_rules! catalogue {
             pub(crate) fn from_avro_value(kind: EventKind, value: &Value) -> Result<Self, apache_avro::Error> {
                 match kind { $( EventKind::$variant => apache_avro::from_value(value).map(Event::$variant), )* }
             }
+
+            /// Builds an event of `kind` straight from a deserializer (the codec's direct reader).
+            pub(crate) fn deserialize_kind<'de, D: serde::Deserializer<'de>>(kind: EventKind, d: D) -> Result<Self, D::Error> {
+                match kind { $( EventKind::$variant => $variant::deserialize(d).map(Event::$variant), )* }
+            }
         }
 
         $(
