@@ -66,7 +66,7 @@ fn materialize_path(dir: &Path) {
         buffer.absorb(&codec, ("bench.results", 0, offset as i64), payload, &mut stats).expect("decode");
         if buffer.due(&options) || offset + 1 == EVENTS {
             for ((topic, partition), p) in buffer.take() {
-                rows += history.write_segment(&topic, partition, p.start, p.end, &p.rows).expect("segment").rows;
+                rows += history.write_segment(&topic, partition, p.start, p.end, p.rows).expect("segment").rows;
             }
         }
     }
@@ -122,10 +122,10 @@ fn generate(dir: &Path) {
     let mut results = synthetic::results(QUERY_ROWS, 30, 9, END_MS).peekable();
     let mut offset = 0i64;
     while results.peek().is_some() {
-        let rows: Vec<tables::Row> =
-            results.by_ref().take(500_000).map(|r| tables::result_rows(&r).swap_remove(0)).collect();
+        let mut rows = tables::Rows::default();
+        results.by_ref().take(500_000).for_each(|r| rows.push_result(&r, Some(tables::EXPERIMENTS)));
         let next = offset + rows.len() as i64;
-        history.write_segment("bench", 0, offset, next, &rows).expect("segment");
+        history.write_segment("bench", 0, offset, next, rows).expect("segment");
         offset = next;
     }
     println!("  generated {QUERY_ROWS} experiment rows in {:.1} s", started.elapsed().as_secs_f64());
@@ -195,7 +195,7 @@ async fn queries(dir: &Path) {
     })
     .await;
     let (totals, daily) = analytics::trends_sql("latency-eu", 30, END_MS, "t");
-    let summary: Vec<String> = analytics::summary_sql("t").into_iter().map(|(_, sql)| sql).collect();
+    let summary = vec![analytics::summary_sql("t")];
     let groups = vec![("trends".to_owned(), vec![totals, daily]), ("summary".to_owned(), summary)];
     let theirs = duckdb(dir, &groups);
     for (i, (name, ours)) in [("trends", ours_trends), ("summary", ours_summary)].into_iter().enumerate() {

@@ -214,9 +214,8 @@ pub fn generate(dir: &HistoryDir, rows: usize, days: u32, seed: u64, end_ms: i64
     let mut eprint_at = std::time::Instant::now();
     while results.peek().is_some() {
         let chunk: Vec<_> = results.by_ref().take(100_000).collect();
-        let table_rows: Vec<tables::Row> = chunk.iter().flat_map(tables::result_rows).collect();
         let next = offset + chunk.len() as i64;
-        dir.write_segment("synthetic", seed as i32, offset, next, &table_rows)?;
+        dir.write_segment("synthetic", seed as i32, offset, next, tables::Rows::of_results(&chunk))?;
         offset = next;
         if eprint_at.elapsed().as_secs() >= 2 {
             eprintln!("  {} of {rows} written", offset - start);

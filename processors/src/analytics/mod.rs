@@ -323,12 +323,54 @@ impl Analytics {
 
     /// Totals by layer, fault type, region and status: (title, table) each.
     pub async fn summary(&self) -> Result<Vec<(String, Vec<RecordBatch>)>> {
-        let mut out = Vec::new();
-        for (title, sql) in summary_sql("experiments") {
-            out.push((title.to_owned(), self.sql(&sql).await?));
-        }
-        Ok(out)
+        let batches = self.sql(&summary_sql("experiments")).await?;
+        let schema = batches.first().map_or_else(summary_schema, RecordBatch::schema);
+        let all =
+            arrow::compute::concat_batches(&schema, &batches).map_err(|e| AnalyticsError::Engine(e.to_string()))?;
+        SUMMARY_DIMENSIONS
+            .iter()
+            .map(|(title, column)| {
+                let section = summary_section(&all, column).map_err(|e| AnalyticsError::Engine(e.to_string()))?;
+                Ok(((*title).to_owned(), vec![section]))
+            })
+            .collect()
     }
+}
+
+/// The sections of `summary`: (title, the column grouped by).
+const SUMMARY_DIMENSIONS: [(&str, &str); 4] =
+    [("by layer", "layer"), ("by fault type", "fault_type"), ("by region", "region"), ("by status", "status")];
+
+/// The columns `summary_sql` answers with (what an empty history's sections have).
+fn summary_schema() -> arrow::datatypes::SchemaRef {
+    use arrow::datatypes::{Field, Schema};
+    Arc::new(Schema::new(vec![
+        Field::new("dimension", DataType::Utf8, true),
+        Field::new("value", DataType::Utf8, true),
+        Field::new("runs", DataType::Int64, true),
+        Field::new("success_rate_pct", DataType::Float64, true),
+        Field::new("mean_score", DataType::Float64, true),
+        Field::new("min_score", DataType::Float64, true),
+        Field::new("max_score", DataType::Float64, true),
+    ]))
+}
+
+/// The rows of one dimension, its value column named after it (`layer`, `region`, ...), in the
+/// statement's order (most runs first).
+fn summary_section(all: &RecordBatch, column: &str) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::{Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    let utf8 = |i: usize| arrow::compute::cast(all.column(i), &DataType::Utf8);
+    let dimension = utf8(0)?;
+    let dimension = dimension.as_any().downcast_ref::<StringArray>().expect("cast to Utf8");
+    let mask: arrow::array::BooleanArray = dimension.iter().map(|d| Some(d == Some(column))).collect();
+    let mut columns = vec![arrow::compute::filter(&utf8(1)?, &mask)?];
+    let mut fields = vec![Field::new(column, DataType::Utf8, true)];
+    for (field, array) in all.schema().fields().iter().zip(all.columns()).skip(2) {
+        columns.push(arrow::compute::filter(array, &mask)?);
+        fields.push(field.as_ref().clone());
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 /// The two queries of `trends` over `table` (totals, daily series), in SQL that DuckDB runs unchanged
@@ -352,23 +394,28 @@ pub fn trends_sql(name: &str, days: u32, today_ms: i64, table: &str) -> (String,
     )
 }
 
-/// The four queries of `summary` over `table`: (title, SQL), DuckDB-compatible as well.
-pub fn summary_sql(table: &str) -> Vec<(&'static str, String)> {
-    [("by layer", "layer"), ("by fault type", "fault_type"), ("by region", "region"), ("by status", "status")]
-        .into_iter()
-        .map(|(title, column)| {
-            (
-                title,
-                format!(
-                    "SELECT {column}, count(*) AS runs, \
-                     round(100.0 * avg(CASE WHEN status = 'COMPLETED' THEN 1.0 ELSE 0.0 END), 2) AS success_rate_pct, \
-                     round(avg(resilience_score), 2) AS mean_score, round(min(resilience_score), 2) AS min_score, \
-                     round(max(resilience_score), 2) AS max_score \
-                     FROM {table} GROUP BY {column} ORDER BY runs DESC, {column}"
-                ),
-            )
-        })
-        .collect()
+/// The one statement of `summary` over `table`, DuckDB-compatible: one scan folds the rows into their
+/// (layer, fault type, region, status) groups, a few hundred at most, and the four sections are rolled up
+/// from those with GROUPING SETS. Rows: dimension (`layer`, `fault_type`, `region`, `status`), value,
+/// runs, success rate, mean/min/max score; by dimension, most runs first.
+pub fn summary_sql(table: &str) -> String {
+    format!(
+        "WITH g AS (\
+           SELECT layer, fault_type, region, status, count(*) AS n, \
+             sum(CASE WHEN status = 'COMPLETED' THEN 1 ELSE 0 END) AS ok, \
+             sum(resilience_score) AS s, count(resilience_score) AS c, \
+             min(resilience_score) AS lo, max(resilience_score) AS hi \
+           FROM {table} GROUP BY layer, fault_type, region, status) \
+         SELECT CASE WHEN grouping(layer) = 0 THEN 'layer' WHEN grouping(fault_type) = 0 THEN 'fault_type' \
+             WHEN grouping(region) = 0 THEN 'region' ELSE 'status' END AS dimension, \
+           CAST(coalesce(layer, fault_type, region, status) AS VARCHAR) AS value, \
+           CAST(sum(n) AS BIGINT) AS runs, \
+           round(100.0 * CAST(sum(ok) AS DOUBLE) / CAST(sum(n) AS DOUBLE), 2) AS success_rate_pct, \
+           round(sum(s) / CAST(nullif(sum(c), 0) AS DOUBLE), 2) AS mean_score, \
+           round(min(lo), 2) AS min_score, round(max(hi), 2) AS max_score \
+         FROM g GROUP BY GROUPING SETS ((layer), (fault_type), (region), (status)) \
+         ORDER BY dimension, runs DESC, value"
+    )
 }
 
 #[cfg(test)]

@@ -12,9 +12,8 @@ const NOV_27_2026_END: i64 = 1_795_823_999_999; // 2026-11-27T23:59:59.999Z
 async fn fixture() -> (tempfile::TempDir, Analytics) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (dir, _) = HistoryDir::open(tmp.path()).expect("open");
-    let rows: Vec<tables::Row> =
-        synthetic::results(120, 10, 42, NOV_27_2026_END).flat_map(|r| tables::result_rows(&r)).collect();
-    dir.write_segment("t.results", 0, 0, 120, &rows).expect("segment");
+    let results: Vec<_> = synthetic::results(120, 10, 42, NOV_27_2026_END).collect();
+    dir.write_segment("t.results", 0, 0, 120, tables::Rows::of_results(&results)).expect("segment");
     let analytics = Analytics::open(tmp.path()).await.expect("analytics");
     (tmp, analytics)
 }

@@ -22,7 +22,8 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use super::tables::{self, Row};
+use super::SeenIds;
+use super::tables::{self, Rows};
 
 /// What can go wrong with the history directory.
 #[derive(Debug, thiserror::Error)]
@@ -288,18 +289,14 @@ impl HistoryDir {
 
     /// Writes the rows of offsets `[start, end)` of one topic partition as a committed segment: a file
     /// per table and day, then the manifest. A segment without rows still records how far it read.
-    pub fn write_segment(&self, topic: &str, partition: i32, start: i64, end: i64, rows: &[Row]) -> Result<Segment> {
+    pub fn write_segment(&self, topic: &str, partition: i32, start: i64, end: i64, rows: Rows) -> Result<Segment> {
         let name = segment_name(topic, partition, start, end);
-        let mut groups: BTreeMap<(&str, i64), Vec<&Row>> = BTreeMap::new();
-        for row in rows {
-            groups.entry((row.table, row.at.div_euclid(86_400_000))).or_default().push(row);
-        }
+        let count = rows.len() as u64;
         let mut files = Vec::new();
-        for ((table, days), rows) in groups {
-            let batch = tables::batch(table, &rows).map_err(|e| HistoryError::Invalid(e.to_string()))?;
+        for (table, days, batch) in rows.finish().map_err(|e| HistoryError::Invalid(e.to_string()))? {
             files.push(self.write_file(table, &day(days * 86_400_000), &name, &batch)?);
         }
-        let segment = Segment { topic: topic.to_owned(), partition, start, end, files, rows: rows.len() as u64 };
+        let segment = Segment { topic: topic.to_owned(), partition, start, end, files, rows: count };
         write_json(&self.manifests().join(format!("{name}.json")), &segment)?;
         Ok(segment)
     }
@@ -433,12 +430,14 @@ impl HistoryDir {
     }
 
     /// Event ids in the experiments table (the materializer drops a result published twice).
-    pub fn experiment_ids(&self) -> Result<HashSet<String>> {
-        let mut ids = HashSet::new();
+    pub fn experiment_ids(&self) -> Result<SeenIds> {
+        let mut ids = SeenIds::default();
         for file in self.data_files()?.into_iter().filter(|f| f.starts_with(&format!("{}/", tables::EXPERIMENTS))) {
             for batch in read_parquet(&self.root.join(file))? {
                 if let Some(col) = strings(&batch, "event_id") {
-                    ids.extend((0..col.len()).filter(|i| col.is_valid(*i)).map(|i| col.value(i).to_owned()));
+                    (0..col.len()).filter(|i| col.is_valid(*i)).for_each(|i| {
+                        ids.insert(col.value(i));
+                    });
                 }
             }
         }

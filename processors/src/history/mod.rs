@@ -14,6 +14,7 @@ pub mod synthetic;
 pub mod tables;
 
 use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use chaoseater_schemas::bus::{BusContext, EventConsumer, EventProducer, StartFro
 use chaoseater_schemas::events::Event;
 use chaoseater_schemas::topics::Topic;
 pub use files::{HistoryDir, HistoryError, Pruned, Recovery, Segment, day};
-use tables::Row;
+use tables::Rows;
 
 /// When the materializer writes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -57,7 +58,40 @@ pub struct HistoryStats {
 pub struct Pending {
     pub start: i64,
     pub end: i64,
-    pub rows: Vec<Row>,
+    pub rows: Rows,
+}
+
+/// The event ids of the results already in the history, as 128-bit keys: a UUID (what our producers
+/// write) is its own key, any other id its 128-bit hash. 16 bytes an id instead of a String's ~60, and no
+/// string hashing on the hot path.
+#[derive(Debug, Default, Clone)]
+pub struct SeenIds(HashSet<u128>);
+
+impl SeenIds {
+    /// Records an id; false when it was already there.
+    pub fn insert(&mut self, id: &str) -> bool {
+        self.0.insert(Self::key(id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn key(id: &str) -> u128 {
+        uuid::Uuid::try_parse(id).map(|u| u.as_u128()).unwrap_or_else(|_| {
+            // Two differently salted 64-bit hashes (std's SipHash with fixed keys: stable across runs).
+            let half = |salt: u8| {
+                let mut h = std::hash::DefaultHasher::new();
+                (salt, id).hash(&mut h);
+                h.finish()
+            };
+            (u128::from(half(1)) << 64) | u128::from(half(2))
+        })
+    }
 }
 
 /// What the materializer holds between flushes: the rows of each partition's messages since the last
@@ -65,14 +99,14 @@ pub struct Pending {
 #[derive(Debug, Default)]
 pub struct Buffer {
     pending: BTreeMap<String, BTreeMap<i32, Pending>>,
-    seen: HashSet<String>,
+    seen: SeenIds,
     rows: usize,
     oldest: Option<Instant>,
 }
 
 impl Buffer {
     /// A buffer that knows the results already in the history.
-    pub fn new(seen: HashSet<String>) -> Self {
+    pub fn new(seen: SeenIds) -> Self {
         Self { seen, ..Self::default() }
     }
 
@@ -93,20 +127,18 @@ impl Buffer {
         let part = self.pending.get_mut(topic).expect("just inserted").entry(partition).or_insert(Pending {
             start: offset,
             end: offset,
-            rows: Vec::new(),
+            rows: Rows::default(),
         });
         part.end = offset + 1;
         self.oldest.get_or_insert_with(Instant::now);
         let event = codec.decode(payload)?;
         if let Event::RegionResult(r) = &event
-            && !self.seen.insert(r.event_id.as_str().to_owned())
+            && !self.seen.insert(r.event_id.as_str())
         {
             stats.duplicates_dropped += 1;
             return Ok(());
         }
-        let rows = tables::rows(&event);
-        self.rows += rows.len();
-        part.rows.extend(rows);
+        self.rows += part.rows.push(&event);
         Ok(())
     }
 
@@ -243,7 +275,7 @@ impl Materializer {
         let written = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             for ((topic, partition), p) in work {
-                out.push(dir.write_segment(&topic, partition, p.start, p.end, &p.rows)?);
+                out.push(dir.write_segment(&topic, partition, p.start, p.end, p.rows)?);
             }
             Ok::<_, HistoryError>(out)
         })

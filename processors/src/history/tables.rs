@@ -1,7 +1,12 @@
 //! The history's tables: their Arrow schemas and the rows each event contributes. Real types throughout
 //! (timestamps in UTC milliseconds, floats, integers; strings dictionary-encoded by Parquet), one table
 //! per kind of fact, so analysts query columns rather than JSON.
+//!
+//! Rows go straight from the decoded event into Arrow column builders ([`Rows`]): a row is a slice of
+//! cells borrowed from the event, so materializing allocates per column, not per cell.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -116,55 +121,47 @@ pub fn schema(table: &str) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// One cell, before it becomes a column.
+/// One cell of a row, borrowed from the event it comes from where it can be.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
-    Text(Option<String>),
+pub enum Cell<'a> {
+    Text(Option<Cow<'a, str>>),
     Float(Option<f64>),
     Int(Option<i64>),
     /// Milliseconds since the epoch.
     Time(i64),
 }
 
-impl Cell {
-    fn text(s: impl Into<String>) -> Self {
-        Cell::Text(Some(s.into()))
+impl<'a> Cell<'a> {
+    fn text(s: &'a str) -> Self {
+        Cell::Text(Some(Cow::Borrowed(s)))
+    }
+
+    fn opt(s: Option<&'a str>) -> Self {
+        Cell::Text(s.map(Cow::Borrowed))
     }
 }
 
-/// One row of one table, with the day (UTC) it is filed under.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub table: &'static str,
-    /// Milliseconds since the epoch that decide the `date=` partition.
-    pub at: i64,
-    pub cells: Vec<Cell>,
-}
-
-fn param_text(value: &ParamValue) -> (String, Option<f64>) {
+fn param_text(value: &ParamValue) -> (Cow<'_, str>, Option<f64>) {
     match value {
-        ParamValue::Bool(b) => (b.to_string(), Some(if *b { 1.0 } else { 0.0 })),
-        ParamValue::Int(i) => (i.to_string(), Some(*i as f64)),
-        ParamValue::Float(f) => (f.to_string(), Some(*f)),
-        ParamValue::Text(t) => (t.clone(), None),
-        ParamValue::List(items) => (items.join(","), None),
+        ParamValue::Bool(b) => (Cow::Borrowed(if *b { "true" } else { "false" }), Some(if *b { 1.0 } else { 0.0 })),
+        ParamValue::Int(i) => (Cow::Owned(i.to_string()), Some(*i as f64)),
+        ParamValue::Float(f) => (Cow::Owned(f.to_string()), Some(*f)),
+        ParamValue::Text(t) => (Cow::Borrowed(t.as_str()), None),
+        ParamValue::List(items) => (Cow::Owned(items.join(",")), None),
     }
 }
 
-fn enum_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
-/// The rows one RegionResult contributes: its experiments row, a parameters row per parameter, a tags
-/// row per tag. All filed under the day the region finished, so pruning a day removes a result whole.
-pub fn result_rows(r: &RegionResult) -> Vec<Row> {
+/// Calls `row(table, at, cells)` for each row a RegionResult contributes: its experiments row, a
+/// parameters row per parameter, a tags row per tag. `at` (milliseconds) decides the `date=` partition:
+/// all of them the day the region finished, so pruning a day removes a result whole.
+pub fn each_result_row(r: &RegionResult, row: &mut impl FnMut(&'static str, i64, &[Cell<'_>])) {
     let at = r.finished_at.0;
     let m = r.metrics.as_ref();
     let f = |get: fn(&chaoseater_schemas::events::RegionMetrics) -> f64| Cell::Float(m.map(get));
-    let mut rows = vec![Row {
-        table: EXPERIMENTS,
+    row(
+        EXPERIMENTS,
         at,
-        cells: vec![
+        &[
             Cell::text(r.event_id.as_str()),
             Cell::text(r.run_id.as_str()),
             Cell::text(&r.experiment_name),
@@ -185,18 +182,18 @@ pub fn result_rows(r: &RegionResult) -> Vec<Row> {
             f(|m| m.baseline_accuracy),
             f(|m| m.baseline_latency_p50_ms),
             f(|m| m.baseline_availability),
-            Cell::Text(r.message.clone()),
+            Cell::opt(r.message.as_deref()),
             Cell::Time(r.started_at.0),
             Cell::Time(r.finished_at.0),
             Cell::Float(Some((r.finished_at.0 - r.started_at.0).max(0) as f64 / 1000.0)),
         ],
-    }];
+    );
     for (name, value) in &r.parameters {
         let (text, number) = param_text(value);
-        rows.push(Row {
-            table: PARAMETERS,
+        row(
+            PARAMETERS,
             at,
-            cells: vec![
+            &[
                 Cell::text(r.event_id.as_str()),
                 Cell::text(r.run_id.as_str()),
                 Cell::text(r.region.as_str()),
@@ -205,13 +202,13 @@ pub fn result_rows(r: &RegionResult) -> Vec<Row> {
                 Cell::Float(number),
                 Cell::Time(at),
             ],
-        });
+        );
     }
     for (key, value) in &r.tags {
-        rows.push(Row {
-            table: TAGS,
+        row(
+            TAGS,
             at,
-            cells: vec![
+            &[
                 Cell::text(r.event_id.as_str()),
                 Cell::text(r.run_id.as_str()),
                 Cell::text(r.region.as_str()),
@@ -219,55 +216,57 @@ pub fn result_rows(r: &RegionResult) -> Vec<Row> {
                 Cell::text(value),
                 Cell::Time(at),
             ],
-        });
+        );
     }
-    rows
 }
 
 /// The cells of a rollback_events row after its first five: strategy, trigger, step, percentage, steps,
 /// duration_ms, from_state, to_state, reason.
 #[derive(Default)]
-struct RollbackCells {
-    strategy: Option<String>,
-    trigger: Option<String>,
+struct RollbackCells<'a> {
+    strategy: Option<&'a str>,
+    trigger: Option<&'a str>,
     step: Option<i64>,
     percentage: Option<f64>,
     steps: Option<i64>,
     duration_ms: Option<i64>,
-    from_state: Option<String>,
-    to_state: Option<String>,
-    reason: Option<String>,
+    from_state: Option<&'a str>,
+    to_state: Option<&'a str>,
+    reason: Option<&'a str>,
 }
 
-fn rollback_row(event: &Event, kind: &str, at: i64, run: Option<&str>, region: &str, c: RollbackCells) -> Vec<Row> {
-    let cells = vec![
-        Cell::text(event.event_id().as_str()),
-        Cell::Time(at),
-        Cell::text(kind),
-        Cell::Text(run.map(str::to_owned)),
-        Cell::text(region),
-        Cell::Text(c.strategy),
-        Cell::Text(c.trigger),
-        Cell::Int(c.step),
-        Cell::Float(c.percentage),
-        Cell::Int(c.steps),
-        Cell::Int(c.duration_ms),
-        Cell::Text(c.from_state),
-        Cell::Text(c.to_state),
-        Cell::Text(c.reason),
-    ];
-    vec![Row { table: ROLLBACK_EVENTS, at, cells }]
-}
-
-/// The rows an event contributes to the history (none for events the history does not keep).
-pub fn rows(event: &Event) -> Vec<Row> {
+/// Calls `row(table, at, cells)` for each row an event contributes to the history (none for events the
+/// history does not keep).
+pub fn each_row(event: &Event, row: &mut impl FnMut(&'static str, i64, &[Cell<'_>])) {
     let run = event.run_id().map(|r| r.as_str());
+    let mut rollback = |kind: &str, at: i64, run: Option<&str>, region: &str, c: RollbackCells<'_>| {
+        row(
+            ROLLBACK_EVENTS,
+            at,
+            &[
+                Cell::text(event.event_id().as_str()),
+                Cell::Time(at),
+                Cell::text(kind),
+                Cell::opt(run),
+                Cell::text(region),
+                Cell::opt(c.strategy),
+                Cell::opt(c.trigger),
+                Cell::Int(c.step),
+                Cell::Float(c.percentage),
+                Cell::Int(c.steps),
+                Cell::Int(c.duration_ms),
+                Cell::opt(c.from_state),
+                Cell::opt(c.to_state),
+                Cell::opt(c.reason),
+            ],
+        )
+    };
     match event {
-        Event::RegionResult(r) => result_rows(r),
-        Event::RegionHealthSampled(s) => vec![Row {
-            table: HEALTH_SAMPLES,
-            at: s.occurred_at.0,
-            cells: vec![
+        Event::RegionResult(r) => each_result_row(r, row),
+        Event::RegionHealthSampled(s) => row(
+            HEALTH_SAMPLES,
+            s.occurred_at.0,
+            &[
                 Cell::text(s.event_id.as_str()),
                 Cell::Time(s.occurred_at.0),
                 Cell::text(s.region.as_str()),
@@ -275,31 +274,33 @@ pub fn rows(event: &Event) -> Vec<Row> {
                 Cell::Float(s.latency_ms),
                 Cell::Int(s.http_status.map(i64::from)),
                 Cell::Float(s.error_rate),
-                Cell::Text(s.message.clone()),
+                Cell::opt(s.message.as_deref()),
             ],
-        }],
+        ),
         Event::FaultHeld(h) => {
             let cells = RollbackCells { duration_ms: Some(h.hold_limit_ms), ..Default::default() };
-            rollback_row(event, "FaultHeld", h.occurred_at.0, run, h.region.as_str(), cells)
+            rollback("FaultHeld", h.occurred_at.0, run, h.region.as_str(), cells)
         }
         Event::RollbackStarted(s) => {
+            // The Avro symbols (`GRADUAL`, `DURATION_ENDED`), as the event carries them.
+            let (strategy, trigger) =
+                (s.strategy.as_str().to_ascii_uppercase(), s.trigger.as_str().to_ascii_uppercase());
             let cells = RollbackCells {
-                strategy: Some(enum_name(&s.strategy)),
-                trigger: Some(enum_name(&s.trigger)),
+                strategy: Some(&strategy),
+                trigger: Some(&trigger),
                 steps: Some(s.planned_percentages.len() as i64),
                 ..Default::default()
             };
-            rollback_row(event, "RollbackStarted", s.occurred_at.0, run, s.region.as_str(), cells)
+            rollback("RollbackStarted", s.occurred_at.0, run, s.region.as_str(), cells)
         }
         Event::RollbackStepApplied(a) => {
             let cells =
                 RollbackCells { step: Some(i64::from(a.step)), percentage: Some(a.percentage), ..Default::default() };
-            rollback_row(event, "RollbackStepApplied", a.occurred_at.0, run, a.region.as_str(), cells)
+            rollback("RollbackStepApplied", a.occurred_at.0, run, a.region.as_str(), cells)
         }
         Event::RollbackPaused(p) => {
-            let cells =
-                RollbackCells { step: Some(i64::from(p.step)), reason: Some(p.reason.clone()), ..Default::default() };
-            rollback_row(event, "RollbackPaused", p.occurred_at.0, run, p.region.as_str(), cells)
+            let cells = RollbackCells { step: Some(i64::from(p.step)), reason: Some(&p.reason), ..Default::default() };
+            rollback("RollbackPaused", p.occurred_at.0, run, p.region.as_str(), cells)
         }
         Event::RollbackCompleted(c) => {
             let cells = RollbackCells {
@@ -307,81 +308,165 @@ pub fn rows(event: &Event) -> Vec<Row> {
                 duration_ms: Some(c.duration_ms),
                 ..Default::default()
             };
-            rollback_row(event, "RollbackCompleted", c.occurred_at.0, run, c.region.as_str(), cells)
+            rollback("RollbackCompleted", c.occurred_at.0, run, c.region.as_str(), cells)
         }
         Event::RollbackFailed(f) => {
-            let cells = RollbackCells { reason: Some(f.reason.clone()), ..Default::default() };
-            rollback_row(event, "RollbackFailed", f.occurred_at.0, run, f.region.as_str(), cells)
+            let cells = RollbackCells { reason: Some(&f.reason), ..Default::default() };
+            rollback("RollbackFailed", f.occurred_at.0, run, f.region.as_str(), cells)
         }
         Event::CircuitStateChanged(c) => {
             let cells = RollbackCells {
-                from_state: Some(c.from_state.as_str().to_owned()),
-                to_state: Some(c.to_state.as_str().to_owned()),
-                reason: Some(c.reason.clone()),
+                from_state: Some(c.from_state.as_str()),
+                to_state: Some(c.to_state.as_str()),
+                reason: Some(&c.reason),
                 ..Default::default()
             };
-            rollback_row(event, "CircuitStateChanged", c.occurred_at.0, None, c.region.as_str(), cells)
+            rollback("CircuitStateChanged", c.occurred_at.0, None, c.region.as_str(), cells)
         }
-        _ => Vec::new(),
+        _ => {}
     }
 }
 
-/// Builds the record batch of `rows` (all of `table`).
-pub fn batch(table: &str, rows: &[&Row]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let schema = schema(table);
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for (i, field) in schema.fields().iter().enumerate() {
-        fn cell(row: &Row, i: usize) -> &Cell {
-            const NONE: &Cell = &Cell::Text(None);
-            row.cells.get(i).unwrap_or(NONE)
-        }
-        let array: ArrayRef = match field.data_type() {
-            DataType::Utf8 => {
-                let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
-                for row in rows {
-                    match cell(row, i) {
-                        Cell::Text(v) => b.append_option(v.as_deref()),
-                        other => b.append_option(Some(format!("{other:?}"))),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Dictionary(..) => {
-                let mut b = StringDictionaryBuilder::<Int32Type>::new();
-                for row in rows {
-                    match cell(row, i) {
-                        Cell::Text(v) => b.append_option(v.as_deref()),
-                        other => b.append_option(Some(format!("{other:?}"))),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Float64 => {
-                let mut b = Float64Builder::with_capacity(rows.len());
-                rows.iter().for_each(|row| b.append_option(if let Cell::Float(v) = cell(row, i) { *v } else { None }));
-                Arc::new(b.finish())
-            }
-            DataType::Int64 => {
-                let mut b = Int64Builder::with_capacity(rows.len());
-                rows.iter().for_each(|row| b.append_option(if let Cell::Int(v) = cell(row, i) { *v } else { None }));
-                Arc::new(b.finish())
-            }
-            DataType::Int32 => {
-                let mut b = Int32Builder::with_capacity(rows.len());
-                rows.iter().for_each(|row| {
-                    b.append_option(if let Cell::Int(v) = cell(row, i) { v.map(|v| v as i32) } else { None })
-                });
-                Arc::new(b.finish())
-            }
-            DataType::Timestamp(_, tz) => {
-                let mut b = TimestampMillisecondBuilder::with_capacity(rows.len());
-                rows.iter()
-                    .for_each(|row| b.append_option(if let Cell::Time(v) = cell(row, i) { Some(*v) } else { None }));
-                Arc::new(b.finish().with_timezone_opt(tz.clone()))
-            }
+/// One column being built.
+enum Column {
+    Text(StringBuilder),
+    Dict(StringDictionaryBuilder<Int32Type>),
+    Float(Float64Builder),
+    Int64(Int64Builder),
+    Int32(Int32Builder),
+    Time(TimestampMillisecondBuilder, Option<Arc<str>>),
+}
+
+impl Column {
+    fn new(data_type: &DataType) -> Self {
+        match data_type {
+            DataType::Utf8 => Column::Text(StringBuilder::new()),
+            DataType::Dictionary(..) => Column::Dict(StringDictionaryBuilder::new()),
+            DataType::Float64 => Column::Float(Float64Builder::new()),
+            DataType::Int64 => Column::Int64(Int64Builder::new()),
+            DataType::Int32 => Column::Int32(Int32Builder::new()),
+            DataType::Timestamp(_, tz) => Column::Time(TimestampMillisecondBuilder::new(), tz.clone()),
             other => unreachable!("no column of type {other}"),
-        };
-        columns.push(array);
+        }
     }
-    RecordBatch::try_new(schema, columns)
+
+    /// Appends a cell (null when the row has none or, a bug the tests catch, one of another type).
+    fn append(&mut self, cell: Option<&Cell<'_>>) {
+        match (self, cell) {
+            (Column::Text(b), Some(Cell::Text(v))) => b.append_option(v.as_deref()),
+            (Column::Dict(b), Some(Cell::Text(v))) => b.append_option(v.as_deref()),
+            (Column::Float(b), Some(Cell::Float(v))) => b.append_option(*v),
+            (Column::Int64(b), Some(Cell::Int(v))) => b.append_option(*v),
+            (Column::Int32(b), Some(Cell::Int(v))) => b.append_option(v.and_then(|v| i32::try_from(v).ok())),
+            (Column::Time(b, _), Some(Cell::Time(v))) => b.append_value(*v),
+            (column, cell) => {
+                debug_assert!(cell.is_none(), "a cell {cell:?} in a column of another type");
+                column.append_null();
+            }
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Column::Text(b) => b.append_null(),
+            Column::Dict(b) => b.append_null(),
+            Column::Float(b) => b.append_null(),
+            Column::Int64(b) => b.append_null(),
+            Column::Int32(b) => b.append_null(),
+            Column::Time(b, _) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Column::Text(b) => Arc::new(b.finish()),
+            Column::Dict(b) => Arc::new(b.finish()),
+            Column::Float(b) => Arc::new(b.finish()),
+            Column::Int64(b) => Arc::new(b.finish()),
+            Column::Int32(b) => Arc::new(b.finish()),
+            Column::Time(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
+        }
+    }
+}
+
+/// The rows of one table and day, column by column.
+struct TableRows {
+    schema: SchemaRef,
+    columns: Vec<Column>,
+}
+
+impl TableRows {
+    fn new(table: &str) -> Self {
+        let schema = schema(table);
+        let columns = schema.fields().iter().map(|f| Column::new(f.data_type())).collect();
+        Self { schema, columns }
+    }
+
+    fn append(&mut self, cells: &[Cell<'_>]) {
+        for (i, column) in self.columns.iter_mut().enumerate() {
+            column.append(cells.get(i));
+        }
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let columns = self.columns.iter_mut().map(Column::finish).collect();
+        RecordBatch::try_new(self.schema, columns)
+    }
+}
+
+/// Rows of any tables and days, built as Arrow columns as they come.
+#[derive(Default)]
+pub struct Rows {
+    tables: BTreeMap<(&'static str, i64), TableRows>,
+    len: usize,
+}
+
+impl std::fmt::Debug for Rows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rows").field("len", &self.len).field("parts", &self.tables.len()).finish()
+    }
+}
+
+impl Rows {
+    /// Appends one row of `table`, filed under the day of `at` (milliseconds since the epoch).
+    pub fn append(&mut self, table: &'static str, at: i64, cells: &[Cell<'_>]) {
+        self.tables.entry((table, at.div_euclid(86_400_000))).or_insert_with(|| TableRows::new(table)).append(cells);
+        self.len += 1;
+    }
+
+    /// Appends the rows an event contributes; returns how many.
+    pub fn push(&mut self, event: &Event) -> usize {
+        let before = self.len;
+        each_row(event, &mut |table, at, cells| self.append(table, at, cells));
+        self.len - before
+    }
+
+    /// Appends a RegionResult's rows, or only those of table `only` (benchmarks query experiments alone).
+    pub fn push_result(&mut self, r: &RegionResult, only: Option<&str>) {
+        each_result_row(r, &mut |table, at, cells| {
+            if only.is_none_or(|t| t == table) {
+                self.append(table, at, cells);
+            }
+        });
+    }
+
+    /// The rows of many results.
+    pub fn of_results<'r>(results: impl IntoIterator<Item = &'r RegionResult>) -> Self {
+        let mut rows = Self::default();
+        results.into_iter().for_each(|r| rows.push_result(r, None));
+        rows
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// One record batch per table and day: (table, day number since the epoch, batch).
+    pub fn finish(self) -> Result<Vec<(&'static str, i64, RecordBatch)>, arrow::error::ArrowError> {
+        self.tables.into_iter().map(|((table, day), rows)| Ok((table, day, rows.finish()?))).collect()
+    }
 }

@@ -16,23 +16,50 @@ fn days_are_utc_calendar_days() {
     assert_eq!(day(-1), "1969-12-31");
 }
 
+/// Every kept event's rows fill their table's columns with cells of the columns' types (a cell of another
+/// type trips a debug assertion), and a result makes one experiments row, a row per parameter and per tag.
 #[test]
 fn every_kept_event_makes_rows_of_its_schema() {
     for event in samples::all() {
-        for row in tables::rows(&event) {
-            let batch = tables::batch(row.table, &[&row]).expect("a batch of the table's schema");
-            assert_eq!(batch.num_rows(), 1, "{:?}", event.kind());
+        let mut rows = tables::Rows::default();
+        let n = rows.push(&event);
+        let batches = rows.finish().expect("batches of the tables' schemas");
+        assert_eq!(batches.iter().map(|(_, _, b)| b.num_rows()).sum::<usize>(), n, "{:?}", event.kind());
+        for (table, _, batch) in &batches {
+            assert_eq!(batch.schema(), tables::schema(table), "{:?}", event.kind());
         }
     }
     let Event::RegionResult(r) = samples::sample(EventKind::RegionResult) else { unreachable!() };
-    let rows = tables::result_rows(&r);
-    let count = |t: &str| rows.iter().filter(|row| row.table == t).count();
+    let batches = tables::Rows::of_results([&r]).finish().expect("batches");
+    let count = |t: &str| batches.iter().filter(|(table, ..)| *table == t).map(|(.., b)| b.num_rows()).sum::<usize>();
     assert_eq!((count(EXPERIMENTS), count(PARAMETERS), count(TAGS)), (1, r.parameters.len(), r.tags.len()));
 }
 
+/// The history keeps rollback strategies and triggers as the events' Avro symbols.
+#[test]
+fn rollback_rows_carry_the_avro_symbols() {
+    use arrow::array::{Array, StringArray};
+    let event = samples::sample(EventKind::RollbackStarted);
+    let Event::RollbackStarted(started) = &event else { unreachable!() };
+    let mut rows = tables::Rows::default();
+    rows.push(&event);
+    let (_, _, batch) = rows.finish().expect("batch").remove(0);
+    for (column, symbol) in [
+        ("strategy", serde_json::to_value(started.strategy).expect("json")),
+        ("trigger", serde_json::to_value(started.trigger).expect("json")),
+    ] {
+        let array =
+            arrow::compute::cast(batch.column_by_name(column).expect("column"), &arrow::datatypes::DataType::Utf8)
+                .expect("cast");
+        let array = array.as_any().downcast_ref::<StringArray>().expect("strings");
+        assert_eq!(Some(array.value(0)), symbol.as_str(), "{column}");
+    }
+}
+
 /// Rows of `n` synthetic results on the day before `day_ms` (the seed follows the day: distinct ids).
-fn rows_for(n: usize, day_ms: i64) -> Vec<tables::Row> {
-    synthetic::results(n, 1, day_ms as u64, day_ms).flat_map(|r| tables::result_rows(&r)).collect()
+fn rows_for(n: usize, day_ms: i64) -> tables::Rows {
+    let results: Vec<_> = synthetic::results(n, 1, day_ms as u64, day_ms).collect();
+    tables::Rows::of_results(&results)
 }
 
 fn experiment_rows(dir: &HistoryDir) -> usize {
@@ -60,13 +87,13 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn segments_resume_where_the_last_committed_one_ended_and_a_crashed_flush_leaves_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (dir, _) = HistoryDir::open(tmp.path()).expect("open");
-    dir.write_segment("t.results", 0, 0, 10, &rows_for(10, NOV_27_2026)).expect("segment");
-    dir.write_segment("t.results", 0, 10, 25, &rows_for(15, NOV_27_2026 + DAY)).expect("segment");
-    dir.write_segment("t.health", 1, 0, 3, &[]).expect("an empty segment still records its offsets");
+    dir.write_segment("t.results", 0, 0, 10, rows_for(10, NOV_27_2026)).expect("segment");
+    dir.write_segment("t.results", 0, 10, 25, rows_for(15, NOV_27_2026 + DAY)).expect("segment");
+    dir.write_segment("t.health", 1, 0, 3, tables::Rows::default())
+        .expect("an empty segment still records its offsets");
     // A flush that crashed: its data file was renamed into place, its manifest never written.
-    let crashed = rows_for(5, NOV_27_2026 + DAY);
-    let refs: Vec<&tables::Row> = crashed.iter().filter(|r| r.table == EXPERIMENTS).collect();
-    let batch = tables::batch(EXPERIMENTS, &refs).expect("batch");
+    let crashed = rows_for(5, NOV_27_2026 + DAY).finish().expect("batches");
+    let (_, _, batch) = crashed.into_iter().find(|(table, ..)| *table == EXPERIMENTS).expect("experiments");
     let orphan = dir
         .table_dir(EXPERIMENTS)
         .join("date=2026-11-28")
@@ -93,11 +120,10 @@ fn segments_resume_where_the_last_committed_one_ended_and_a_crashed_flush_leaves
 fn compaction_merges_small_segments_and_a_crash_midway_is_undone_at_open() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (dir, _) = HistoryDir::open(tmp.path()).expect("open");
-    let all = rows_for(40, NOV_27_2026);
-    let per = all.len() / 4;
-    for i in 0..4 {
-        let chunk = &all[i * per..if i == 3 { all.len() } else { (i + 1) * per }];
-        dir.write_segment("t.results", 0, i as i64 * 10, (i as i64 + 1) * 10, chunk).expect("segment");
+    let all: Vec<_> = synthetic::results(40, 1, NOV_27_2026 as u64, NOV_27_2026).collect();
+    for (i, chunk) in all.chunks(10).enumerate() {
+        let rows = tables::Rows::of_results(chunk);
+        dir.write_segment("t.results", 0, i as i64 * 10, (i as i64 + 1) * 10, rows).expect("segment");
     }
     let before: Vec<Segment> = dir.segments().expect("segments");
     assert_eq!(dir.compact(1_000_000).expect("compact"), 4);
@@ -127,12 +153,17 @@ fn pruning_removes_old_days_and_the_rows_of_their_results_elsewhere() {
     let (dir, _) = HistoryDir::open(tmp.path()).expect("open");
     let old: Vec<_> = synthetic::results(6, 1, 1, NOV_27_2026 - 10 * DAY).collect();
     let new: Vec<_> = synthetic::results(6, 1, 2, NOV_27_2026).collect();
-    let mut rows: Vec<tables::Row> = old.iter().chain(&new).flat_map(tables::result_rows).collect();
+    let mut rows = tables::Rows::of_results(old.iter().chain(&new));
     // A tag of an old run filed under a recent day (as a late rollback would be): it must go too.
-    let mut late = tables::result_rows(&old[0]).into_iter().find(|r| r.table == TAGS).expect("a tag row");
-    late.at = NOV_27_2026;
-    rows.push(late);
-    dir.write_segment("t.results", 0, 0, 12, &rows).expect("segment");
+    let mut late = 0;
+    tables::each_result_row(&old[0], &mut |table, _, cells| {
+        if table == TAGS && late == 0 {
+            rows.append(TAGS, NOV_27_2026, cells);
+            late += 1;
+        }
+    });
+    assert_eq!(late, 1, "a tag row");
+    dir.write_segment("t.results", 0, 0, 12, rows).expect("segment");
     let pruned = dir.prune(&day(NOV_27_2026 - 5 * DAY)).expect("prune");
     assert_eq!(pruned.partitions, 3, "experiments, parameters and tags of the old day");
     assert_eq!(pruned.runs, 2);
