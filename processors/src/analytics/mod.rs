@@ -183,7 +183,7 @@ impl Analytics {
                 .with_file_extension(".parquet")
                 .with_table_partition_cols(vec![(tables::DATE.to_owned(), DataType::Utf8)]);
             let url = format!("{}/", path.canonicalize().unwrap_or(path.clone()).display());
-            ctx.register_listing_table(table, &url, options, Some(tables::schema(table)), None).await?;
+            ctx.register_listing_table(table, &url, options, Some(tables::read_schema(table)), None).await?;
         }
         Ok(Self { ctx, dir: dir.to_owned() })
     }

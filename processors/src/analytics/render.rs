@@ -156,7 +156,11 @@ pub fn json(batches: &[RecordBatch]) -> Result<String, arrow::error::ArrowError>
 pub fn strings(batches: &[RecordBatch], index: usize) -> Vec<String> {
     let mut out = Vec::new();
     for batch in batches {
-        if let Some(col) = batch.columns().get(index).and_then(|c| c.as_any().downcast_ref::<StringArray>()) {
+        // Any string type (the history's strings are read as views) as plain strings.
+        let Some(col) = batch.columns().get(index).and_then(|c| arrow::compute::cast(c, &DataType::Utf8).ok()) else {
+            continue;
+        };
+        if let Some(col) = col.as_any().downcast_ref::<StringArray>() {
             out.extend((0..col.len()).filter(|i| col.is_valid(*i)).map(|i| col.value(i).to_owned()));
         }
     }

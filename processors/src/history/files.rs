@@ -110,6 +110,11 @@ pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| file_err(path)(e.to_string()))
 }
 
+/// Reads every row of a file of `table`, in this version's columns ([`tables::conform`]).
+fn read_table(table: &str, path: &Path) -> Result<Vec<RecordBatch>> {
+    read_parquet(path)?.iter().map(|b| tables::conform(table, b).map_err(|e| file_err(path)(e.to_string()))).collect()
+}
+
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| HistoryError::Invalid(e.to_string()))?;
@@ -341,7 +346,7 @@ impl HistoryDir {
                 if !path.exists() {
                     continue; // pruned
                 }
-                by_place.entry((table.to_owned(), date_dir.to_owned())).or_default().extend(read_parquet(&path)?);
+                by_place.entry((table.to_owned(), date_dir.to_owned())).or_default().extend(read_table(table, &path)?);
             }
             let mut files = Vec::new();
             for ((table, date_dir), batches) in by_place {
@@ -405,7 +410,7 @@ impl HistoryDir {
         for table in [tables::PARAMETERS, tables::TAGS, tables::ROLLBACK_EVENTS] {
             for file in self.data_files()?.into_iter().filter(|f| f.starts_with(&format!("{table}/"))) {
                 let path = self.root.join(&file);
-                let batches = read_parquet(&path)?;
+                let batches = read_table(table, &path)?;
                 let mut changed = false;
                 let mut kept = Vec::new();
                 for batch in batches {

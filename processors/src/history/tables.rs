@@ -10,10 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, StringDictionaryBuilder,
-    TimestampMillisecondBuilder,
+    ArrayRef, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chaoseater_schemas::events::{Event, RegionResult};
 use chaoseater_schemas::experiment::ParamValue;
 
@@ -33,12 +32,6 @@ fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
-/// A low-cardinality string column (layer, region, status, names): dictionary-encoded in Arrow and in
-/// the Parquet files, so grouping and filtering work on small integer keys.
-fn dict() -> DataType {
-    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
-}
-
 fn col(name: &str, data_type: DataType, nullable: bool) -> Field {
     Field::new(name, data_type, nullable)
 }
@@ -50,11 +43,11 @@ pub fn schema(table: &str) -> SchemaRef {
         EXPERIMENTS => vec![
             col("event_id", Utf8, false),
             col("run_id", Utf8, false),
-            col("experiment_name", dict(), false),
-            col("layer", dict(), false),
-            col("fault_type", dict(), false),
-            col("region", dict(), false),
-            col("status", dict(), false),
+            col("experiment_name", Utf8, false),
+            col("layer", Utf8, false),
+            col("fault_type", Utf8, false),
+            col("region", Utf8, false),
+            col("status", Utf8, false),
             col("resilience_score", Float64, true),
             col("score_version", Int32, false),
             col("pipeline_downtime_s", Float64, true),
@@ -76,8 +69,8 @@ pub fn schema(table: &str) -> SchemaRef {
         PARAMETERS => vec![
             col("event_id", Utf8, false),
             col("run_id", Utf8, false),
-            col("region", dict(), false),
-            col("name", dict(), false),
+            col("region", Utf8, false),
+            col("name", Utf8, false),
             col("value", Utf8, false),
             col("number", Float64, true),
             col("finished_at", ts(), false),
@@ -85,32 +78,32 @@ pub fn schema(table: &str) -> SchemaRef {
         TAGS => vec![
             col("event_id", Utf8, false),
             col("run_id", Utf8, false),
-            col("region", dict(), false),
-            col("key", dict(), false),
+            col("region", Utf8, false),
+            col("key", Utf8, false),
             col("value", Utf8, false),
             col("finished_at", ts(), false),
         ],
         ROLLBACK_EVENTS => vec![
             col("event_id", Utf8, false),
             col("occurred_at", ts(), false),
-            col("kind", dict(), false),
+            col("kind", Utf8, false),
             col("run_id", Utf8, true),
-            col("region", dict(), false),
-            col("strategy", dict(), true),
-            col("trigger", dict(), true),
+            col("region", Utf8, false),
+            col("strategy", Utf8, true),
+            col("trigger", Utf8, true),
             col("step", Int32, true),
             col("percentage", Float64, true),
             col("steps", Int32, true),
             col("duration_ms", Int64, true),
-            col("from_state", dict(), true),
-            col("to_state", dict(), true),
+            col("from_state", Utf8, true),
+            col("to_state", Utf8, true),
             col("reason", Utf8, true),
         ],
         HEALTH_SAMPLES => vec![
             col("event_id", Utf8, false),
             col("occurred_at", ts(), false),
-            col("region", dict(), false),
-            col("status", dict(), false),
+            col("region", Utf8, false),
+            col("status", Utf8, false),
             col("latency_ms", Float64, true),
             col("http_status", Int32, true),
             col("error_rate", Float64, true),
@@ -119,6 +112,38 @@ pub fn schema(table: &str) -> SchemaRef {
         other => unreachable!("no table {other}"),
     };
     Arc::new(Schema::new(fields))
+}
+
+/// The columns of `table` as queries see them: strings as string views, which is how DataFusion reads
+/// Parquet strings by default. Its readers decode dictionary-encoded pages (all our low-cardinality
+/// columns) straight into views, and it groups and compares views column-wise; Arrow dictionary columns
+/// would go through its slower row format instead (measured: `benches/README.md`, history).
+pub fn read_schema(table: &str) -> SchemaRef {
+    let fields: Vec<Field> = schema(table)
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// A batch read from a file of `table`, in this version's columns: cast to today's types (files written
+/// before 2026-11-27 hold Arrow dictionaries where strings are now plain), columns the file lacks as nulls.
+pub fn conform(table: &str, batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let schema = schema(table);
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => arrow::compute::cast(c, f.data_type()),
+            None => Ok(arrow::array::new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema, columns)
 }
 
 /// One cell of a row, borrowed from the event it comes from where it can be.
@@ -330,7 +355,6 @@ pub fn each_row(event: &Event, row: &mut impl FnMut(&'static str, i64, &[Cell<'_
 /// One column being built.
 enum Column {
     Text(StringBuilder),
-    Dict(StringDictionaryBuilder<Int32Type>),
     Float(Float64Builder),
     Int64(Int64Builder),
     Int32(Int32Builder),
@@ -341,7 +365,6 @@ impl Column {
     fn new(data_type: &DataType) -> Self {
         match data_type {
             DataType::Utf8 => Column::Text(StringBuilder::new()),
-            DataType::Dictionary(..) => Column::Dict(StringDictionaryBuilder::new()),
             DataType::Float64 => Column::Float(Float64Builder::new()),
             DataType::Int64 => Column::Int64(Int64Builder::new()),
             DataType::Int32 => Column::Int32(Int32Builder::new()),
@@ -354,7 +377,6 @@ impl Column {
     fn append(&mut self, cell: Option<&Cell<'_>>) {
         match (self, cell) {
             (Column::Text(b), Some(Cell::Text(v))) => b.append_option(v.as_deref()),
-            (Column::Dict(b), Some(Cell::Text(v))) => b.append_option(v.as_deref()),
             (Column::Float(b), Some(Cell::Float(v))) => b.append_option(*v),
             (Column::Int64(b), Some(Cell::Int(v))) => b.append_option(*v),
             (Column::Int32(b), Some(Cell::Int(v))) => b.append_option(v.and_then(|v| i32::try_from(v).ok())),
@@ -369,7 +391,6 @@ impl Column {
     fn append_null(&mut self) {
         match self {
             Column::Text(b) => b.append_null(),
-            Column::Dict(b) => b.append_null(),
             Column::Float(b) => b.append_null(),
             Column::Int64(b) => b.append_null(),
             Column::Int32(b) => b.append_null(),
@@ -380,7 +401,6 @@ impl Column {
     fn finish(&mut self) -> ArrayRef {
         match self {
             Column::Text(b) => Arc::new(b.finish()),
-            Column::Dict(b) => Arc::new(b.finish()),
             Column::Float(b) => Arc::new(b.finish()),
             Column::Int64(b) => Arc::new(b.finish()),
             Column::Int32(b) => Arc::new(b.finish()),
