@@ -428,10 +428,25 @@ impl TableRows {
         }
     }
 
-    fn finish(mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
+    fn finish(mut self, table: &str) -> Result<RecordBatch, arrow::error::ArrowError> {
         let columns = self.columns.iter_mut().map(Column::finish).collect();
-        RecordBatch::try_new(self.schema, columns)
+        let batch = RecordBatch::try_new(self.schema, columns)?;
+        sorted(table, batch)
     }
+}
+
+/// Experiments rows sorted by experiment name, then finish time: each Parquet page then holds few names,
+/// so a query for one experiment (trends) skips the pages of the others by their statistics.
+pub(crate) fn sorted(table: &str, batch: RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    if table != EXPERIMENTS || batch.num_rows() < 2 {
+        return Ok(batch);
+    }
+    let key = |name: &str| arrow::compute::SortColumn {
+        values: batch.column_by_name(name).expect("an experiments column").clone(),
+        options: None,
+    };
+    let order = arrow::compute::lexsort_to_indices(&[key("experiment_name"), key("finished_at")], None)?;
+    arrow::compute::take_record_batch(&batch, &order)
 }
 
 /// Rows of any tables and days, built as Arrow columns as they come.
@@ -487,6 +502,6 @@ impl Rows {
 
     /// One record batch per table and day: (table, day number since the epoch, batch).
     pub fn finish(self) -> Result<Vec<(&'static str, i64, RecordBatch)>, arrow::error::ArrowError> {
-        self.tables.into_iter().map(|((table, day), rows)| Ok((table, day, rows.finish()?))).collect()
+        self.tables.into_iter().map(|((table, day), rows)| Ok((table, day, rows.finish(table)?))).collect()
     }
 }

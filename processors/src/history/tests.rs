@@ -132,6 +132,11 @@ fn compaction_merges_small_segments_and_a_crash_midway_is_undone_at_open() {
     assert_eq!((after[0].start, after[0].end), (0, 40));
     assert_eq!(experiment_rows(&dir), 40);
     assert_eq!(walk(&dir.table_dir(EXPERIMENTS)).len(), 1, "one file per table and day");
+    // Merged experiments stay sorted by name (so that a query for one name skips other names' pages).
+    let merged = files::read_parquet(&walk(&dir.table_dir(EXPERIMENTS))[0]).expect("read");
+    let names = crate::analytics::render::strings(&merged, 2);
+    assert!(names.len() == 40 && names.windows(2).all(|w| w[0] <= w[1]), "{names:?}");
+    assert!(names.first() != names.last(), "several experiment names: {names:?}");
 
     // As if the compaction crashed after committing the merged segment, before removing the old ones.
     let old = &before[1];

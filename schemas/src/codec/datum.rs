@@ -284,7 +284,7 @@ impl<'de> de::Deserializer<'de> for Reader<'_, 'de> {
                 let mut record = Fields { input: self.input, fields: fields.iter() };
                 let value = visitor.visit_map(&mut record)?;
                 // Fields serde did not ask for (none with our types) must still be read past.
-                while let Some((_, plan)) = record.fields.next() {
+                for (_, plan) in record.fields.by_ref() {
                     de::IgnoredAny::deserialize(Reader::at(record.input, plan))?;
                 }
                 Ok(value)
