@@ -11,6 +11,10 @@
 
 mod common;
 
+// The binary's allocator, so that the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -215,9 +219,12 @@ async fn queries(dir: &Path) {
 async fn main() {
     println!("history: materialize {EVENTS} result events; trends and summary over {QUERY_ROWS} rows");
     let tmp = tempfile::tempdir().expect("tempdir");
-    materialize_path(&tmp.path().join("path"));
-    if let Ok(brokers) = std::env::var("CHAOSEATER_BENCH_BROKERS") {
-        materialize_live(&brokers, &tmp.path().join("live")).await;
+    // CHAOSEATER_BENCH_ONLY=queries skips materializing (for profiling the queries alone).
+    if std::env::var("CHAOSEATER_BENCH_ONLY").as_deref() != Ok("queries") {
+        materialize_path(&tmp.path().join("path"));
+        if let Ok(brokers) = std::env::var("CHAOSEATER_BENCH_BROKERS") {
+            materialize_live(&brokers, &tmp.path().join("live")).await;
+        }
     }
     let dir = tmp.path().join("queried");
     generate(&dir);

@@ -210,6 +210,9 @@ impl Analytics {
         }
         match &statements[0] {
             DfStatement::Statement(s) if matches!(**s, Statement::Query(_)) => {}
+            // EXPLAIN [ANALYZE] of a query: shows (and times) the plan, reads nothing else.
+            DfStatement::Explain(e) if matches!(&*e.statement, DfStatement::Statement(s) if matches!(**s, Statement::Query(_))) =>
+                {}
             DfStatement::Statement(s) => {
                 let keyword = s.to_string().split_whitespace().next().unwrap_or_default().to_uppercase();
                 return Err(AnalyticsError::Refused(format!(

@@ -78,6 +78,8 @@ async fn the_sql_path_is_read_only() {
         ("SET datafusion.execution.batch_size = 1", "SET"),
         ("SELECT 1; SELECT 2", "one query at a time"),
         ("SELECT * FROM '/etc/passwd'", "not paths"),
+        ("EXPLAIN COPY experiments TO '/tmp/out.parquet'", "EXPLAIN"),
+        ("EXPLAIN ANALYZE INSERT INTO experiments SELECT * FROM experiments", "EXPLAIN"),
     ] {
         match a.sql(sql).await {
             Err(AnalyticsError::Refused(message)) => assert!(message.contains(expect), "{sql}: {message}"),
@@ -93,6 +95,10 @@ async fn the_sql_path_is_read_only() {
         other => panic!("expected an unknown table, got {other:?}"),
     }
     assert!(!std::path::Path::new("/tmp/out.parquet").exists() || tmp.path().exists());
+    // EXPLAIN [ANALYZE] of a query runs: analysts can see where a query spends its time.
+    let plan =
+        a.sql("EXPLAIN ANALYZE SELECT count(*) FROM experiments WHERE resilience_score > 50").await.expect("plan");
+    assert!(render::table(&plan).contains("DataSourceExec"), "{}", render::table(&plan));
     let counts = a.sql("SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM experiments").await.expect("count");
     assert_eq!(render::render(&counts, Format::Json).expect("json"), r#"[{"n":120,"ids":120}]"#);
 }
