@@ -413,7 +413,7 @@ pub fn summary_sql(table: &str) -> String {
              WHEN grouping(region) = 0 THEN 'region' ELSE 'status' END AS dimension, \
            CAST(coalesce(layer, fault_type, region, status) AS VARCHAR) AS value, \
            CAST(sum(n) AS BIGINT) AS runs, \
-           round(100.0 * CAST(sum(ok) AS DOUBLE) / CAST(sum(n) AS DOUBLE), 2) AS success_rate_pct, \
+           round(100.0 * (CAST(sum(ok) AS DOUBLE) / CAST(sum(n) AS DOUBLE)), 2) AS success_rate_pct, \
            round(sum(s) / CAST(nullif(sum(c), 0) AS DOUBLE), 2) AS mean_score, \
            round(min(lo), 2) AS min_score, round(max(hi), 2) AS max_score \
          FROM g GROUP BY GROUPING SETS ((layer), (fault_type), (region), (status)) \

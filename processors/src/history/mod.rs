@@ -82,7 +82,15 @@ impl SeenIds {
     }
 
     fn key(id: &str) -> u128 {
-        uuid::Uuid::try_parse(id).map(|u| u.as_u128()).unwrap_or_else(|_| {
+        // Only the canonical form (lower-case, hyphenated, as our ids are) is read as a UUID: the parser
+        // also takes upper case, braces and bare hex, and two ids that differ as strings must stay two.
+        let canonical = id.len() == 36
+            && id.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+            });
+        let parsed = if canonical { uuid::Uuid::try_parse(id).ok() } else { None };
+        parsed.map(|u| u.as_u128()).unwrap_or_else(|| {
             // Two differently salted 64-bit hashes (std's SipHash with fixed keys: stable across runs).
             let half = |salt: u8| {
                 let mut h = std::hash::DefaultHasher::new();

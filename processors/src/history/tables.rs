@@ -131,7 +131,8 @@ pub fn read_schema(table: &str) -> SchemaRef {
 }
 
 /// A batch read from a file of `table`, in this version's columns: cast to today's types (files written
-/// before 2026-11-27 hold Arrow dictionaries where strings are now plain), columns the file lacks as nulls.
+/// before 2026-11-27 hold Arrow dictionaries where strings are now plain), nullable columns the file lacks
+/// as nulls (a required column missing is an error).
 pub fn conform(table: &str, batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
     let schema = schema(table);
     let columns = schema

@@ -188,3 +188,18 @@ fn status_names_in_the_history_are_the_avro_symbols() {
         assert_eq!(s.as_str(), wire(serde_json::to_value(s).expect("json")));
     }
 }
+
+/// The dedupe keys of result ids: the same string is seen once; ids that differ as strings (case, hyphens,
+/// non-UUID ids) stay apart.
+#[test]
+fn seen_ids_tell_apart_ids_that_differ_as_strings() {
+    let mut seen = SeenIds::default();
+    let id = "a70e5cc5-bc55-540a-942e-946519ac31f0";
+    assert!(seen.insert(id));
+    assert!(!seen.insert(id));
+    assert!(seen.insert(&id.to_uppercase()));
+    assert!(seen.insert(&id.replace('-', "")));
+    assert!(seen.insert("run-7/eu-west"));
+    assert!(!seen.insert("run-7/eu-west"));
+    assert_eq!(seen.len(), 4);
+}

@@ -77,7 +77,7 @@ fn compile(schema: &Schema, namespace: Option<&str>, named: &mut HashMap<String,
         Schema::Float => Plan::Float,
         Schema::Double => Plan::Double,
         Schema::Bytes => Plan::Bytes,
-        Schema::String | Schema::Uuid => Plan::String,
+        Schema::String => Plan::String,
         Schema::Array(array) => Plan::Array(Box::new(compile(&array.items, namespace, named)?)),
         Schema::Map(map) => Plan::Map(Box::new(compile(&map.types, namespace, named)?)),
         Schema::Union(union) => {
@@ -107,12 +107,17 @@ fn compile(schema: &Schema, namespace: Option<&str>, named: &mut HashMap<String,
             plan
         }
         Schema::Ref { name } => named.get(&name.fullname(namespace.map(str::to_owned)))?.clone(),
-        Schema::Decimal(_) | Schema::BigDecimal | Schema::Duration => return None,
+        // apache-avro checks these beyond their bytes (a UUID's text or its 16 bytes): left to it.
+        Schema::Uuid | Schema::Decimal(_) | Schema::BigDecimal | Schema::Duration => return None,
     })
 }
 
 /// Most items of a zero-byte type (null, an empty record) one block may hold.
-const MAX_EMPTY_ITEMS: usize = 1 << 20;
+const MAX_EMPTY_ITEMS: usize = 1 << 16;
+
+/// Longest string or bytes, and most items in a block: apache-avro's limit as the codec sets it, so that
+/// both readers refuse the same oversized values.
+const MAX_LENGTH: usize = super::MAX_ALLOCATION_BYTES;
 
 /// Why bytes did not decode.
 #[derive(Debug)]
@@ -186,7 +191,7 @@ impl<'de> Input<'de> {
     fn len(&mut self) -> Result<usize> {
         let n = self.long()?;
         match usize::try_from(n) {
-            Ok(n) if n <= self.bytes.len() => Ok(n),
+            Ok(n) if n <= self.bytes.len() && n <= MAX_LENGTH => Ok(n),
             _ => fail(format!("length {n} with {} bytes left", self.bytes.len())),
         }
     }
@@ -209,7 +214,7 @@ impl<'de> Input<'de> {
             self.long()?;
         }
         let n = n.unsigned_abs();
-        let limit = if item.takes_bytes() { self.bytes.len() } else { MAX_EMPTY_ITEMS };
+        let limit = if item.takes_bytes() { self.bytes.len().min(MAX_LENGTH) } else { MAX_EMPTY_ITEMS };
         match usize::try_from(n) {
             Ok(n) if n <= limit => Ok(n),
             _ => fail(format!("block of {n} items with {} bytes left", self.bytes.len())),
@@ -299,7 +304,7 @@ impl<'de> de::Deserializer<'de> for Reader<'_, 'de> {
                 plan => visitor.visit_some(Reader::at(self.input, plan)),
             },
             Plan::Null => visitor.visit_none(),
-            _ => visitor.visit_some(self),
+            other => fail(format!("an optional value needs a union with null, not {other:?}")),
         }
     }
 
