@@ -11,10 +11,6 @@
 
 mod common;
 
-// The binary's allocator, so that the figures are the binary's.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 

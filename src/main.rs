@@ -15,9 +15,6 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::Cli;
 use crate::config::{Config, FlagOverrides};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for input the user must fix (an invalid experiment file, a bad query).
 pub const EXIT_INVALID_INPUT: u8 = 2;
 
