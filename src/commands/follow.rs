@@ -75,8 +75,11 @@ impl RunView {
         }
     }
 
+    /// Rejected, or completed with no rollback still under way (its outcome belongs in the summary; a
+    /// paused one waits for a person, so it does not hold the summary back).
     pub fn finished(&self) -> bool {
-        self.completed.is_some() || self.rejected.is_some()
+        let rolling_back = self.regions.iter().any(|r| r.rollback.as_ref().is_some_and(|b| b.state == "rolling back"));
+        self.rejected.is_some() || (self.completed.is_some() && !rolling_back)
     }
 
     fn region(&mut self, name: &str) -> &mut RegionView {
