@@ -259,20 +259,6 @@ proptest! {
         let _ = codec().decode(&bytes);
     }
 
-    /// Random datum bytes behind a valid header: the hardest case for the Avro decoder.
-    #[test]
-    fn random_payload_behind_a_real_header_never_panics(
-        kind in 0..EventKind::ALL.len(),
-        payload in proptest::collection::vec(any::<u8>(), 0..256),
-    ) {
-        let codec = codec();
-        let (fp, _) = codec.store().current(EventKind::ALL[kind]);
-        let mut bytes = SINGLE_OBJECT_MAGIC.to_vec();
-        bytes.extend_from_slice(&fp.to_le_bytes());
-        bytes.extend(payload);
-        let _ = codec.decode(&bytes);
-    }
-
     /// Damaged messages (a byte changed, bytes cut or added): the direct reader accepts exactly what
     /// apache-avro accepts, with the same result.
     #[test]
@@ -293,6 +279,8 @@ proptest! {
         prop_assert!(readers_agree(&codec, &bytes).is_ok(), "{}", readers_agree(&codec, &bytes).unwrap_err());
     }
 
+    /// Random datum bytes behind a valid header, the hardest case for a decoder: neither reader panics,
+    /// and they agree.
     #[test]
     fn direct_reader_agrees_with_apache_avro_on_random_payloads(
         kind in 0..EventKind::ALL.len(),
