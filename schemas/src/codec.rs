@@ -42,7 +42,7 @@ pub struct SchemaStore {
     current: HashMap<EventKind, (u64, Schema)>,
     writers: HashMap<u64, Known>,
     /// The current schemas compiled for the direct reader, by fingerprint.
-    plans: HashMap<u64, Plan>,
+    plans: &'static HashMap<u64, Plan>,
 }
 
 impl SchemaStore {
@@ -52,17 +52,23 @@ impl SchemaStore {
         LIMIT.call_once(|| {
             apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
         });
-        let mut store = SchemaStore { current: HashMap::new(), writers: HashMap::new(), plans: HashMap::new() };
+        // Compiled once per process: plans keep their field names for the process's life (`datum::leak`),
+        // and every codec built after the first shares them.
+        static PLANS: std::sync::OnceLock<HashMap<u64, Plan>> = std::sync::OnceLock::new();
+        let mut compiled = HashMap::new();
+        let (mut current, mut writers) = (HashMap::new(), HashMap::new());
         for &kind in EventKind::ALL {
             let schema = parse(kind.schema_text(), kind.file_name())?;
             let fp = fingerprint(&schema)?;
-            if let Some(plan) = Plan::compile(&schema) {
-                store.plans.insert(fp, plan);
+            if PLANS.get().is_none()
+                && let Some(plan) = Plan::compile(&schema)
+            {
+                compiled.insert(fp, plan);
             }
-            store.writers.insert(fp, Known { kind, schema: schema.clone() });
-            store.current.insert(kind, (fp, schema));
+            writers.insert(fp, Known { kind, schema: schema.clone() });
+            current.insert(kind, (fp, schema));
         }
-        Ok(store)
+        Ok(SchemaStore { current, writers, plans: PLANS.get_or_init(|| compiled) })
     }
 
     /// Adds a writer schema (another version of one of our event types), so that bytes written with it
