@@ -194,6 +194,13 @@ async fn queries(dir: &Path) {
         analytics.summary().await.expect("summary");
     })
     .await;
+    // summary's own statement run by DataFusion's SQL engine alone (no dictionary-code grouping), for
+    // comparison: the speed an analyst's GROUP BY over these columns gets.
+    let statement = analytics::summary_sql("experiments");
+    let sql_summary = best_of_three(|| async {
+        analytics.sql(&statement).await.expect("summary statement");
+    })
+    .await;
     let (totals, daily) = analytics::trends_sql("latency-eu", 30, END_MS, "t");
     let summary = vec![analytics::summary_sql("t")];
     let groups = vec![("trends".to_owned(), vec![totals, daily]), ("summary".to_owned(), summary)];
@@ -208,6 +215,13 @@ async fn queries(dir: &Path) {
             ),
             None => println!("  {name:<8} over {QUERY_ROWS} rows: DataFusion {ours:>7.3} s  (DuckDB not available)"),
         }
+    }
+    match &theirs {
+        Some(t) => println!(
+            "  summary as one SQL statement, DataFusion's GROUP BY: {sql_summary:>7.3} s  ratio (to DuckDB) {:.2}",
+            sql_summary / t[1]
+        ),
+        None => println!("  summary as one SQL statement, DataFusion's GROUP BY: {sql_summary:>7.3} s"),
     }
 }
 

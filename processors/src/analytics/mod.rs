@@ -3,6 +3,7 @@
 //! read-only SQL path for analysts. Answers are Arrow record batches; [`render`] turns them into an
 //! aligned table, CSV or JSON.
 
+pub mod groups;
 pub mod render;
 
 use std::path::{Path, PathBuf};
@@ -326,7 +327,10 @@ impl Analytics {
 
     /// Totals by layer, fault type, region and status: (title, table) each.
     pub async fn summary(&self) -> Result<Vec<(String, Vec<RecordBatch>)>> {
-        let batches = self.sql(&summary_sql("experiments")).await?;
+        let groups = groups::experiment_groups(&self.dir.join(tables::EXPERIMENTS)).await?;
+        let ctx = SessionContext::new();
+        ctx.register_batch("g", groups)?;
+        let batches = ctx.sql(&summary_rollup_sql("g")).await?.collect().await?;
         let schema = batches.first().map_or_else(summary_schema, RecordBatch::schema);
         let all =
             arrow::compute::concat_batches(&schema, &batches).map_err(|e| AnalyticsError::Engine(e.to_string()))?;
@@ -401,22 +405,33 @@ pub fn trends_sql(name: &str, days: u32, today_ms: i64, table: &str) -> (String,
 /// (layer, fault type, region, status) groups, a few hundred at most, and the four sections are rolled up
 /// from those with GROUPING SETS. Rows: dimension (`layer`, `fault_type`, `region`, `status`), value,
 /// runs, success rate, mean/min/max score; by dimension, most runs first.
+///
+/// `Analytics::summary` answers the same with the groups from [`groups::experiment_groups`] and
+/// [`summary_rollup_sql`] over them.
 pub fn summary_sql(table: &str) -> String {
     format!(
         "WITH g AS (\
            SELECT layer, fault_type, region, status, count(*) AS n, \
-             sum(CASE WHEN status = 'COMPLETED' THEN 1 ELSE 0 END) AS ok, \
              sum(resilience_score) AS s, count(resilience_score) AS c, \
              min(resilience_score) AS lo, max(resilience_score) AS hi \
-           FROM {table} GROUP BY layer, fault_type, region, status) \
-         SELECT CASE WHEN grouping(layer) = 0 THEN 'layer' WHEN grouping(fault_type) = 0 THEN 'fault_type' \
+           FROM {table} GROUP BY layer, fault_type, region, status) {}",
+        summary_rollup_sql("g")
+    )
+}
+
+/// The sections of `summary` rolled up from `groups` (the columns of [`groups::schema`]). A group's
+/// runs all share its status, so the successful ones are counted here, per group, not per row.
+pub fn summary_rollup_sql(groups: &str) -> String {
+    format!(
+        "SELECT CASE WHEN grouping(layer) = 0 THEN 'layer' WHEN grouping(fault_type) = 0 THEN 'fault_type' \
              WHEN grouping(region) = 0 THEN 'region' ELSE 'status' END AS dimension, \
            CAST(coalesce(layer, fault_type, region, status) AS VARCHAR) AS value, \
            CAST(sum(n) AS BIGINT) AS runs, \
-           round(100.0 * (CAST(sum(ok) AS DOUBLE) / CAST(sum(n) AS DOUBLE)), 2) AS success_rate_pct, \
+           round(100.0 * (CAST(sum(CASE WHEN status = 'COMPLETED' THEN n ELSE 0 END) AS DOUBLE) \
+             / CAST(sum(n) AS DOUBLE)), 2) AS success_rate_pct, \
            round(sum(s) / CAST(nullif(sum(c), 0) AS DOUBLE), 2) AS mean_score, \
            round(min(lo), 2) AS min_score, round(max(hi), 2) AS max_score \
-         FROM g GROUP BY GROUPING SETS ((layer), (fault_type), (region), (status)) \
+         FROM {groups} GROUP BY GROUPING SETS ((layer), (fault_type), (region), (status)) \
          ORDER BY dimension, runs DESC, value"
     )
 }

@@ -102,3 +102,67 @@ async fn the_sql_path_is_read_only() {
     let counts = a.sql("SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM experiments").await.expect("count");
     assert_eq!(render::render(&counts, Format::Json).expect("json"), r#"[{"n":120,"ids":120}]"#);
 }
+
+/// summary folds its groups on the Parquet dictionary codes; its one SQL statement (what DuckDB runs in
+/// the benchmark) must give the same sections: over several segments (files, days), a file in the older
+/// layout (Arrow dictionaries) cut into many row groups, and runs without a score.
+#[tokio::test]
+async fn summary_from_dictionary_codes_matches_its_sql() {
+    use arrow::datatypes::{Field, Schema};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, _) = HistoryDir::open(tmp.path()).expect("open");
+    let results: Vec<_> = synthetic::results(3_000, 10, 7, NOV_27_2026_END).collect();
+    for (i, chunk) in results.chunks(1_000).enumerate() {
+        let start = i as i64 * 1_000;
+        dir.write_segment("t.results", 0, start, start + 1_000, tables::Rows::of_results(chunk)).expect("segment");
+    }
+    let unscored: Vec<_> = synthetic::results(500, 3, 9, NOV_27_2026_END)
+        .enumerate()
+        .map(|(i, mut r)| {
+            if i % 3 == 0 {
+                r.resilience_score = None;
+            }
+            r
+        })
+        .collect();
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    for (table, day, batch) in tables::Rows::of_results(&unscored).finish().expect("rows") {
+        if table != tables::EXPERIMENTS {
+            continue;
+        }
+        let (fields, columns): (Vec<Field>, Vec<_>) = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, c)| match f.data_type() {
+                DataType::Utf8 => (
+                    f.as_ref().clone().with_data_type(dictionary.clone()),
+                    arrow::compute::cast(c, &dictionary).expect("cast"),
+                ),
+                _ => (f.as_ref().clone(), c.clone()),
+            })
+            .unzip();
+        let old = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("batch");
+        let folder = tmp.path().join(table).join(format!("date={}", crate::history::day(day * 86_400_000)));
+        std::fs::create_dir_all(&folder).expect("folder");
+        let file = std::fs::File::create(folder.join("old~0~0~500.parquet")).expect("file");
+        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(37)).build();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, old.schema(), Some(props)).expect("writer");
+        writer.write(&old).expect("write");
+        writer.close().expect("close");
+    }
+    let a = Analytics::open(tmp.path()).await.expect("analytics");
+    let statement = a.sql(&summary_sql("experiments")).await.expect("statement");
+    let statement = arrow::compute::concat_batches(&statement[0].schema(), &statement).expect("concat");
+    let sections = a.summary().await.expect("summary");
+    let mut rows = 0;
+    for ((title, batches), (_, column)) in sections.iter().zip(SUMMARY_DIMENSIONS) {
+        let expected = summary_section(&statement, column).expect("section");
+        rows += expected.num_rows();
+        assert_eq!(render::table(batches), render::table(&[expected]), "{title}");
+    }
+    assert!(rows > 10, "the sections hold {rows} rows");
+    let total = a.sql("SELECT count(*) AS n FROM experiments").await.expect("count");
+    assert_eq!(render::render(&total, Format::Json).expect("json"), r#"[{"n":3500}]"#);
+}

@@ -1,0 +1,423 @@
+//! The first stage of `summary`: the experiments table folded into its (layer, fault type, region,
+//! status) groups, computed on the Parquet dictionary codes of those four columns.
+//!
+//! Why not in SQL: DataFusion 55 groups string columns by their values (hashing and comparing the
+//! strings of every row), and Arrow dictionaries through its row format, which is slower still; that
+//! stage was ~85% of summary's time and left it at 1.4× DuckDB's, which groups on the codes. The
+//! materializer writes these columns dictionary-encoded (a handful of distinct values a file), so the
+//! Parquet reader can hand them over as dictionary arrays: each batch then folds its rows by their four
+//! codes into a small dense table, and only that table's few non-empty cells are looked up by value.
+//! The rollup into the four sections stays SQL (`summary_rollup_sql`), and `summary_sql` is the same
+//! answer in one statement (DuckDB runs it in the benchmark; a test holds the two paths equal).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, DictionaryArray, Float64Array, Float64Builder, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+
+use super::{AnalyticsError, Result};
+
+/// The grouping columns, in the order of the groups' key.
+pub const KEYS: [&str; 4] = ["layer", "fault_type", "region", "status"];
+
+/// The measured column.
+const SCORE: &str = "resilience_score";
+
+/// Rows a batch; a batch's dense table has one cell per combination of its four dictionaries' values.
+const BATCH_ROWS: usize = 8192;
+
+/// Above this many combinations (2.5 MiB of cells) a batch is folded row by row through the hash map.
+const MAX_DENSE_CELLS: usize = 1 << 16;
+
+/// How often the listing is retried when a file vanished between listing and reading (compaction or
+/// prune replaced it under a running summary).
+const ATTEMPTS: usize = 3;
+
+/// The columns of the groups: the four keys, `n` rows, and of their non-null scores the sum `s`, count
+/// `c`, minimum `lo` and maximum `hi` (`s`, `lo`, `hi` null where `c` is 0), as SQL's
+/// `count(*), sum(score), count(score), min(score), max(score) ... GROUP BY` answers them.
+pub fn schema() -> SchemaRef {
+    let mut fields: Vec<Field> = KEYS.iter().map(|k| Field::new(*k, DataType::Utf8, true)).collect();
+    fields.push(Field::new("n", DataType::Int64, false));
+    fields.push(Field::new("s", DataType::Float64, true));
+    fields.push(Field::new("c", DataType::Int64, false));
+    fields.push(Field::new("lo", DataType::Float64, true));
+    fields.push(Field::new("hi", DataType::Float64, true));
+    Arc::new(Schema::new(fields))
+}
+
+/// One group's running totals.
+#[derive(Debug, Clone, Copy, Default)]
+struct Acc {
+    n: i64,
+    s: f64,
+    c: i64,
+    lo: f64,
+    hi: f64,
+}
+
+impl Acc {
+    fn add(&mut self, score: Option<f64>) {
+        self.n += 1;
+        if let Some(v) = score {
+            self.add_score(v);
+        }
+    }
+
+    fn add_score(&mut self, v: f64) {
+        // total_cmp: the order DataFusion's min/max use for floats (NaN above everything).
+        if self.c == 0 {
+            (self.lo, self.hi) = (v, v);
+        } else {
+            if v.total_cmp(&self.lo).is_lt() {
+                self.lo = v;
+            }
+            if v.total_cmp(&self.hi).is_gt() {
+                self.hi = v;
+            }
+        }
+        self.s += v;
+        self.c += 1;
+    }
+
+    fn merge(&mut self, other: &Acc) {
+        if other.c > 0 {
+            if self.c == 0 {
+                (self.lo, self.hi) = (other.lo, other.hi);
+            } else {
+                if other.lo.total_cmp(&self.lo).is_lt() {
+                    self.lo = other.lo;
+                }
+                if other.hi.total_cmp(&self.hi).is_gt() {
+                    self.hi = other.hi;
+                }
+            }
+        }
+        self.n += other.n;
+        self.s += other.s;
+        self.c += other.c;
+    }
+}
+
+/// Values seen in one key column, numbered; 0 stands for null.
+#[derive(Debug, Default)]
+struct Interner {
+    ids: HashMap<String, u32>,
+    values: Vec<String>,
+}
+
+impl Interner {
+    fn id(&mut self, value: &str) -> u32 {
+        if let Some(id) = self.ids.get(value) {
+            return *id;
+        }
+        self.values.push(value.to_owned());
+        let id = self.values.len() as u32;
+        self.ids.insert(value.to_owned(), id);
+        id
+    }
+
+    fn value(&self, id: u32) -> Option<&str> {
+        id.checked_sub(1).map(|i| self.values[i as usize].as_str())
+    }
+}
+
+/// Groups folded from a share of the files, keyed by interned values.
+#[derive(Debug, Default)]
+struct Groups {
+    interners: [Interner; 4],
+    accs: HashMap<[u32; 4], Acc>,
+    /// A batch's cells (one per combination of its dictionaries' codes), all zero between batches,
+    /// and the cells the current batch touched.
+    dense: Vec<Acc>,
+    touched: Vec<usize>,
+}
+
+impl Groups {
+    /// Folds one batch whose key columns are dictionary arrays.
+    fn fold(&mut self, keys: [&DictionaryArray<Int32Type>; 4], scores: Option<&Float64Array>) -> Result<()> {
+        // Per key column: the interned id of each dictionary entry, then 0 for null at the end.
+        let mut ids: [Vec<u32>; 4] = Default::default();
+        for (c, dict) in keys.iter().enumerate() {
+            let values = dict.values().as_any().downcast_ref::<StringArray>().ok_or_else(|| {
+                AnalyticsError::Engine(format!("{}: dictionary of {}, expected strings", KEYS[c], dict.values().data_type()))
+            })?;
+            ids[c] = values.iter().map(|v| v.map_or(0, |v| self.interners[c].id(v))).collect();
+            ids[c].push(0);
+        }
+        let widths: [usize; 4] = std::array::from_fn(|c| ids[c].len());
+        // A row's code in a column: its key, or the null slot after the dictionary's entries.
+        let code = |c: usize, row: usize| -> usize {
+            if keys[c].is_null(row) { widths[c] - 1 } else { keys[c].keys().value(row) as usize }
+        };
+        let score = |row: usize| scores.and_then(|s| s.is_valid(row).then(|| s.value(row)));
+        let cells = widths.iter().try_fold(1usize, |a, w| a.checked_mul(*w)).unwrap_or(usize::MAX);
+        let rows = keys[0].len();
+        if cells > MAX_DENSE_CELLS {
+            for row in 0..rows {
+                let key: [u32; 4] = std::array::from_fn(|c| ids[c][code(c, row)]);
+                self.accs.entry(key).or_default().add(score(row));
+            }
+            return Ok(());
+        }
+        if self.dense.len() < cells {
+            self.dense.resize(cells, Acc::default());
+        }
+        let dense = &mut self.dense;
+        let touched = &mut self.touched;
+        let any_null_key = keys.iter().any(|k| k.null_count() > 0);
+        let codes: [&[i32]; 4] = std::array::from_fn(|c| keys[c].keys().values().as_ref());
+        let all_scored = scores.is_some_and(|s| s.null_count() == 0);
+        for row in 0..rows {
+            let cell = if any_null_key {
+                ((code(3, row) * widths[2] + code(2, row)) * widths[1] + code(1, row)) * widths[0] + code(0, row)
+            } else {
+                // The keys of a dictionary array are within its values (checked when it was built).
+                ((codes[3][row] as usize * widths[2] + codes[2][row] as usize) * widths[1] + codes[1][row] as usize)
+                    * widths[0]
+                    + codes[0][row] as usize
+            };
+            let acc = &mut dense[cell];
+            if acc.n == 0 {
+                touched.push(cell);
+            }
+            match scores {
+                Some(s) if all_scored => {
+                    acc.n += 1;
+                    acc.add_score(s.value(row));
+                }
+                _ => acc.add(score(row)),
+            }
+        }
+        for cell in touched.drain(..) {
+            let acc = std::mem::take(&mut dense[cell]);
+            let mut rest = cell;
+            let key: [u32; 4] = std::array::from_fn(|c| {
+                let code = rest % widths[c];
+                rest /= widths[c];
+                ids[c][code]
+            });
+            self.accs.entry(key).or_default().merge(&acc);
+        }
+        Ok(())
+    }
+
+    /// Adds another share's groups (their ids are its own, so they are mapped through the values).
+    fn merge(&mut self, other: Groups) {
+        for (key, acc) in other.accs {
+            let key: [u32; 4] = std::array::from_fn(|c| {
+                other.interners[c].value(key[c]).map_or(0, |v| self.interners[c].id(v))
+            });
+            self.accs.entry(key).or_default().merge(&acc);
+        }
+    }
+
+    fn into_batch(self) -> Result<RecordBatch> {
+        let mut accs: Vec<([u32; 4], Acc)> = self.accs.into_iter().collect();
+        accs.sort_by_key(|(key, _)| *key);
+        let mut columns: Vec<ArrayRef> = (0..4)
+            .map(|c| {
+                let values: StringArray = accs.iter().map(|(key, _)| self.interners[c].value(key[c])).collect();
+                Arc::new(values) as ArrayRef
+            })
+            .collect();
+        let scored = |f: fn(&Acc) -> f64| -> ArrayRef {
+            let mut b = Float64Builder::with_capacity(accs.len());
+            for (_, a) in &accs {
+                b.append_option((a.c > 0).then(|| f(a)));
+            }
+            Arc::new(b.finish())
+        };
+        columns.push(Arc::new(Int64Array::from_iter_values(accs.iter().map(|(_, a)| a.n))));
+        columns.push(scored(|a| a.s));
+        columns.push(Arc::new(Int64Array::from_iter_values(accs.iter().map(|(_, a)| a.c))));
+        columns.push(scored(|a| a.lo));
+        columns.push(scored(|a| a.hi));
+        RecordBatch::try_new(schema(), columns).map_err(|e| AnalyticsError::Engine(e.to_string()))
+    }
+}
+
+/// A share of the work: row groups of one file.
+#[derive(Debug, Clone)]
+struct Part {
+    path: PathBuf,
+    metadata: ArrowReaderMetadata,
+    row_groups: Vec<usize>,
+    rows: i64,
+}
+
+#[derive(Debug)]
+enum Failure {
+    /// A file listed is gone (replaced by compaction or prune): list again.
+    Vanished,
+    Other(AnalyticsError),
+}
+
+impl From<AnalyticsError> for Failure {
+    fn from(e: AnalyticsError) -> Self {
+        Failure::Other(e)
+    }
+}
+
+fn open(path: &Path) -> std::result::Result<File, Failure> {
+    File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Failure::Vanished,
+        _ => Failure::Other(AnalyticsError::Engine(format!("{}: {e}", path.display()))),
+    })
+}
+
+fn parquet_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> Failure + '_ {
+    move |e| Failure::Other(AnalyticsError::Engine(format!("{}: {e}", path.display())))
+}
+
+/// The data files of the table under `dir` (`date=.../*.parquet`; temporary files are not data).
+fn list(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let read = |d: &Path| std::fs::read_dir(d).map_err(|e| AnalyticsError::Engine(format!("{}: {e}", d.display())));
+    if !dir.exists() {
+        return Ok(files);
+    }
+    for day in read(dir)? {
+        let day = day.map_err(|e| AnalyticsError::Engine(e.to_string()))?.path();
+        if !day.is_dir() {
+            continue;
+        }
+        for file in read(&day)? {
+            let file = file.map_err(|e| AnalyticsError::Engine(e.to_string()))?.path();
+            if file.extension().is_some_and(|x| x == "parquet") {
+                files.push(file);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads a file's footer with the key columns typed as dictionaries (the reader then keeps Parquet's
+/// dictionary pages as they are instead of expanding them into strings).
+fn plan(path: &Path) -> std::result::Result<Vec<Part>, Failure> {
+    let file = open(path)?;
+    let plain = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(parquet_err(path))?;
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let fields: Vec<Field> = plain
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            if KEYS.contains(&f.name().as_str()) {
+                f.as_ref().clone().with_data_type(dictionary.clone())
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    for key in KEYS {
+        if !fields.iter().any(|f| f.name() == key) {
+            return Err(AnalyticsError::Engine(format!("{}: no column {key}", path.display())).into());
+        }
+    }
+    let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(fields)));
+    let metadata = ArrowReaderMetadata::try_new(plain.metadata().clone(), options).map_err(parquet_err(path))?;
+    let row_groups = metadata.metadata().row_groups();
+    Ok((0..row_groups.len())
+        .map(|i| Part {
+            path: path.to_owned(),
+            metadata: metadata.clone(),
+            row_groups: vec![i],
+            rows: row_groups[i].num_rows(),
+        })
+        .collect())
+}
+
+/// Folds a share of the row groups.
+fn fold(parts: &[Part]) -> std::result::Result<Groups, Failure> {
+    let mut groups = Groups::default();
+    for part in parts {
+        let file = open(&part.path)?;
+        let schema = part.metadata.schema().clone();
+        let mut wanted: Vec<usize> = KEYS.iter().filter_map(|k| schema.index_of(k).ok()).collect();
+        wanted.extend(schema.index_of(SCORE).ok());
+        let mask = ProjectionMask::roots(part.metadata.parquet_schema(), wanted);
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, part.metadata.clone())
+            .with_projection(mask)
+            .with_row_groups(part.row_groups.clone())
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(parquet_err(&part.path))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| AnalyticsError::Engine(format!("{}: {e}", part.path.display())))?;
+            let key = |k: &str| {
+                batch
+                    .column_by_name(k)
+                    .and_then(|c| c.as_any().downcast_ref::<DictionaryArray<Int32Type>>())
+                    .ok_or_else(|| AnalyticsError::Engine(format!("{}: {k} not read as a dictionary", part.path.display())))
+            };
+            let keys = [key(KEYS[0])?, key(KEYS[1])?, key(KEYS[2])?, key(KEYS[3])?];
+            let scores = match batch.column_by_name(SCORE) {
+                None => None,
+                Some(c) => Some(c.as_any().downcast_ref::<Float64Array>().ok_or_else(|| {
+                    AnalyticsError::Engine(format!("{}: {SCORE} is {}, expected Float64", part.path.display(), c.data_type()))
+                })?),
+            };
+            groups.fold(keys, scores)?;
+        }
+    }
+    Ok(groups)
+}
+
+/// Splits the parts into `n` shares of about as many rows each (largest first, each to the lightest share).
+fn shares(mut parts: Vec<Part>, n: usize) -> Vec<Vec<Part>> {
+    parts.sort_by_key(|p| std::cmp::Reverse(p.rows));
+    let mut shares: Vec<(i64, Vec<Part>)> = (0..n.max(1)).map(|_| (0, Vec::new())).collect();
+    for part in parts {
+        let lightest = shares.iter_mut().min_by_key(|(rows, _)| *rows).expect("at least one share");
+        lightest.0 += part.rows;
+        lightest.1.push(part);
+    }
+    shares.into_iter().map(|(_, p)| p).filter(|p| !p.is_empty()).collect()
+}
+
+async fn attempt(dir: &Path) -> std::result::Result<RecordBatch, Failure> {
+    let files = list(dir)?;
+    let planned = tokio::task::spawn_blocking(move || -> std::result::Result<Vec<Part>, Failure> {
+        let mut parts = Vec::new();
+        for file in &files {
+            parts.extend(plan(file)?);
+        }
+        Ok(parts)
+    })
+    .await
+    .map_err(|e| AnalyticsError::Engine(e.to_string()))??;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tasks: Vec<_> =
+        shares(planned, threads).into_iter().map(|share| tokio::task::spawn_blocking(move || fold(&share))).collect();
+    let mut all = Groups::default();
+    for task in tasks {
+        all.merge(task.await.map_err(|e| AnalyticsError::Engine(e.to_string()))??);
+    }
+    Ok(all.into_batch()?)
+}
+
+/// The groups of the experiments table whose files are under `dir` (its `date=` folders).
+pub async fn experiment_groups(dir: &Path) -> Result<RecordBatch> {
+    for _ in 1..ATTEMPTS {
+        match attempt(dir).await {
+            Ok(batch) => return Ok(batch),
+            Err(Failure::Vanished) => continue,
+            Err(Failure::Other(e)) => return Err(e),
+        }
+    }
+    match attempt(dir).await {
+        Ok(batch) => Ok(batch),
+        Err(Failure::Vanished) => Err(AnalyticsError::Engine(format!(
+            "{}: files kept changing while being read ({ATTEMPTS} attempts); try again",
+            dir.display()
+        ))),
+        Err(Failure::Other(e)) => Err(e),
+    }
+}
