@@ -7,6 +7,9 @@
 //!
 //! cargo bench --bench history
 //!
+//! CHAOSEATER_BENCH_ONLY=queries skips materializing; CHAOSEATER_BENCH_DIR=DIR keeps the queried
+//! history in DIR and reuses it on later runs.
+//!
 //! Targets: materializing at least 100,000 events/s; queries no slower than DuckDB.
 
 mod common;
@@ -229,14 +232,19 @@ async fn queries(dir: &Path) {
 async fn main() {
     println!("history: materialize {EVENTS} result events; trends and summary over {QUERY_ROWS} rows");
     let tmp = tempfile::tempdir().expect("tempdir");
-    // CHAOSEATER_BENCH_ONLY=queries skips materializing (for profiling the queries alone).
     if std::env::var("CHAOSEATER_BENCH_ONLY").as_deref() != Ok("queries") {
         materialize_path(&tmp.path().join("path"));
         if let Ok(brokers) = std::env::var("CHAOSEATER_BENCH_BROKERS") {
             materialize_live(&brokers, &tmp.path().join("live")).await;
         }
     }
-    let dir = tmp.path().join("queried");
-    generate(&dir);
+    // CHAOSEATER_BENCH_DIR keeps the queried history there and reuses it on the next run (for profiling
+    // a query with `chaoseater sql --history DIR "EXPLAIN ANALYZE ..."`).
+    let dir = std::env::var_os("CHAOSEATER_BENCH_DIR").map_or_else(|| tmp.path().join("queried"), Into::into);
+    if dir.join(tables::EXPERIMENTS).exists() && std::env::var_os("CHAOSEATER_BENCH_DIR").is_some() {
+        println!("  reusing the experiment rows under {}", dir.display());
+    } else {
+        generate(&dir);
+    }
     queries(&dir).await;
 }

@@ -15,7 +15,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, DictionaryArray, Float64Array, Float64Builder, Int64Array, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, DictionaryArray, Float64Array, Float64Builder, Int64Array, RecordBatch, StringArray,
+};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
@@ -136,6 +138,8 @@ struct Groups {
     /// and the cells the current batch touched.
     dense: Vec<Acc>,
     touched: Vec<usize>,
+    /// The current batch's cell of each row.
+    row_cells: Vec<usize>,
 }
 
 impl Groups {
@@ -145,7 +149,11 @@ impl Groups {
         let mut ids: [Vec<u32>; 4] = Default::default();
         for (c, dict) in keys.iter().enumerate() {
             let values = dict.values().as_any().downcast_ref::<StringArray>().ok_or_else(|| {
-                AnalyticsError::Engine(format!("{}: dictionary of {}, expected strings", KEYS[c], dict.values().data_type()))
+                AnalyticsError::Engine(format!(
+                    "{}: dictionary of {}, expected strings",
+                    KEYS[c],
+                    dict.values().data_type()
+                ))
             })?;
             ids[c] = values.iter().map(|v| v.map_or(0, |v| self.interners[c].id(v))).collect();
             ids[c].push(0);
@@ -168,30 +176,44 @@ impl Groups {
         if self.dense.len() < cells {
             self.dense.resize(cells, Acc::default());
         }
+        // Each row's cell, built a column at a time: ((c3 * w2 + c2) * w1 + c1) * w0 + c0.
+        let row_cells = &mut self.row_cells;
+        row_cells.clear();
+        row_cells.resize(rows, 0);
+        for c in (0..4).rev() {
+            let width = widths[c];
+            if keys[c].null_count() == 0 {
+                // The keys of a dictionary array are within its values (checked when it was built).
+                for (cell, key) in row_cells.iter_mut().zip(keys[c].keys().values()) {
+                    *cell = *cell * width + *key as usize;
+                }
+            } else {
+                for (row, cell) in row_cells.iter_mut().enumerate() {
+                    *cell = *cell * width + code(c, row);
+                }
+            }
+        }
         let dense = &mut self.dense;
         let touched = &mut self.touched;
-        let any_null_key = keys.iter().any(|k| k.null_count() > 0);
-        let codes: [&[i32]; 4] = std::array::from_fn(|c| keys[c].keys().values().as_ref());
-        let all_scored = scores.is_some_and(|s| s.null_count() == 0);
-        for row in 0..rows {
-            let cell = if any_null_key {
-                ((code(3, row) * widths[2] + code(2, row)) * widths[1] + code(1, row)) * widths[0] + code(0, row)
-            } else {
-                // The keys of a dictionary array are within its values (checked when it was built).
-                ((codes[3][row] as usize * widths[2] + codes[2][row] as usize) * widths[1] + codes[1][row] as usize)
-                    * widths[0]
-                    + codes[0][row] as usize
-            };
-            let acc = &mut dense[cell];
-            if acc.n == 0 {
-                touched.push(cell);
-            }
-            match scores {
-                Some(s) if all_scored => {
+        match scores {
+            Some(s) if s.null_count() == 0 => {
+                for (cell, v) in row_cells.iter().zip(s.values()) {
+                    let acc = &mut dense[*cell];
+                    if acc.n == 0 {
+                        touched.push(*cell);
+                    }
                     acc.n += 1;
-                    acc.add_score(s.value(row));
+                    acc.add_score(*v);
                 }
-                _ => acc.add(score(row)),
+            }
+            _ => {
+                for (row, cell) in row_cells.iter().enumerate() {
+                    let acc = &mut dense[*cell];
+                    if acc.n == 0 {
+                        touched.push(*cell);
+                    }
+                    acc.add(score(row));
+                }
             }
         }
         for cell in touched.drain(..) {
@@ -210,9 +232,8 @@ impl Groups {
     /// Adds another share's groups (their ids are its own, so they are mapped through the values).
     fn merge(&mut self, other: Groups) {
         for (key, acc) in other.accs {
-            let key: [u32; 4] = std::array::from_fn(|c| {
-                other.interners[c].value(key[c]).map_or(0, |v| self.interners[c].id(v))
-            });
+            let key: [u32; 4] =
+                std::array::from_fn(|c| other.interners[c].value(key[c]).map_or(0, |v| self.interners[c].id(v)));
             self.accs.entry(key).or_default().merge(&acc);
         }
     }
@@ -355,13 +376,19 @@ fn fold(parts: &[Part]) -> std::result::Result<Groups, Failure> {
                 batch
                     .column_by_name(k)
                     .and_then(|c| c.as_any().downcast_ref::<DictionaryArray<Int32Type>>())
-                    .ok_or_else(|| AnalyticsError::Engine(format!("{}: {k} not read as a dictionary", part.path.display())))
+                    .ok_or_else(|| {
+                        AnalyticsError::Engine(format!("{}: {k} not read as a dictionary", part.path.display()))
+                    })
             };
             let keys = [key(KEYS[0])?, key(KEYS[1])?, key(KEYS[2])?, key(KEYS[3])?];
             let scores = match batch.column_by_name(SCORE) {
                 None => None,
                 Some(c) => Some(c.as_any().downcast_ref::<Float64Array>().ok_or_else(|| {
-                    AnalyticsError::Engine(format!("{}: {SCORE} is {}, expected Float64", part.path.display(), c.data_type()))
+                    AnalyticsError::Engine(format!(
+                        "{}: {SCORE} is {}, expected Float64",
+                        part.path.display(),
+                        c.data_type()
+                    ))
                 })?),
             };
             groups.fold(keys, scores)?;

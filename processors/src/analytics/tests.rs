@@ -147,7 +147,8 @@ async fn summary_from_dictionary_codes_matches_its_sql() {
         let folder = tmp.path().join(table).join(format!("date={}", crate::history::day(day * 86_400_000)));
         std::fs::create_dir_all(&folder).expect("folder");
         let file = std::fs::File::create(folder.join("old~0~0~500.parquet")).expect("file");
-        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(37)).build();
+        let props =
+            parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(37)).build();
         let mut writer = parquet::arrow::ArrowWriter::try_new(file, old.schema(), Some(props)).expect("writer");
         writer.write(&old).expect("write");
         writer.close().expect("close");
