@@ -1,8 +1,6 @@
 //! Golden tests: a fixed synthetic history in, the answers of query / trends / compare / summary out,
 //! compared with the files under `tests/golden/analytics/` (`UPDATE_GOLDEN=1` rewrites them on purpose).
 
-use std::path::PathBuf;
-
 use super::render::{self, Format};
 use super::*;
 use crate::history::{HistoryDir, synthetic, tables};
