@@ -36,6 +36,38 @@ pub struct FileConfig {
     /// The Parquet history.
     #[serde(default)]
     pub history: HistoryConfig,
+    /// The event processors.
+    #[serde(default)]
+    pub processors: ProcessorsConfig,
+}
+
+/// How the processors consume.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorsConfig {
+    /// Hours an applied event's id is remembered to drop a duplicate of it, in event time behind the
+    /// newest event applied.
+    #[serde(default = "default_dedupe_window_h")]
+    pub dedupe_window_h: f64,
+}
+
+fn default_dedupe_window_h() -> f64 {
+    chaoseater_schemas::bus::DEFAULT_DEDUPE_WINDOW.as_secs_f64() / 3600.0
+}
+
+impl Default for ProcessorsConfig {
+    fn default() -> Self {
+        Self { dedupe_window_h: default_dedupe_window_h() }
+    }
+}
+
+impl ProcessorsConfig {
+    pub fn runner_options(&self) -> chaoseater_schemas::bus::RunnerOptions {
+        chaoseater_schemas::bus::RunnerOptions {
+            dedupe_window: std::time::Duration::from_secs_f64(self.dedupe_window_h * 3600.0),
+            ..Default::default()
+        }
+    }
 }
 
 /// Where the Parquet history lives and when the materializer writes it.
@@ -267,6 +299,7 @@ pub struct Config {
     pub sinks: SinksConfig,
     pub circuit: CircuitFileConfig,
     pub history: HistoryConfig,
+    pub processors: ProcessorsConfig,
 }
 
 impl Config {
@@ -302,6 +335,7 @@ impl Config {
             sinks: file.sinks,
             circuit: file.circuit,
             history: file.history,
+            processors: file.processors,
         };
 
         for (key, value) in &env {
@@ -348,6 +382,13 @@ impl Config {
         }
         if self.history.max_rows == 0 || !(self.history.max_age_s.is_finite() && self.history.max_age_s > 0.0) {
             bail!("history.max_rows and history.max_age_s must be positive");
+        }
+        // Above ten years: a window that long is "remember every id", and seconds beyond that overflow.
+        if !(self.processors.dedupe_window_h.is_finite()
+            && self.processors.dedupe_window_h > 0.0
+            && self.processors.dedupe_window_h <= 87_600.0)
+        {
+            bail!("processors.dedupe_window_h must be a positive number of hours (at most 87600)");
         }
         if !(self.dispatcher.health_interval_s.is_finite() && self.dispatcher.health_interval_s > 0.0) {
             bail!("dispatcher.health_interval_s must be a positive number of seconds");
@@ -414,5 +455,23 @@ mod tests {
         assert!(Config::load(&flags, env(&[])).is_err());
         let flags = FlagOverrides { config: Some(dir.path().join("missing.toml")), ..Default::default() };
         assert!(Config::load(&flags, env(&[])).is_err());
+    }
+
+    #[test]
+    fn the_dedupe_window_is_read_in_hours_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Config::load(&FlagOverrides { config: Some(file.clone()), ..Default::default() }, env(&[]))
+        };
+        let default = load("").unwrap().processors.runner_options().dedupe_window;
+        assert_eq!(default, chaoseater_schemas::bus::DEFAULT_DEDUPE_WINDOW);
+        let c = load("[processors]\ndedupe_window_h = 1.5\n").unwrap();
+        assert_eq!(c.processors.runner_options().dedupe_window, std::time::Duration::from_secs(5_400));
+        for bad in ["0", "-1", "nan", "inf", "100000"] {
+            let err = format!("{:#}", load(&format!("[processors]\ndedupe_window_h = {bad}\n")).unwrap_err());
+            assert!(err.contains("dedupe_window_h"), "{bad}: {err}");
+        }
     }
 }

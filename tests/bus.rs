@@ -32,10 +32,14 @@ fn health(i: u64, regions: u64) -> Event {
 }
 
 fn run_started(i: u64) -> Event {
+    run_started_at(i, i as i64)
+}
+
+fn run_started_at(i: u64, at_ms: i64) -> Event {
     let run_id = RunId::new(format!("run-{}", i % 997));
     Event::RunStarted(RunStarted {
         event_id: EventId::derive("RunStarted", &[run_id.as_str(), &i.to_string()]),
-        occurred_at: TimestampMs(i as i64),
+        occurred_at: TimestampMs(at_ms),
         run_id,
         experiment_name: "volume".into(),
         regions: vec![RegionName::new("eu")],
@@ -156,19 +160,62 @@ async fn run_ledger_until_applied(
     count: u64,
     timeout: Duration,
 ) -> StateStore {
+    let done = move |s: &StateStore| s.stats().expect("stats").applied >= count;
+    run_ledger_until(ctx, store, RunnerOptions::default(), done, timeout).await
+}
+
+/// Runs the ledger in-process until `done` holds of its store (or `timeout` passed), stops it cleanly,
+/// and returns the store for inspection.
+async fn run_ledger_until(
+    ctx: &chaoseater_schemas::bus::BusContext,
+    store: StateStore,
+    options: RunnerOptions,
+    done: impl Fn(&StateStore) -> bool,
+    timeout: Duration,
+) -> StateStore {
     let reader = store.clone();
-    let runner = ProcessorRunner::new(ctx.clone(), RunLedger, store, RunnerOptions::default()).expect("runner");
+    let runner = ProcessorRunner::new(ctx.clone(), RunLedger, store, options).expect("runner");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(runner.run(async move {
         let _ = stop_rx.await;
     }));
     let deadline = Instant::now() + timeout;
-    while reader.stats().expect("stats").applied < count && Instant::now() < deadline {
+    while !done(&reader) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = stop_tx.send(());
     task.await.expect("runner task").expect("runner stopped cleanly");
     reader
+}
+
+/// A processor drops a re-published duplicate, and remembers applied ids only for its dedupe window of
+/// event time behind the newest event it applied (forgetting when it starts and then once a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_ids_are_remembered_for_the_dedupe_window() {
+    const DAY: i64 = 86_400_000;
+    let ctx = context(&brokers(), &unique_prefix("window"));
+    create_topics(&ctx).await;
+    let producer = EventProducer::new(&ctx).unwrap();
+    // A run started a day for ten days, then the last one again (a producer re-publishing after a crash).
+    let events: Vec<Event> = (0..10).map(|d| run_started_at(d, d as i64 * DAY)).collect();
+    producer.publish_all(&events).await.unwrap();
+    producer.publish_all(&events[9..]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = RunnerOptions { dedupe_window: Duration::from_secs(3 * 86_400), ..RunnerOptions::default() };
+    let timeout = Duration::from_secs(60);
+    let read_all = |s: &StateStore| {
+        let stats = s.stats().expect("stats");
+        stats.applied + stats.duplicates_dropped >= 11
+    };
+    let store = run_ledger_until(&ctx, StateStore::open(dir.path()).unwrap(), options.clone(), read_all, timeout).await;
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.applied, stats.duplicates_dropped), (10, 1), "{stats:?}");
+    // Started again: days 6 to 9 are within three days of the newest (day 9); days 0 to 5 are forgotten.
+    let store = run_ledger_until(&ctx, store, options, |s| s.applied_ids() <= 4, timeout).await;
+    assert_eq!(store.applied_ids(), 4);
+    for (day, event) in events.iter().enumerate() {
+        assert_eq!(store.was_applied(event.event_id().as_str()).unwrap(), day >= 6, "day {day}");
+    }
 }
 
 /// A tiny deterministic generator for kill times (the seed is printed, so a failure can be replayed).

@@ -9,7 +9,7 @@ use chaoseater_processors::ledger::RunLedger;
 use chaoseater_processors::orchestrator::Orchestrator;
 use chaoseater_processors::rollback::RollbackProcessor;
 use chaoseater_producers::dispatcher::{AgentTokens, Dispatcher, Workers, health};
-use chaoseater_schemas::bus::{BusContext, EventProducer, Processor, ProcessorRunner, RunnerOptions, StateStore};
+use chaoseater_schemas::bus::{BusContext, EventProducer, Processor, ProcessorRunner, StateStore};
 use chaoseater_sinks::grafana::sink::GrafanaSink;
 use chaoseater_sinks::metrics::{self, MetricsSink, MetricsView};
 use tokio::sync::watch;
@@ -86,17 +86,17 @@ pub fn spawn_processor(
         let store = open_store(config, embedded, name)?;
         let (sink, wake) = GrafanaSink::new(&target);
         tokio::spawn(chaoseater_sinks::grafana::sink::sender(store.clone(), target, wake, stop.clone()));
-        return spawn(ctx, sink, store, stop);
+        return spawn(ctx, config, sink, store, stop);
     }
     if name == Materializer::NAME {
         return spawn_history(ctx, config, embedded, stop);
     }
     let store = open_store(config, embedded, name)?;
     match name {
-        RunLedger::NAME => spawn(ctx, RunLedger, store, stop),
-        Orchestrator::NAME => spawn(ctx, Orchestrator, store, stop),
-        CircuitBreaker::NAME => spawn(ctx, CircuitBreaker { config: config.circuit.to_config() }, store, stop),
-        RollbackProcessor::NAME => spawn(ctx, RollbackProcessor, store, stop),
+        RunLedger::NAME => spawn(ctx, config, RunLedger, store, stop),
+        Orchestrator::NAME => spawn(ctx, config, Orchestrator, store, stop),
+        CircuitBreaker::NAME => spawn(ctx, config, CircuitBreaker { config: config.circuit.to_config() }, store, stop),
+        RollbackProcessor::NAME => spawn(ctx, config, RollbackProcessor, store, stop),
         Dispatcher::NAME => {
             let tokens = AgentTokens::load(config.dispatcher.tokens_file.as_deref(), std::env::vars())
                 .map_err(|e| anyhow::anyhow!("agent tokens: {e}"))?;
@@ -130,7 +130,7 @@ pub fn spawn_metrics(
             tracing::error!(error = %e, "metrics endpoint failed");
         }
     });
-    spawn(ctx, MetricsSink { view }, store, stop)
+    spawn(ctx, config, MetricsSink { view }, store, stop)
 }
 
 /// Starts the history materializer on `[history] dir`. On the embedded broker (a new, empty log each
@@ -183,16 +183,17 @@ pub fn spawn_dispatcher(
     tokio::spawn(workers.run(unfinished, queue));
     let interval = Duration::from_secs_f64(config.dispatcher.health_interval_s);
     tokio::spawn(health::monitor(store.clone(), producer, interval, stop.clone()));
-    spawn(ctx, dispatcher, store, stop)
+    spawn(ctx, config, dispatcher, store, stop)
 }
 
 fn spawn<P: Processor + Sync + 'static>(
     ctx: &BusContext,
+    config: &Config,
     processor: P,
     store: StateStore,
     mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
-    let runner = ProcessorRunner::new(ctx.clone(), processor, store, RunnerOptions::default())?;
+    let runner = ProcessorRunner::new(ctx.clone(), processor, store, config.processors.runner_options())?;
     Ok(tokio::spawn(async move {
         let stop = async move {
             let _ = stop.wait_for(|stop| *stop).await;

@@ -21,6 +21,6 @@ pub mod state;
 pub use consumer::{EventConsumer, Received, StartFrom};
 pub use context::BusContext;
 pub use embedded::EmbeddedBroker;
-pub use processor::{Origin, Processor, ProcessorRunner, Rejection, RunnerOptions, StateView};
+pub use processor::{DEFAULT_DEDUPE_WINDOW, Origin, Processor, ProcessorRunner, Rejection, RunnerOptions, StateView};
 pub use producer::EventProducer;
 pub use state::{RunnerStats, StateStore};

@@ -121,11 +121,26 @@ pub struct RunnerOptions {
     pub poll_wait: Duration,
     /// Where to start on partitions with no stored offset.
     pub start_from: StartFrom,
+    /// How long applied event ids are remembered to drop duplicates, in event time behind the newest
+    /// event applied ([`StateStore::forget_applied`]).
+    pub dedupe_window: Duration,
 }
+
+/// The default dedupe window: a week, far beyond the minutes in which a producer re-publishes after a
+/// crash, and the default retention of a Kafka topic.
+pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+
+/// How often the runner forgets ids older than the window.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
 
 impl Default for RunnerOptions {
     fn default() -> Self {
-        Self { batch_max: 1_000, poll_wait: Duration::from_millis(200), start_from: StartFrom::Beginning }
+        Self {
+            batch_max: 1_000,
+            poll_wait: Duration::from_millis(200),
+            start_from: StartFrom::Beginning,
+            dedupe_window: DEFAULT_DEDUPE_WINDOW,
+        }
     }
 }
 
@@ -137,13 +152,16 @@ pub struct ProcessorRunner<P> {
     store: StateStore,
     producer: EventProducer,
     options: RunnerOptions,
+    /// When a pass forgetting ids past the dedupe window last started, and the pass if it is running.
+    forgot_at: Option<std::time::Instant>,
+    forgetting: Option<tokio::task::JoinHandle<Result<usize>>>,
 }
 
 impl<P: Processor> ProcessorRunner<P> {
     /// A runner for `processor` with its state in `store`.
     pub fn new(ctx: BusContext, processor: P, store: StateStore, options: RunnerOptions) -> Result<Self> {
         let producer = EventProducer::new(&ctx)?;
-        Ok(Self { ctx, processor, store, producer, options })
+        Ok(Self { ctx, processor, store, producer, options, forgot_at: None, forgetting: None })
     }
 
     /// The state store, for readers of the processor's view.
@@ -156,6 +174,8 @@ impl<P: Processor> ProcessorRunner<P> {
         let mut stats = RunnerStats::default();
         // Events committed before a crash but not yet published go out first.
         stats.published += self.drain_outbox().await?;
+        self.forget_applied().await;
+        self.finish_forgetting().await;
         let positions = self.store.positions()?;
         let name = self.processor.name();
         let topics: Vec<String> = self.processor.topics().into_iter().map(|t| self.ctx.topics.name(t)).collect();
@@ -223,6 +243,7 @@ impl<P: Processor> ProcessorRunner<P> {
             }
             self.process(batch, &mut stats).await?;
         }
+        self.finish_forgetting().await;
         self.store.flush()?;
         info!(processor = name, applied = stats.applied, dead_lettered = stats.dead_lettered, "Processor stopped.");
         Ok(stats)
@@ -276,6 +297,7 @@ impl<P: Processor> ProcessorRunner<P> {
         let batch_stats = commit.stats;
         self.store.commit(commit)?;
         self.processor.on_commit(&self.store);
+        self.forget_applied().await;
         total.applied += batch_stats.applied;
         total.duplicates_dropped += batch_stats.duplicates_dropped;
         total.dead_lettered += batch_stats.dead_lettered;
@@ -283,6 +305,38 @@ impl<P: Processor> ProcessorRunner<P> {
             total.published += self.drain_outbox().await?;
         }
         Ok(())
+    }
+
+    /// Starts a pass forgetting applied ids older than the dedupe window, on a blocking thread beside
+    /// this task (it reads every id), at most once a minute and one at a time.
+    async fn forget_applied(&mut self) {
+        if self.forgetting.as_ref().is_some_and(|pass| !pass.is_finished()) {
+            return;
+        }
+        self.finish_forgetting().await;
+        if self.forgot_at.is_some_and(|at| at.elapsed() < FORGET_EVERY) {
+            return;
+        }
+        self.forgot_at = Some(std::time::Instant::now());
+        let (store, window) = (self.store.clone(), self.options.dedupe_window);
+        self.forgetting = Some(tokio::task::spawn_blocking(move || store.forget_applied(window, TimestampMs::now().0)));
+    }
+
+    /// Waits for the pass under way, if any, and reports it. A failed pass is retried at the next one:
+    /// forgetting is housekeeping, never a reason to stop consuming.
+    async fn finish_forgetting(&mut self) {
+        let Some(pass) = self.forgetting.take() else {
+            return;
+        };
+        let name = self.processor.name();
+        match pass.await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(forgotten)) => {
+                debug!(processor = name, forgotten, "Forgot applied ids older than the dedupe window.")
+            }
+            Ok(Err(e)) => warn!(processor = name, error = %e, "Could not forget old applied ids; trying again later."),
+            Err(e) => warn!(processor = name, error = %e, "The pass forgetting old applied ids failed."),
+        }
     }
 
     fn outbox_entry(&self, codec: &crate::codec::Codec, output: &Event) -> Result<OutboxEntry> {

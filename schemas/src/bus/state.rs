@@ -1,6 +1,10 @@
 //! A component's sled state store: its state, the next offset of every partition it read, its outbox of
 //! events to publish, and the ids of the events it applied. One [`Commit`] changes all four atomically, so
 //! a crash at any point leaves state and offsets in step: the component resumes exactly where its state is.
+//!
+//! Applied ids are remembered for a window of event time ([`StateStore::forget_applied`]), not forever:
+//! a duplicate is a producer publishing an event again after a crash (its outbox, a retried send), which
+//! lands beside the original in the log, and a store that kept every id would grow with every event.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -170,9 +174,59 @@ impl StateStore {
         self.applied.len()
     }
 
-    /// Whether an event id was already applied.
+    /// Whether an event id was already applied (within the window [`StateStore::forget_applied`] keeps).
     pub fn was_applied(&self, event_id: &str) -> Result<bool> {
         Ok(self.applied.contains_key(event_id.as_bytes())?)
+    }
+
+    /// The time of the newest event applied: kept with every commit; a store committed to before it was
+    /// kept has it found once from its ids.
+    fn newest_applied(&self) -> Result<Option<i64>> {
+        if let Some(v) = self.meta.get(NEWEST_APPLIED)? {
+            return Ok(v.as_ref().try_into().ok().map(i64::from_be_bytes));
+        }
+        let mut newest = None;
+        for item in self.applied.iter() {
+            let at = read_time(&item?.1);
+            newest = Some(newest.map_or(at, |n: i64| n.max(at)));
+        }
+        if let Some(at) = newest {
+            self.meta.insert(NEWEST_APPLIED, &at.to_be_bytes())?;
+        }
+        Ok(newest)
+    }
+
+    /// Forgets the ids of events that happened more than `window` before the newest event applied (or
+    /// before `now_ms`, if an event claims a later time: a producer's clock ahead must not wipe the
+    /// window). Event time, not the wall clock: a processor stopped for longer than the window still
+    /// knows, when it comes back, every id a duplicate still in the log could carry. Returns how many
+    /// were forgotten.
+    ///
+    /// One pass over the ids, removing in slices. Not indexed by time on purpose: an index is a second
+    /// write per event inside every commit's transaction, which halved the commit rate (`cargo bench
+    /// --bench state`), while this pass runs once in a while, off the processor's task. Safe beside
+    /// commits: an id removed while a batch looks it up was older than the window either way.
+    pub fn forget_applied(&self, window: std::time::Duration, now_ms: i64) -> Result<usize> {
+        let Some(newest) = self.newest_applied()? else {
+            return Ok(0);
+        };
+        let cutoff = newest.min(now_ms).saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+        let mut forgotten = 0;
+        let (mut batch, mut in_batch) = (sled::Batch::default(), 0);
+        for item in self.applied.iter() {
+            let (id, at) = item?;
+            if read_time(&at) < cutoff {
+                batch.remove(id);
+                in_batch += 1;
+            }
+            if in_batch == FORGET_SLICE {
+                self.applied.apply_batch(std::mem::take(&mut batch))?;
+                forgotten += in_batch;
+                in_batch = 0;
+            }
+        }
+        self.applied.apply_batch(batch)?;
+        Ok(forgotten + in_batch)
     }
 
     /// Writes a batch's state, offsets, outbox and applied ids in one transaction. Returns the outbox keys.
@@ -195,6 +249,12 @@ impl StateStore {
                     }
                     for (id, at) in &commit.applied {
                         applied.insert(id.as_bytes(), &at.to_be_bytes())?;
+                    }
+                    if let Some(at) = commit.applied.iter().map(|(_, at)| *at).max() {
+                        let newest = meta.get(NEWEST_APPLIED)?.and_then(|v| v.as_ref().try_into().ok());
+                        if newest.is_none_or(|n| i64::from_be_bytes(n) < at) {
+                            meta.insert(NEWEST_APPLIED, &at.to_be_bytes())?;
+                        }
                     }
                     for (name, delta) in RunnerStats::NAMES.iter().zip(commit.stats.values()) {
                         if delta > 0 {
@@ -239,6 +299,17 @@ impl StateStore {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// Ids removed per sled batch when forgetting.
+const FORGET_SLICE: usize = 10_000;
+
+/// The meta key of the newest applied event's time.
+const NEWEST_APPLIED: &[u8] = b"newest_applied";
+
+/// An applied id's time (its value).
+fn read_time(value: &[u8]) -> i64 {
+    value.try_into().map(i64::from_be_bytes).unwrap_or(0)
 }
 
 fn read_u64(value: Option<&[u8]>) -> u64 {
@@ -292,5 +363,54 @@ mod tests {
         assert_eq!(store.stats().unwrap().applied, 1);
         store.remove_outbox(&keys).unwrap();
         assert!(store.pending_outbox().unwrap().is_empty());
+    }
+
+    const DAY: i64 = 86_400_000;
+
+    fn commit_ids(store: &StateStore, ids: &[(&str, i64)]) {
+        let applied = ids.iter().map(|(id, at)| ((*id).to_owned(), *at)).collect();
+        store.commit(Commit { applied, ..Commit::default() }).unwrap();
+    }
+
+    #[test]
+    fn applied_ids_are_forgotten_a_window_behind_the_newest_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let ids: Vec<String> = (0..=10).map(|d| format!("id-{d}")).collect();
+        let applied: Vec<(&str, i64)> = ids.iter().zip(0..).map(|(id, d)| (id.as_str(), d * DAY)).collect();
+        // Out of order and over two commits: the newest is what counts, not the last.
+        commit_ids(&store, &applied[5..]);
+        commit_ids(&store, &applied[..5]);
+        let window = std::time::Duration::from_secs(3 * 86_400);
+        // The wall clock far ahead (a processor back after a long stop): the newest event sets the window.
+        assert_eq!(store.forget_applied(window, 1_000 * DAY).unwrap(), 7);
+        for (d, id) in ids.iter().enumerate() {
+            assert_eq!(store.was_applied(id).unwrap(), d >= 7, "{id}");
+        }
+        assert_eq!(store.applied_ids(), 4);
+        assert_eq!(store.forget_applied(window, 1_000 * DAY).unwrap(), 0);
+        // An event from a clock far ahead does not push the window past the wall clock.
+        commit_ids(&store, &[("from-the-future", 500 * DAY)]);
+        assert_eq!(store.forget_applied(window, 10 * DAY).unwrap(), 0);
+        assert_eq!(store.applied_ids(), 5);
+        assert_eq!(store.forget_applied(window, 12 * DAY).unwrap(), 2);
+        assert!(store.was_applied("id-9").unwrap() && store.was_applied("from-the-future").unwrap());
+    }
+
+    #[test]
+    fn a_store_from_before_the_window_finds_its_newest_event_from_its_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        commit_ids(&store, &[("old", -2 * DAY), ("new", 5 * DAY), ("mid", DAY)]);
+        // As a store written before the newest time was kept: ids only.
+        store.meta.remove(NEWEST_APPLIED).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.forget_applied(std::time::Duration::from_secs(2 * 86_400), 100 * DAY).unwrap(), 2);
+        assert!(!store.was_applied("old").unwrap() && !store.was_applied("mid").unwrap());
+        assert!(store.was_applied("new").unwrap());
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(StateStore::open(empty.path()).unwrap().forget_applied(std::time::Duration::ZERO, DAY).unwrap(), 0);
     }
 }
