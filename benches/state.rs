@@ -1,13 +1,13 @@
-//! A processor's state store: committing batches of applied event ids (what every processor does per
-//! batch, with its offsets and state), looking them up (every event consumed), and forgetting the ids
-//! older than the dedupe window.
+//! A processor's state store: committing batches of applied event ids from three partitions (what every
+//! processor does per batch, with its offsets and state), looking them up (every event consumed), and
+//! forgetting the ids older than the dedupe window.
 //!
 //! cargo bench --bench state
 
 use std::time::{Duration, Instant};
 
 use chaoseater_schemas::bus::StateStore;
-use chaoseater_schemas::bus::state::Commit;
+use chaoseater_schemas::bus::state::{Applied, Commit};
 
 const IDS: usize = 200_000;
 const BATCH: usize = 1_000;
@@ -32,8 +32,14 @@ fn main() {
     let store = StateStore::open(dir.path()).expect("store");
     let started = Instant::now();
     for batch in 0..IDS / BATCH {
-        let applied =
-            (batch * BATCH..(batch + 1) * BATCH).map(|i| (id(i), i as i64 * DAYS * DAY_MS / IDS as i64)).collect();
+        let applied = (batch * BATCH..(batch + 1) * BATCH)
+            .map(|i| Applied {
+                id: id(i),
+                at: i as i64 * DAYS * DAY_MS / IDS as i64,
+                topic: "bench.results".to_owned(),
+                partition: (i % 3) as i32,
+            })
+            .collect();
         let mut commit = Commit { applied, ..Commit::default() };
         commit.offsets.insert(("bench.results".to_owned(), 0), ((batch + 1) * BATCH) as i64);
         store.commit(commit).expect("commit");

@@ -28,8 +28,32 @@ pub struct RollbackView {
     pub planned: Vec<f64>,
     /// Steps applied at the agent: (step, percentage).
     pub applied: Vec<(i32, f64)>,
-    /// `rolling back`, `paused: …`, `completed`, `failed: …`.
-    pub state: String,
+    pub state: RollbackState,
+}
+
+/// Where a region's rollback stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RollbackState {
+    RollingBack,
+    /// A health check failed after a step; `chaoseater rollback resume` goes on.
+    Paused {
+        reason: String,
+    },
+    Completed,
+    Failed {
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for RollbackState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RollbackState::RollingBack => f.write_str("rolling back"),
+            RollbackState::Paused { reason } => write!(f, "paused: {reason}"),
+            RollbackState::Completed => f.write_str("completed"),
+            RollbackState::Failed { reason } => write!(f, "failed: {reason}"),
+        }
+    }
 }
 
 impl RollbackView {
@@ -78,7 +102,8 @@ impl RunView {
     /// Rejected, or completed with no rollback still under way (its outcome belongs in the summary; a
     /// paused one waits for a person, so it does not hold the summary back).
     pub fn finished(&self) -> bool {
-        let rolling_back = self.regions.iter().any(|r| r.rollback.as_ref().is_some_and(|b| b.state == "rolling back"));
+        let rolling_back =
+            self.regions.iter().any(|r| r.rollback.as_ref().is_some_and(|b| b.state == RollbackState::RollingBack));
         self.rejected.is_some() || (self.completed.is_some() && !rolling_back)
     }
 
@@ -141,7 +166,7 @@ impl RunView {
                     trigger: r.trigger.as_str().to_owned(),
                     planned: r.planned_percentages.clone(),
                     applied: Vec::new(),
-                    state: "rolling back".to_owned(),
+                    state: RollbackState::RollingBack,
                 };
                 let steps: Vec<String> = r.planned_percentages.iter().map(|p| format!("{p:.0}%")).collect();
                 let line = format!(
@@ -160,6 +185,10 @@ impl RunView {
                     return None;
                 }
                 rollback.applied.push((a.step, a.percentage));
+                // A step after a pause: the rollback was resumed.
+                if matches!(rollback.state, RollbackState::Paused { .. }) {
+                    rollback.state = RollbackState::RollingBack;
+                }
                 let of = rollback.planned.len().max(a.step as usize);
                 Some(format!(
                     "  {:<12} rollback step {}/{of} applied: {:.0}% of traffic free of the fault",
@@ -167,14 +196,15 @@ impl RunView {
                 ))
             }
             Event::RollbackPaused(p) => {
-                self.region(p.region.as_str()).rollback.as_mut()?.state = format!("paused: {}", p.reason);
+                self.region(p.region.as_str()).rollback.as_mut()?.state =
+                    RollbackState::Paused { reason: p.reason.clone() };
                 Some(format!(
                     "  {:<12} rollback PAUSED after step {}: {} (chaoseater rollback resume {})",
                     p.region, p.step, p.reason, p.run_id
                 ))
             }
             Event::RollbackCompleted(c) => {
-                self.region(c.region.as_str()).rollback.as_mut()?.state = "completed".to_owned();
+                self.region(c.region.as_str()).rollback.as_mut()?.state = RollbackState::Completed;
                 Some(format!(
                     "  {:<12} rollback completed in {} steps, {:.1} s",
                     c.region,
@@ -183,7 +213,8 @@ impl RunView {
                 ))
             }
             Event::RollbackFailed(f) => {
-                self.region(f.region.as_str()).rollback.as_mut()?.state = format!("failed: {}", f.reason);
+                self.region(f.region.as_str()).rollback.as_mut()?.state =
+                    RollbackState::Failed { reason: f.reason.clone() };
                 Some(format!("  {:<12} rollback FAILED: {}", f.region, f.reason))
             }
             _ => None,
@@ -358,4 +389,57 @@ pub async fn follow(ctx: &BusContext, mut runs: Vec<RunView>, timeout: Duration)
         write!(std::io::stderr(), "\x1b[{drawn}A\x1b[J")?;
     }
     Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use chaoseater_schemas::events::{Event, EventKind};
+    use chaoseater_schemas::samples::sample;
+
+    use super::*;
+
+    /// The sample of `kind`, about run `r1` in region `eu`.
+    fn event(kind: EventKind, change: impl FnOnce(&mut Event)) -> Event {
+        let mut e = sample(kind);
+        change(&mut e);
+        e
+    }
+
+    #[test]
+    fn a_run_is_finished_once_no_rollback_is_under_way() {
+        let started = event(EventKind::RollbackStarted, |_| {});
+        let Event::RollbackStarted(s) = &started else { unreachable!() };
+        let (run, region) = (s.run_id.clone(), s.region.clone());
+        let mut view = RunView::new(run.clone(), "x", 1_000, None);
+        let rollback = |view: &RunView| view.regions[0].rollback.as_ref().expect("rollback").state.clone();
+        view.apply(&started);
+        view.apply(&event(EventKind::RunCompleted, |e| {
+            if let Event::RunCompleted(c) = e {
+                c.run_id = run.clone();
+            }
+        }));
+        assert_eq!(rollback(&view), RollbackState::RollingBack);
+        assert!(!view.finished(), "completed, but its rollback is still under way");
+        view.apply(&event(EventKind::RollbackPaused, |e| {
+            if let Event::RollbackPaused(p) = e {
+                (p.run_id, p.region, p.reason) = (run.clone(), region.clone(), "unhealthy".into());
+            }
+        }));
+        assert_eq!(rollback(&view).to_string(), "paused: unhealthy");
+        assert!(view.finished(), "a paused rollback waits for a person, not for the summary");
+        view.apply(&event(EventKind::RollbackStepApplied, |e| {
+            if let Event::RollbackStepApplied(a) = e {
+                (a.run_id, a.region, a.step) = (run.clone(), region.clone(), 2);
+            }
+        }));
+        assert_eq!(rollback(&view), RollbackState::RollingBack, "a step after the pause: resumed");
+        assert!(!view.finished());
+        view.apply(&event(EventKind::RollbackCompleted, |e| {
+            if let Event::RollbackCompleted(c) = e {
+                (c.run_id, c.region) = (run.clone(), region.clone());
+            }
+        }));
+        assert_eq!(rollback(&view), RollbackState::Completed);
+        assert!(view.finished());
+    }
 }

@@ -6,6 +6,7 @@ use chaoseater_schemas::bus::EventProducer;
 use chaoseater_schemas::events::{Event, RollbackAction, RollbackRequested};
 use chaoseater_schemas::ids::{RegionName, RunId, TimestampMs};
 
+use super::follow::RollbackState;
 use super::runs::{load_run, print_circuits};
 use crate::cli::{RollbackArgs, RollbackCommand};
 use crate::config::Config;
@@ -50,7 +51,7 @@ async fn request(args: RollbackArgs, action: RollbackAction, config: &Config) ->
                 .regions
                 .iter()
                 .filter(|r| chosen(&r.name))
-                .any(|r| r.rollback.as_ref().is_some_and(|rb| rb.state.starts_with("paused"))) =>
+                .any(|r| r.rollback.as_ref().is_some_and(|rb| matches!(rb.state, RollbackState::Paused { .. }))) =>
         {
             bail!(Exit(EXIT_INVALID_INPUT, format!("no paused rollback in run {run_id}")));
         }

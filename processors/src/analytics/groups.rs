@@ -54,7 +54,7 @@ pub fn schema() -> SchemaRef {
 }
 
 /// One group's running totals.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Acc {
     n: i64,
     s: f64,
@@ -72,37 +72,41 @@ impl Acc {
     }
 
     fn add_score(&mut self, v: f64) {
-        // total_cmp: the order DataFusion's min/max use for floats (NaN above everything).
-        if self.c == 0 {
-            (self.lo, self.hi) = (v, v);
-        } else {
-            if v.total_cmp(&self.lo).is_lt() {
-                self.lo = v;
-            }
-            if v.total_cmp(&self.hi).is_gt() {
-                self.hi = v;
-            }
-        }
+        lower(&mut self.lo, v);
+        raise(&mut self.hi, v);
         self.s += v;
         self.c += 1;
     }
 
     fn merge(&mut self, other: &Acc) {
         if other.c > 0 {
-            if self.c == 0 {
-                (self.lo, self.hi) = (other.lo, other.hi);
-            } else {
-                if other.lo.total_cmp(&self.lo).is_lt() {
-                    self.lo = other.lo;
-                }
-                if other.hi.total_cmp(&self.hi).is_gt() {
-                    self.hi = other.hi;
-                }
-            }
+            lower(&mut self.lo, other.lo);
+            raise(&mut self.hi, other.hi);
         }
         self.n += other.n;
         self.s += other.s;
         self.c += other.c;
+    }
+}
+
+impl Default for Acc {
+    fn default() -> Self {
+        Self { n: 0, s: 0.0, c: 0, lo: f64::MAX, hi: f64::MIN }
+    }
+}
+
+/// DataFusion's grouped `min` of floats, followed to the letter (NaN included): a value replaces the
+/// current one when it is smaller or the two do not compare, from a start of `f64::MAX`.
+fn lower(current: &mut f64, value: f64) {
+    if matches!(value.partial_cmp(current), Some(std::cmp::Ordering::Less) | None) {
+        *current = value;
+    }
+}
+
+/// DataFusion's grouped `max` of floats: as [`lower`], from `f64::MIN`.
+fn raise(current: &mut f64, value: f64) {
+    if matches!(value.partial_cmp(current), Some(std::cmp::Ordering::Greater) | None) {
+        *current = value;
     }
 }
 
@@ -296,22 +300,32 @@ fn parquet_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> Failure
     move |e| Failure::Other(AnalyticsError::Engine(format!("{}: {e}", path.display())))
 }
 
-/// The data files of the table under `dir` (`date=.../*.parquet`; temporary files are not data).
-fn list(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The data files of the table under `dir`: non-empty `*.parquet` in its `date=` folders, as
+/// DataFusion's listing of the same table finds them (temporary files are not data).
+fn list(dir: &Path) -> std::result::Result<Vec<PathBuf>, Failure> {
+    let read = |d: &Path| {
+        std::fs::read_dir(d).map_err(|e| match e.kind() {
+            // A day pruned, or the table not yet written, between listing and reading.
+            std::io::ErrorKind::NotFound => Failure::Vanished,
+            _ => Failure::Other(AnalyticsError::Engine(format!("{}: {e}", d.display()))),
+        })
+    };
+    let entry_err = |e: std::io::Error| Failure::Other(AnalyticsError::Engine(e.to_string()));
     let mut files = Vec::new();
-    let read = |d: &Path| std::fs::read_dir(d).map_err(|e| AnalyticsError::Engine(format!("{}: {e}", d.display())));
     if !dir.exists() {
         return Ok(files);
     }
     for day in read(dir)? {
-        let day = day.map_err(|e| AnalyticsError::Engine(e.to_string()))?.path();
-        if !day.is_dir() {
+        let day = day.map_err(entry_err)?.path();
+        let is_day = day.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("date="));
+        if !is_day || !day.is_dir() {
             continue;
         }
         for file in read(&day)? {
-            let file = file.map_err(|e| AnalyticsError::Engine(e.to_string()))?.path();
-            if file.extension().is_some_and(|x| x == "parquet") {
-                files.push(file);
+            let file = file.map_err(entry_err)?;
+            let path = file.path();
+            if path.extension().is_some_and(|x| x == "parquet") && file.metadata().is_ok_and(|m| m.len() > 0) {
+                files.push(path);
             }
         }
     }
@@ -410,11 +424,11 @@ fn shares(mut parts: Vec<Part>, n: usize) -> Vec<Vec<Part>> {
 }
 
 async fn attempt(dir: &Path) -> std::result::Result<RecordBatch, Failure> {
-    let files = list(dir)?;
+    let dir = dir.to_owned();
     let planned = tokio::task::spawn_blocking(move || -> std::result::Result<Vec<Part>, Failure> {
         let mut parts = Vec::new();
-        for file in &files {
-            parts.extend(plan(file)?);
+        for file in list(&dir)? {
+            parts.extend(plan(&file)?);
         }
         Ok(parts)
     })
@@ -423,28 +437,29 @@ async fn attempt(dir: &Path) -> std::result::Result<RecordBatch, Failure> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let tasks: Vec<_> =
         shares(planned, threads).into_iter().map(|share| tokio::task::spawn_blocking(move || fold(&share))).collect();
-    let mut all = Groups::default();
+    // Every share is awaited, failed or not, so that no reader is left running beside a retry.
+    let mut results = Vec::with_capacity(tasks.len());
     for task in tasks {
-        all.merge(task.await.map_err(|e| AnalyticsError::Engine(e.to_string()))??);
+        results.push(task.await.map_err(|e| AnalyticsError::Engine(e.to_string()))?);
+    }
+    let mut all = Groups::default();
+    for groups in results {
+        all.merge(groups?);
     }
     Ok(all.into_batch()?)
 }
 
 /// The groups of the experiments table whose files are under `dir` (its `date=` folders).
 pub async fn experiment_groups(dir: &Path) -> Result<RecordBatch> {
-    for _ in 1..ATTEMPTS {
+    for _ in 0..ATTEMPTS {
         match attempt(dir).await {
             Ok(batch) => return Ok(batch),
             Err(Failure::Vanished) => continue,
             Err(Failure::Other(e)) => return Err(e),
         }
     }
-    match attempt(dir).await {
-        Ok(batch) => Ok(batch),
-        Err(Failure::Vanished) => Err(AnalyticsError::Engine(format!(
-            "{}: files kept changing while being read ({ATTEMPTS} attempts); try again",
-            dir.display()
-        ))),
-        Err(Failure::Other(e)) => Err(e),
-    }
+    Err(AnalyticsError::Engine(format!(
+        "{}: files kept changing while being read ({ATTEMPTS} attempts); try again",
+        dir.display()
+    )))
 }

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use super::BusContext;
 use super::consumer::{EventConsumer, Positions, Received, StartFrom};
 use super::producer::{EventProducer, RawMessage};
-use super::state::{Commit, OutboxEntry, RunnerStats, StateStore};
+use super::state::{Applied, Commit, OutboxEntry, RunnerStats, StateStore};
 use crate::error::Result;
 use crate::events::Event;
 use crate::ids::TimestampMs;
@@ -122,7 +122,7 @@ pub struct RunnerOptions {
     /// Where to start on partitions with no stored offset.
     pub start_from: StartFrom,
     /// How long applied event ids are remembered to drop duplicates, in event time behind the newest
-    /// event applied ([`StateStore::forget_applied`]).
+    /// event applied from the same partition ([`StateStore::forget_applied`]).
     pub dedupe_window: Duration,
 }
 
@@ -171,10 +171,17 @@ impl<P: Processor> ProcessorRunner<P> {
 
     /// Consumes until `shutdown` resolves, then commits what it applied and returns.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<RunnerStats> {
+        let result = self.consume(shutdown).await;
+        // Also when consuming failed: the pass holds a handle on the store, which must be released.
+        self.finish_forgetting().await;
+        result
+    }
+
+    async fn consume(&mut self, shutdown: impl Future<Output = ()>) -> Result<RunnerStats> {
         let mut stats = RunnerStats::default();
         // Events committed before a crash but not yet published go out first.
         stats.published += self.drain_outbox().await?;
-        self.forget_applied().await;
+        self.start_forgetting().await;
         self.finish_forgetting().await;
         let positions = self.store.positions()?;
         let name = self.processor.name();
@@ -243,7 +250,6 @@ impl<P: Processor> ProcessorRunner<P> {
             }
             self.process(batch, &mut stats).await?;
         }
-        self.finish_forgetting().await;
         self.store.flush()?;
         info!(processor = name, applied = stats.applied, dead_lettered = stats.dead_lettered, "Processor stopped.");
         Ok(stats)
@@ -278,7 +284,12 @@ impl<P: Processor> ProcessorRunner<P> {
                     for output in outputs {
                         commit.outbox.push(self.outbox_entry(&codec, &output)?);
                     }
-                    commit.applied.push((id.clone(), event.occurred_at().0));
+                    commit.applied.push(Applied {
+                        id: id.clone(),
+                        at: event.occurred_at().0,
+                        topic: origin.topic.clone(),
+                        partition: origin.partition,
+                    });
                     seen_in_batch.insert(id);
                     stats.applied += 1;
                 }
@@ -297,7 +308,7 @@ impl<P: Processor> ProcessorRunner<P> {
         let batch_stats = commit.stats;
         self.store.commit(commit)?;
         self.processor.on_commit(&self.store);
-        self.forget_applied().await;
+        self.start_forgetting().await;
         total.applied += batch_stats.applied;
         total.duplicates_dropped += batch_stats.duplicates_dropped;
         total.dead_lettered += batch_stats.dead_lettered;
@@ -309,7 +320,7 @@ impl<P: Processor> ProcessorRunner<P> {
 
     /// Starts a pass forgetting applied ids older than the dedupe window, on a blocking thread beside
     /// this task (it reads every id), at most once a minute and one at a time.
-    async fn forget_applied(&mut self) {
+    async fn start_forgetting(&mut self) {
         if self.forgetting.as_ref().is_some_and(|pass| !pass.is_finished()) {
             return;
         }

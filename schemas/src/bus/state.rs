@@ -79,6 +79,16 @@ impl RunnerStats {
     }
 }
 
+/// An event applied: its id, when it happened, and the partition it was read from (the window in
+/// which its id is remembered follows that partition's progress).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub id: String,
+    pub at: i64,
+    pub topic: String,
+    pub partition: i32,
+}
+
 /// Everything one batch changes, written in one transaction.
 #[derive(Debug, Default)]
 pub struct Commit {
@@ -88,8 +98,8 @@ pub struct Commit {
     pub offsets: Positions,
     /// Events to publish after the commit.
     pub outbox: Vec<OutboxEntry>,
-    /// Ids of the events applied, with when they happened.
-    pub applied: Vec<(String, i64)>,
+    /// The events applied.
+    pub applied: Vec<Applied>,
     /// What the batch did, added to the stored totals.
     pub stats: RunnerStats,
 }
@@ -179,43 +189,38 @@ impl StateStore {
         Ok(self.applied.contains_key(event_id.as_bytes())?)
     }
 
-    /// The time of the newest event applied: kept with every commit; a store committed to before it was
-    /// kept has it found once from its ids.
-    fn newest_applied(&self) -> Result<Option<i64>> {
-        if let Some(v) = self.meta.get(NEWEST_APPLIED)? {
-            return Ok(v.as_ref().try_into().ok().map(i64::from_be_bytes));
-        }
-        let mut newest = None;
-        for item in self.applied.iter() {
-            let at = read_time(&item?.1);
-            newest = Some(newest.map_or(at, |n: i64| n.max(at)));
-        }
-        if let Some(at) = newest {
-            self.meta.insert(NEWEST_APPLIED, &at.to_be_bytes())?;
-        }
-        Ok(newest)
-    }
-
-    /// Forgets the ids of events that happened more than `window` before the newest event applied (or
-    /// before `now_ms`, if an event claims a later time: a producer's clock ahead must not wipe the
-    /// window). Event time, not the wall clock: a processor stopped for longer than the window still
-    /// knows, when it comes back, every id a duplicate still in the log could carry. Returns how many
-    /// were forgotten.
+    /// Forgets the ids of events that happened more than `window` before the newest event applied from
+    /// the same partition (or before `now_ms`, if an event claims a later time: a producer's clock ahead
+    /// must not wipe the window). Returns how many were forgotten.
+    ///
+    /// A duplicate lands in its original's partition (same key), after it. So each partition's window
+    /// follows that partition's own progress: a partition read to its end cannot make a lagging one
+    /// forget ids whose duplicates it has yet to read, and a processor stopped for longer than the window
+    /// still knows, when it comes back, every id a duplicate waiting in the log can carry. Ids applied
+    /// before partitions were recorded follow the slowest partition.
     ///
     /// One pass over the ids, removing in slices. Not indexed by time on purpose: an index is a second
     /// write per event inside every commit's transaction, which halved the commit rate (`cargo bench
     /// --bench state`), while this pass runs once in a while, off the processor's task. Safe beside
-    /// commits: an id removed while a batch looks it up was older than the window either way.
+    /// commits: an id removed while a batch looks it up was past its window either way.
     pub fn forget_applied(&self, window: std::time::Duration, now_ms: i64) -> Result<usize> {
-        let Some(newest) = self.newest_applied()? else {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = |newest: i64| newest.min(now_ms).saturating_sub(window_ms);
+        let mut cutoffs: HashMap<Vec<u8>, i64> = HashMap::new(); // by partition number
+        for item in self.meta.scan_prefix(NEWEST_PREFIX) {
+            let (key, value) = item?;
+            cutoffs.insert(key[NEWEST_PREFIX.len()..].to_vec(), cutoff(read_time(&value)));
+        }
+        let Some(slowest) = cutoffs.values().min().copied() else {
             return Ok(0);
         };
-        let cutoff = newest.min(now_ms).saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
         let mut forgotten = 0;
         let (mut batch, mut in_batch) = (sled::Batch::default(), 0);
         for item in self.applied.iter() {
-            let (id, at) = item?;
-            if read_time(&at) < cutoff {
+            let (id, value) = item?;
+            let partition = value.get(8..12).unwrap_or_default();
+            let limit = if partition.is_empty() { Some(slowest) } else { cutoffs.get(partition).copied() };
+            if limit.is_some_and(|limit| read_time(&value) < limit) {
                 batch.remove(id);
                 in_batch += 1;
             }
@@ -229,12 +234,49 @@ impl StateStore {
         Ok(forgotten + in_batch)
     }
 
+    /// The number standing for an applied event's partition in its id's value (4 bytes rather than the
+    /// partition's name, which made commits a quarter slower): assigned at first sight, kept in meta.
+    /// Outside the commit's transaction: a number assigned for a commit that then fails stays unused.
+    fn partition_number(&self, a: &Applied) -> Result<[u8; 4]> {
+        let key = [PARTITION_PREFIX, &encode_partition_key(&a.topic, a.partition)].concat();
+        if let Some(n) = self.meta.get(&key)? {
+            return Ok(n.as_ref().try_into().unwrap_or_default());
+        }
+        let count = self.meta.update_and_fetch(PARTITION_COUNT, |old| {
+            let n = old.and_then(|v| v.try_into().ok()).map_or(0, u32::from_be_bytes);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        let number: [u8; 4] = count.as_deref().and_then(|v| v.try_into().ok()).unwrap_or_default();
+        match self.meta.compare_and_swap(&key, None as Option<&[u8]>, Some(&number[..]))? {
+            Ok(()) => Ok(number),
+            // Another writer numbered it first: theirs stands.
+            Err(e) => Ok(e.current.as_deref().and_then(|v| v.try_into().ok()).unwrap_or_default()),
+        }
+    }
+
     /// Writes a batch's state, offsets, outbox and applied ids in one transaction. Returns the outbox keys.
     pub fn commit(&self, commit: Commit) -> Result<Vec<u64>> {
         let outbox_keys: Vec<u64> = commit.outbox.iter().map(|_| self.db.generate_id()).collect::<Result<_, _>>()?;
+        // An applied id's value: when it happened, then its partition's number. And per partition, the
+        // newest event time in this batch.
+        let mut numbers: HashMap<(&str, i32), [u8; 4]> = HashMap::new();
+        let mut newest: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        let mut applied: Vec<(&[u8], [u8; 12])> = Vec::with_capacity(commit.applied.len());
+        for a in &commit.applied {
+            let number = match numbers.get(&(a.topic.as_str(), a.partition)) {
+                Some(n) => *n,
+                None => *numbers.entry((a.topic.as_str(), a.partition)).or_insert(self.partition_number(a)?),
+            };
+            let at = newest.entry([NEWEST_PREFIX, &number].concat()).or_insert(a.at);
+            *at = (*at).max(a.at);
+            let mut value = [0; 12];
+            value[..8].copy_from_slice(&a.at.to_be_bytes());
+            value[8..].copy_from_slice(&number);
+            applied.push((a.id.as_bytes(), value));
+        }
         let result: Result<(), TransactionError<()>> =
             (&self.state, &self.offsets, &self.outbox, &self.applied, &self.meta).transaction(
-                |(state, offsets, outbox, applied, meta)| {
+                |(state, offsets, outbox, applied_tree, meta)| {
                     for (key, value) in &commit.state {
                         match value {
                             Some(v) => state.insert(key.as_slice(), v.as_slice())?,
@@ -247,13 +289,13 @@ impl StateStore {
                     for (entry, key) in commit.outbox.iter().zip(&outbox_keys) {
                         outbox.insert(&key.to_be_bytes(), entry.to_bytes())?;
                     }
-                    for (id, at) in &commit.applied {
-                        applied.insert(id.as_bytes(), &at.to_be_bytes())?;
+                    for (key, value) in &applied {
+                        applied_tree.insert(*key, value)?;
                     }
-                    if let Some(at) = commit.applied.iter().map(|(_, at)| *at).max() {
-                        let newest = meta.get(NEWEST_APPLIED)?.and_then(|v| v.as_ref().try_into().ok());
-                        if newest.is_none_or(|n| i64::from_be_bytes(n) < at) {
-                            meta.insert(NEWEST_APPLIED, &at.to_be_bytes())?;
+                    for (key, at) in &newest {
+                        let stored = meta.get(key.as_slice())?.map(|v| read_time(&v));
+                        if stored.is_none_or(|stored| stored < *at) {
+                            meta.insert(key.as_slice(), &at.to_be_bytes())?;
                         }
                     }
                     for (name, delta) in RunnerStats::NAMES.iter().zip(commit.stats.values()) {
@@ -304,12 +346,16 @@ impl StateStore {
 /// Ids removed per sled batch when forgetting.
 const FORGET_SLICE: usize = 10_000;
 
-/// The meta key of the newest applied event's time.
-const NEWEST_APPLIED: &[u8] = b"newest_applied";
+/// Meta keys of each partition's newest applied event time: this prefix, then the partition's number.
+const NEWEST_PREFIX: &[u8] = b"newest\0";
 
-/// An applied id's time (its value).
+/// Meta keys of the partitions' numbers: this prefix, then the partition's key; and their count.
+const PARTITION_PREFIX: &[u8] = b"partition\0";
+const PARTITION_COUNT: &[u8] = b"partitions";
+
+/// A time stored big-endian in the first 8 bytes of a value.
 fn read_time(value: &[u8]) -> i64 {
-    value.try_into().map(i64::from_be_bytes).unwrap_or(0)
+    value.get(..8).and_then(|v| v.try_into().ok()).map_or(0, i64::from_be_bytes)
 }
 
 fn read_u64(value: Option<&[u8]>) -> u64 {
@@ -349,7 +395,7 @@ mod tests {
         commit.state.insert(b"a".to_vec(), Some(b"1".to_vec()));
         commit.offsets.insert(("topic.x".into(), 2), 41);
         commit.outbox.push(entry.clone());
-        commit.applied.push(("id-1".into(), 7));
+        commit.applied.push(Applied { id: "id-1".into(), at: 7, topic: "topic.x".into(), partition: 2 });
         commit.stats.applied = 1;
         let keys = store.commit(commit).unwrap();
         store.flush().unwrap();
@@ -367,20 +413,24 @@ mod tests {
 
     const DAY: i64 = 86_400_000;
 
-    fn commit_ids(store: &StateStore, ids: &[(&str, i64)]) {
-        let applied = ids.iter().map(|(id, at)| ((*id).to_owned(), *at)).collect();
+    /// Commits ids applied from `partition` of one topic.
+    fn commit_ids(store: &StateStore, partition: i32, ids: &[(&str, i64)]) {
+        let applied = ids
+            .iter()
+            .map(|(id, at)| Applied { id: (*id).to_owned(), at: *at, topic: "t".into(), partition })
+            .collect();
         store.commit(Commit { applied, ..Commit::default() }).unwrap();
     }
 
     #[test]
-    fn applied_ids_are_forgotten_a_window_behind_the_newest_event() {
+    fn applied_ids_are_forgotten_a_window_behind_the_newest_event_of_their_partition() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
         let ids: Vec<String> = (0..=10).map(|d| format!("id-{d}")).collect();
         let applied: Vec<(&str, i64)> = ids.iter().zip(0..).map(|(id, d)| (id.as_str(), d * DAY)).collect();
         // Out of order and over two commits: the newest is what counts, not the last.
-        commit_ids(&store, &applied[5..]);
-        commit_ids(&store, &applied[..5]);
+        commit_ids(&store, 0, &applied[5..]);
+        commit_ids(&store, 0, &applied[..5]);
         let window = std::time::Duration::from_secs(3 * 86_400);
         // The wall clock far ahead (a processor back after a long stop): the newest event sets the window.
         assert_eq!(store.forget_applied(window, 1_000 * DAY).unwrap(), 7);
@@ -389,27 +439,31 @@ mod tests {
         }
         assert_eq!(store.applied_ids(), 4);
         assert_eq!(store.forget_applied(window, 1_000 * DAY).unwrap(), 0);
+        // Another partition far ahead (read to its end while this one lags) moves only its own window.
+        commit_ids(&store, 1, &[("p1-old", 20 * DAY), ("p1-new", 100 * DAY)]);
+        assert_eq!(store.forget_applied(window, 1_000 * DAY).unwrap(), 1);
+        assert!(store.was_applied("id-7").unwrap() && !store.was_applied("p1-old").unwrap());
         // An event from a clock far ahead does not push the window past the wall clock.
-        commit_ids(&store, &[("from-the-future", 500 * DAY)]);
+        commit_ids(&store, 0, &[("from-the-future", 500 * DAY)]);
         assert_eq!(store.forget_applied(window, 10 * DAY).unwrap(), 0);
-        assert_eq!(store.applied_ids(), 5);
         assert_eq!(store.forget_applied(window, 12 * DAY).unwrap(), 2);
         assert!(store.was_applied("id-9").unwrap() && store.was_applied("from-the-future").unwrap());
     }
 
     #[test]
-    fn a_store_from_before_the_window_finds_its_newest_event_from_its_ids() {
+    fn ids_applied_before_partitions_were_recorded_follow_the_slowest_partition() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
-        commit_ids(&store, &[("old", -2 * DAY), ("new", 5 * DAY), ("mid", DAY)]);
-        // As a store written before the newest time was kept: ids only.
-        store.meta.remove(NEWEST_APPLIED).unwrap();
-        store.flush().unwrap();
-        drop(store);
-        let store = StateStore::open(dir.path()).unwrap();
-        assert_eq!(store.forget_applied(std::time::Duration::from_secs(2 * 86_400), 100 * DAY).unwrap(), 2);
-        assert!(!store.was_applied("old").unwrap() && !store.was_applied("mid").unwrap());
-        assert!(store.was_applied("new").unwrap());
+        // As a store written before: an id's value is its time alone.
+        store.applied.insert("old", &(-2 * DAY).to_be_bytes()).unwrap();
+        store.applied.insert("mid", &(DAY).to_be_bytes()).unwrap();
+        let window = std::time::Duration::from_secs(2 * 86_400);
+        assert_eq!(store.forget_applied(window, 100 * DAY).unwrap(), 0, "no partition's progress known yet");
+        commit_ids(&store, 0, &[("p0", 5 * DAY)]);
+        commit_ids(&store, 1, &[("p1", 2 * DAY)]);
+        // The slowest partition (day 2) keeps what is after day 0.
+        assert_eq!(store.forget_applied(window, 100 * DAY).unwrap(), 1);
+        assert!(!store.was_applied("old").unwrap() && store.was_applied("mid").unwrap());
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(StateStore::open(empty.path()).unwrap().forget_applied(std::time::Duration::ZERO, DAY).unwrap(), 0);
     }
