@@ -463,3 +463,106 @@ pub async fn experiment_groups(dir: &Path) -> Result<RecordBatch> {
         dir.display()
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use arrow::array::{Array, DictionaryArray, Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::Int32Type;
+
+    use super::*;
+
+    type Key = [Option<String>; 4];
+
+    /// A row: its four keys (some null) and its score (some null).
+    fn rows(n: usize, vocabulary: usize, seed: u64) -> Vec<(Key, Option<f64>)> {
+        let mut state = seed;
+        let mut next = move |m: u64| {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % m
+        };
+        (0..n)
+            .map(|_| {
+                let key: Key = std::array::from_fn(|c| match next(vocabulary as u64 + 1) {
+                    0 => None,
+                    v => Some(format!("{}-{v}", KEYS[c])),
+                });
+                let score = (next(5) != 0).then(|| next(10_000) as f64 / 100.0);
+                (key, score)
+            })
+            .collect()
+    }
+
+    /// What SQL's GROUP BY answers, computed the plain way.
+    fn expected(rows: &[(Key, Option<f64>)]) -> BTreeMap<Key, (i64, f64, i64, f64, f64)> {
+        let mut out: BTreeMap<Key, (i64, f64, i64, f64, f64)> = BTreeMap::new();
+        for (key, score) in rows {
+            let e = out.entry(key.clone()).or_insert((0, 0.0, 0, f64::MAX, f64::MIN));
+            e.0 += 1;
+            if let Some(v) = score {
+                (e.1, e.2, e.3, e.4) = (e.1 + v, e.2 + 1, e.3.min(*v), e.4.max(*v));
+            }
+        }
+        out
+    }
+
+    /// Folds `rows` in batches of `batch` rows, each cut out of a larger array (a slice with an offset).
+    fn folded(rows: &[(Key, Option<f64>)], batch: usize) -> BTreeMap<Key, (i64, f64, i64, f64, f64)> {
+        let mut groups = Groups::default();
+        for chunk in rows.chunks(batch) {
+            // One padding row on each side, so the arrays the fold sees are slices at offset 1.
+            let padded: Vec<&(Key, Option<f64>)> = chunk.first().into_iter().chain(chunk).chain(chunk.last()).collect();
+            let keys: Vec<DictionaryArray<Int32Type>> = (0..4)
+                .map(|c| {
+                    let whole: DictionaryArray<Int32Type> = padded.iter().map(|(k, _)| k[c].as_deref()).collect();
+                    whole.slice(1, chunk.len())
+                })
+                .collect();
+            let scores: Float64Array = padded.iter().map(|(_, s)| *s).collect();
+            let scores = scores.slice(1, chunk.len());
+            groups.fold([&keys[0], &keys[1], &keys[2], &keys[3]], Some(&scores)).expect("fold");
+        }
+        let batch = groups.into_batch().expect("batch");
+        let text = |i: usize| batch.column(i).as_any().downcast_ref::<StringArray>().expect("keys").clone();
+        let int = |i: usize| batch.column(i).as_any().downcast_ref::<Int64Array>().expect("ints").clone();
+        let float = |i: usize| batch.column(i).as_any().downcast_ref::<Float64Array>().expect("floats").clone();
+        let (keys, n, s, c, lo, hi) =
+            ([text(0), text(1), text(2), text(3)], int(4), float(5), int(6), float(7), float(8));
+        (0..batch.num_rows())
+            .map(|r| {
+                let key: Key = std::array::from_fn(|k| keys[k].is_valid(r).then(|| keys[k].value(r).to_owned()));
+                let scored = c.value(r) > 0;
+                assert_eq!(s.is_valid(r) && lo.is_valid(r) && hi.is_valid(r), scored, "{key:?}");
+                let value = if scored {
+                    (n.value(r), s.value(r), c.value(r), lo.value(r), hi.value(r))
+                } else {
+                    (n.value(r), 0.0, 0, f64::MAX, f64::MIN)
+                };
+                (key, value)
+            })
+            .collect()
+    }
+
+    fn assert_same(
+        actual: &BTreeMap<Key, (i64, f64, i64, f64, f64)>,
+        expected: &BTreeMap<Key, (i64, f64, i64, f64, f64)>,
+    ) {
+        assert_eq!(actual.len(), expected.len());
+        for ((ka, a), (ke, e)) in actual.iter().zip(expected) {
+            assert_eq!(ka, ke);
+            assert_eq!((a.0, a.2, a.3, a.4), (e.0, e.2, e.3, e.4), "{ka:?}");
+            assert!((a.1 - e.1).abs() < 1e-6 * e.1.abs().max(1.0), "{ka:?}: {} vs {}", a.1, e.1);
+        }
+    }
+
+    #[test]
+    fn folding_on_codes_answers_as_group_by_does() {
+        // Few values (the dense table) and many (more combinations than it holds: the hash map), with
+        // null keys, null scores and sliced arrays.
+        for (vocabulary, batch, seed) in [(3, 100, 1), (3, 4_096, 2), (20, 1_000, 3), (20, 7, 4)] {
+            let rows = rows(20_000, vocabulary, seed);
+            assert_same(&folded(&rows, batch), &expected(&rows));
+        }
+    }
+}
