@@ -9,18 +9,12 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// The package's folder: cargo's runtime `CARGO_MANIFEST_DIR` first, so that a test binary built from
-/// another checkout of the same commit (a shared target directory) reads this checkout's files.
-fn manifest_dir() -> std::path::PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
-}
-
 fn tool(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run the suite with `bash .ci/run`"))
 }
 
 fn root() -> std::path::PathBuf {
-    manifest_dir()
+    chaoseater_schemas::package_dir!()
 }
 
 #[test]

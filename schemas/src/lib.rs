@@ -28,3 +28,14 @@ mod rabin;
 pub mod bus;
 
 pub use error::{Error, Result};
+
+/// The folder of the package whose code expands it, for tests reading their checked-in files: cargo's
+/// runtime `CARGO_MANIFEST_DIR` first, so that a test binary built from another checkout of the same
+/// commit (a shared target directory) reads this checkout's files; the compile-time one otherwise.
+#[macro_export]
+macro_rules! package_dir {
+    () => {
+        ::std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| ::std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), ::std::path::PathBuf::from)
+    };
+}

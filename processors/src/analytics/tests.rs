@@ -5,12 +5,6 @@ use super::render::{self, Format};
 use super::*;
 use crate::history::{HistoryDir, synthetic, tables};
 
-/// The package's folder: cargo's runtime `CARGO_MANIFEST_DIR` first, so that a test binary built from
-/// another checkout of the same commit (a shared target directory) reads this checkout's files.
-fn manifest_dir() -> std::path::PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
-}
-
 const NOV_27_2026_END: i64 = 1_795_823_999_999; // 2026-11-27T23:59:59.999Z
 
 async fn fixture() -> (tempfile::TempDir, Analytics) {
@@ -23,7 +17,7 @@ async fn fixture() -> (tempfile::TempDir, Analytics) {
 }
 
 fn golden(name: &str, actual: &str) {
-    let path = manifest_dir().join("tests/golden/analytics").join(name);
+    let path = chaoseater_schemas::package_dir!().join("tests/golden/analytics").join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().expect("dir")).expect("golden dir");
         std::fs::write(&path, actual).expect("write golden");

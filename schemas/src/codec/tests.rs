@@ -8,12 +8,6 @@ use crate::events::{HealthStatus, RegionHealthSampled};
 use crate::ids::{EventId, RegionName, TimestampMs};
 use crate::samples;
 
-/// The package's folder: cargo's runtime `CARGO_MANIFEST_DIR` first, so that a test binary built from
-/// another checkout of the same commit (a shared target directory) reads this checkout's files.
-fn manifest_dir() -> std::path::PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
-}
-
 fn codec() -> Codec {
     Codec::new().expect("shipped schemas parse")
 }
@@ -65,7 +59,7 @@ fn direct_reader_reads_every_sample_as_apache_avro_does() {
 }
 
 fn golden_dir() -> PathBuf {
-    manifest_dir().join("tests/golden")
+    crate::package_dir!().join("tests/golden")
 }
 
 /// The bytes other systems see must not change by accident. `UPDATE_GOLDEN=1` rewrites them on purpose.
@@ -222,7 +216,7 @@ fn new_reader_reads_old_bytes_with_the_default() {
 #[test]
 fn shipped_writer_schemas_load_from_the_directory() {
     let mut store = SchemaStore::builtin().unwrap();
-    let dir = manifest_dir().join("avro");
+    let dir = crate::package_dir!().join("avro");
     assert_eq!(store.add_writer_schemas_from_dir(&dir).unwrap(), EventKind::ALL.len());
 }
 

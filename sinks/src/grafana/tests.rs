@@ -5,14 +5,8 @@ use serde_json::{Value as Json, json};
 use super::*;
 use crate::metrics::METRICS;
 
-/// The package's folder: cargo's runtime `CARGO_MANIFEST_DIR` first, so that a test binary built from
-/// another checkout of the same commit (a shared target directory) reads this checkout's files.
-fn manifest_dir() -> std::path::PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
-}
-
 fn schema_file(name: &str) -> Json {
-    let path = manifest_dir().join("grafana-schemas").join(format!("{name}.jsonschema.json"));
+    let path = chaoseater_schemas::package_dir!().join("grafana-schemas").join(format!("{name}.jsonschema.json"));
     serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("schema JSON")
 }
 
@@ -142,7 +136,7 @@ fn every_query_uses_names_and_labels_the_exporter_writes() {
 
 #[test]
 fn the_checked_in_prometheus_rules_are_the_generated_ones() {
-    let path = manifest_dir().join("../deploy/prometheus/chaoseater-rules.yml");
+    let path = chaoseater_schemas::package_dir!().join("../deploy/prometheus/chaoseater-rules.yml");
     let generated = prometheus_rules(&AlertOptions::default());
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &generated).expect("write rules");
