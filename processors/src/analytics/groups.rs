@@ -206,8 +206,7 @@ impl Groups {
                     if acc.n == 0 {
                         touched.push(*cell);
                     }
-                    acc.n += 1;
-                    acc.add_score(*v);
+                    acc.add(Some(*v));
                 }
             }
             _ => {

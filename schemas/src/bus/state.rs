@@ -260,20 +260,22 @@ impl StateStore {
         // An applied id's value: when it happened, then its partition's number. And per partition, the
         // newest event time in this batch.
         let mut numbers: HashMap<(&str, i32), [u8; 4]> = HashMap::new();
-        let mut newest: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        let mut newest: BTreeMap<[u8; 4], i64> = BTreeMap::new();
         let mut applied: Vec<(&[u8], [u8; 12])> = Vec::with_capacity(commit.applied.len());
         for a in &commit.applied {
-            let number = match numbers.get(&(a.topic.as_str(), a.partition)) {
-                Some(n) => *n,
-                None => *numbers.entry((a.topic.as_str(), a.partition)).or_insert(self.partition_number(a)?),
+            let number = match numbers.entry((a.topic.as_str(), a.partition)) {
+                std::collections::hash_map::Entry::Occupied(n) => *n.get(),
+                std::collections::hash_map::Entry::Vacant(slot) => *slot.insert(self.partition_number(a)?),
             };
-            let at = newest.entry([NEWEST_PREFIX, &number].concat()).or_insert(a.at);
+            let at = newest.entry(number).or_insert(a.at);
             *at = (*at).max(a.at);
             let mut value = [0; 12];
             value[..8].copy_from_slice(&a.at.to_be_bytes());
             value[8..].copy_from_slice(&number);
             applied.push((a.id.as_bytes(), value));
         }
+        let newest: Vec<(Vec<u8>, i64)> =
+            newest.into_iter().map(|(n, at)| ([NEWEST_PREFIX, &n].concat(), at)).collect();
         let result: Result<(), TransactionError<()>> =
             (&self.state, &self.offsets, &self.outbox, &self.applied, &self.meta).transaction(
                 |(state, offsets, outbox, applied_tree, meta)| {
