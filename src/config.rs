@@ -39,6 +39,9 @@ pub struct FileConfig {
     /// The event processors.
     #[serde(default)]
     pub processors: ProcessorsConfig,
+    /// Limits of one SQL query (memory, time): `sql` and every history question.
+    #[serde(default)]
+    pub sql: chaoseater_processors::analytics::QueryLimits,
 }
 
 /// How the processors consume.
@@ -244,19 +247,24 @@ fn default_metrics_listen() -> std::net::SocketAddr {
 
 /// Dispatcher settings. Agent tokens come from `tokens_file` (`region = "token"` lines, optional
 /// `default`) or the environment (`CHAOSEATER_AGENT_TOKEN_<REGION>`, `CHAOSEATER_AGENT_TOKEN`), never
-/// from events.
+/// from events; a region's token is sent only to that region's endpoint.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DispatcherConfig {
+    /// TOML file of agent tokens: `region = "token"` lines, and `default` for a token shared by all.
     pub tokens_file: Option<PathBuf>,
     /// Seconds between health samples of every region.
     #[serde(default = "default_health_interval")]
     pub health_interval_s: f64,
+    /// Endpoints pinned by the operator, region → URL. A region is otherwise pinned to the endpoint it
+    /// was first registered with; moving it to another needs an entry here.
+    #[serde(default)]
+    pub endpoints: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for DispatcherConfig {
     fn default() -> Self {
-        Self { tokens_file: None, health_interval_s: default_health_interval() }
+        Self { tokens_file: None, health_interval_s: default_health_interval(), endpoints: Default::default() }
     }
 }
 
@@ -300,6 +308,7 @@ pub struct Config {
     pub circuit: CircuitFileConfig,
     pub history: HistoryConfig,
     pub processors: ProcessorsConfig,
+    pub sql: chaoseater_processors::analytics::QueryLimits,
 }
 
 impl Config {
@@ -336,6 +345,7 @@ impl Config {
             circuit: file.circuit,
             history: file.history,
             processors: file.processors,
+            sql: file.sql,
         };
 
         for (key, value) in &env {

@@ -20,7 +20,12 @@ fn start_target() -> (KillOnDrop, String) {
 }
 
 fn config_for(dir: &Path, target: &str) -> std::path::PathBuf {
-    agent_config(dir, "127.0.0.1", target, "[caps]\nmax_disk_bytes = 104857600")
+    agent_config(
+        dir,
+        "127.0.0.1",
+        target,
+        &format!("[caps]\nmax_disk_bytes = 104857600\n[host]\nallowed_paths = [\"{}\"]", dir.display()),
+    )
 }
 
 fn start_agent(config: &Path) -> (Child, String, String) {

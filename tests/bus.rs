@@ -101,7 +101,8 @@ async fn garbage_goes_to_the_dlq_and_the_partition_moves_on() {
     let ctx = context(&brokers(), &unique_prefix("dlq"));
     create_topics(&ctx).await;
     let producer = EventProducer::new(&ctx).unwrap();
-    let commands = ctx.topics.name(Topic::Commands);
+    // RunStarted belongs on the results topic (a processor applies an event only from its own topic).
+    let results = ctx.topics.name(Topic::Results);
     // Same key, so all three land on one partition in this order: event, garbage, event.
     let key = b"run-7".to_vec();
     let good = |i| {
@@ -110,14 +111,14 @@ async fn garbage_goes_to_the_dlq_and_the_partition_moves_on() {
             e.run_id = RunId::new("run-7");
         }
         RawMessage {
-            topic: commands.clone(),
+            topic: results.clone(),
             key: Some(key.clone()),
             payload: ctx.codec.encode(&event).unwrap(),
             headers: vec![],
         }
     };
     let garbage = RawMessage {
-        topic: commands.clone(),
+        topic: results.clone(),
         key: Some(key.clone()),
         payload: b"\xC3\x01garbage!".to_vec(),
         headers: vec![],
@@ -147,7 +148,7 @@ async fn garbage_goes_to_the_dlq_and_the_partition_moves_on() {
     };
     assert_eq!(dead[0].payload.as_deref(), Some(&b"\xC3\x01garbage!"[..]));
     assert_eq!(dead[0].key.as_deref(), Some(&key[..]));
-    assert_eq!(header(headers::DLQ_TOPIC), commands);
+    assert_eq!(header(headers::DLQ_TOPIC), results);
     assert_eq!(header(headers::DLQ_PARTITION), delivered[1].partition.to_string());
     assert_eq!(header(headers::DLQ_OFFSET), delivered[1].offset.to_string());
     assert!(header(headers::DLQ_ERROR).contains("cannot decode"), "{}", header(headers::DLQ_ERROR));
@@ -375,4 +376,74 @@ async fn broker_restart_keeps_every_acknowledged_event() {
         .map(|m| ctx.codec.decode(m.payload.as_deref().unwrap()).unwrap().event_id().to_string())
         .collect();
     assert_eq!(ids.len() as u64, N, "acknowledged events lost across the restart");
+}
+
+/// A state store that fails its next commit (as a full disk would) leaves the event applied exactly
+/// once and nothing in the DLQ: a transient failure is retried, never dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_is_retried_not_dead_lettered() {
+    let ctx = context(&brokers(), &unique_prefix("transient"));
+    create_topics(&ctx).await;
+    let producer = EventProducer::new(&ctx).unwrap();
+    producer.publish_all(&[run_started_at(3, 0, 1_000), run_started_at(3, 1, 2_000)]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    store.fail_next_commits(1);
+    let store = run_ledger_until_applied(&ctx, store, 2, Duration::from_secs(60)).await;
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.applied, stats.dead_lettered, stats.duplicates_dropped), (2, 0, 0), "{stats:?}");
+    assert_eq!(RunLedger::timeline(&store, &RunId::new("run-3")).unwrap().len(), 2, "each applied once");
+    let dlq = ctx.topics.name(Topic::Dlq);
+    let dead = EventConsumer::read_to_end(&ctx, "dlq-check", &[&dlq]).await.unwrap();
+    assert!(dead.is_empty(), "nothing dead-lettered: {} messages", dead.len());
+}
+
+/// A message as large as the broker takes is dead-lettered within the producer's limit (its payload
+/// replaced by its length and digest, its headers kept), an event on a topic it does not belong to is
+/// dead-lettered unapplied, and the processor goes on to the next valid event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_or_misplaced_message_is_dead_lettered_and_the_processor_goes_on() {
+    let mut ctx = context(&brokers(), &unique_prefix("oversized"));
+    create_topics(&ctx).await;
+    let commands = ctx.topics.name(Topic::Commands);
+    let huge = RawMessage {
+        topic: commands.clone(),
+        key: Some(b"huge".to_vec()),
+        payload: vec![0xAB; 600_000],
+        headers: vec![("origin".into(), b"elsewhere".to_vec())],
+    };
+    EventProducer::new(&ctx).unwrap().publish_raw(&[huge]).await.unwrap();
+    // The ledger's producer takes less than that message (as ours take less than a broker's limit plus
+    // the DLQ headers): its copy must be cut to fit.
+    ctx.properties.insert("message.max.bytes".into(), "500000".into());
+    let sample = chaoseater_schemas::samples::sample(chaoseater_schemas::events::EventKind::RegionRegistered);
+    let forged = RawMessage {
+        topic: commands.clone(),
+        key: Some(b"forged".to_vec()),
+        payload: ctx.codec.encode(&sample).unwrap(),
+        headers: vec![],
+    };
+    let producer = EventProducer::new(&ctx).unwrap();
+    producer.publish_raw(&[forged]).await.unwrap();
+    producer.publish_all(&[run_started_at(5, 0, 1_000)]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = run_ledger_until_applied(&ctx, StateStore::open(dir.path()).unwrap(), 1, Duration::from_secs(60)).await;
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.applied, stats.dead_lettered), (1, 2), "{stats:?}");
+    let dlq = ctx.topics.name(Topic::Dlq);
+    let dead = EventConsumer::read_to_end(&ctx, "dlq-check", &[&dlq]).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    let header = |m: &chaoseater_schemas::bus::Received, name: &str| {
+        m.headers.iter().find(|(k, _)| k == name).map(|(_, v)| text(v))
+    };
+    let letter = dead.iter().find(|m| m.key.as_deref() == Some(b"huge")).expect("the huge one");
+    assert_eq!(letter.payload.as_deref().map(<[u8]>::len).unwrap_or(0), 0);
+    assert_eq!(header(letter, headers::DLQ_DROPPED).as_deref(), Some("payload"));
+    assert_eq!(header(letter, headers::DLQ_PAYLOAD_BYTES).as_deref(), Some("600000"));
+    assert!(header(letter, headers::DLQ_PAYLOAD_DIGEST).is_some_and(|d| d.starts_with("crc64-avro:")));
+    assert_eq!(header(letter, "origin").as_deref(), Some("elsewhere"), "the original's headers are kept");
+    let misplaced = dead.iter().find(|m| m.key.as_deref() == Some(b"forged")).expect("the forged one");
+    let error = header(misplaced, headers::DLQ_ERROR).unwrap_or_default();
+    assert!(error.contains("RegionRegistered") && error.contains("does not belong"), "{error}");
+    assert!(RunLedger::timeline(&store, &RunId::new("run-5")).unwrap().len() == 1);
 }

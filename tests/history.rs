@@ -116,3 +116,35 @@ fn the_sql_command_refuses_writes_and_paths_and_reports_syntax_errors_with_their
     let (first, n) = line.split_once(',').expect("two columns");
     assert!(first >= cutoff.as_str() && n.parse::<i64>().expect("count") < 300, "pruned before {cutoff}: {line}");
 }
+
+#[test]
+fn a_query_over_its_memory_or_time_limit_fails_clearly_and_a_missing_history_is_an_error() {
+    let c = Cluster::new("history-limits").with_config("[sql]\nmemory_limit_mb = 64\ntimeout_s = 120\n");
+    let out = c.run(&["history", "generate", "--rows", "2000", "--days", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Eight copies of the table crossed and sorted: far past 64 MB (6.2 GB unbounded, as reported).
+    let tables: Vec<String> = (0..8).map(|i| format!("experiments e{i}")).collect();
+    let cross = format!("SELECT e0.run_id FROM {} ORDER BY e0.resilience_score, e7.run_id", tables.join(", "));
+    let out = c.run(&["sql", &cross]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("memory"), "{}", text(&out.stderr));
+    // The same session answers the next query: nothing stays held.
+    let out = c.run(&["sql", "SELECT count(*) AS n FROM experiments"]);
+    assert!(text(&out.stdout).contains("2000"), "{}", text(&out.stdout));
+
+    let slow = Cluster::new("history-slow").with_config("[sql]\ntimeout_s = 0.5\n");
+    let out = slow.run(&["history", "generate", "--rows", "2000", "--days", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = slow.run(&["sql", &cross]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("time limit"), "{}", text(&out.stderr));
+
+    let out = c.run(&["sql", "WITH x AS (SELECT 1) INSERT INTO experiments SELECT * FROM experiments"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("refused"), "{}", text(&out.stderr));
+
+    let out = run(bin().args(["--state-dir"]).arg(c.dir.path().join("no-such-state")).args(["sql", "SELECT 1"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no history at"), "{}", text(&out.stderr));
+    assert!(!c.dir.path().join("no-such-state").exists(), "nothing was created");
+}

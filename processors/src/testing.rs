@@ -2,7 +2,7 @@
 //! committed as its own batch (the unit tests of every processor use it).
 
 use chaoseater_schemas::bus::state::Commit;
-use chaoseater_schemas::bus::{Origin, Processor, StateStore, StateView};
+use chaoseater_schemas::bus::{ApplyError, Origin, Processor, StateStore, StateView};
 use chaoseater_schemas::events::Event;
 use chaoseater_schemas::ids::TimestampMs;
 
@@ -22,15 +22,20 @@ impl<P: Processor> Rig<P> {
 
     /// Applies `event` as the next message of one partition and commits what it wrote.
     pub fn apply(&mut self, event: Event) -> Vec<Event> {
+        self.try_apply(event).expect("applied")
+    }
+
+    /// As [`Rig::apply`], returning a refusal instead of panicking on it (nothing is committed then).
+    pub fn try_apply(&mut self, event: Event) -> Result<Vec<Event>, ApplyError> {
         let mut pending = Default::default();
         let origin = Origin { topic: "t".into(), partition: 0, offset: self.offset };
         self.offset += 1;
         let out = {
             let mut view = StateView::new(&self.store, &mut pending);
-            self.processor.apply(&event, &origin, &mut view).expect("applied")
+            self.processor.apply(&event, &origin, &mut view)?
         };
         self.store.commit(Commit { state: pending, ..Commit::default() }).expect("commit");
-        out
+        Ok(out)
     }
 
     /// Lets the processor see `now` and commits what it wrote.

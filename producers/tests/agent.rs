@@ -345,6 +345,46 @@ async fn the_api_refuses_what_it_must() {
         (experiment("infrastructure", "cpu_throttle", json!({"throttle_percent": 90}), 1.0), "throttle_percent"),
         (experiment("infrastructure", "cpu_throttle", json!({"cgroup": "no/such"}), 1.0), "cgroup"),
         (experiment("model", "model_unavailable", json!({}), 3600.0), "duration"),
+        // Caps hold in a cgroup too; paths stay under the scratch directory or the allowed ones.
+        (
+            experiment("infrastructure", "cpu_throttle", json!({"throttle_percent": 90, "cgroup": "pipeline"}), 1.0),
+            "throttle_percent",
+        ),
+        (
+            experiment("infrastructure", "cpu_throttle", json!({"throttle_percent": 10, "cgroup": "../../etc"}), 1.0),
+            "cgroup",
+        ),
+        (experiment("infrastructure", "disk_full", json!({"bytes": 1000, "path": "/etc"}), 1.0), "path"),
+        (experiment("infrastructure", "storage_bottleneck", json!({"path": "relative/dir"}), 1.0), "path"),
+        (
+            experiment(
+                "infrastructure",
+                "disk_full",
+                json!({"bytes": 1000, "path": format!("{}/../outside", rig.dir.path().display())}),
+                1.0,
+            ),
+            "path",
+        ),
+        (
+            experiment("infrastructure", "disk_full", json!({"bytes": 1000, "path": rig.dir.path().join("new")}), 1.0),
+            "path",
+        ),
+        (
+            {
+                let mut e = experiment("model", "model_unavailable", json!({}), 1.0);
+                e["id"] = json!("../escape");
+                e
+            },
+            "id",
+        ),
+        (
+            {
+                let mut e = experiment("model", "model_unavailable", json!({}), 1.0);
+                e["id"] = json!("two\nlines");
+                e
+            },
+            "id",
+        ),
     ];
     for (request, field) in cases {
         let answer = rig.call(Method::POST, "/api/v1/experiments/run", Some(&request), Some(TOKEN)).await;

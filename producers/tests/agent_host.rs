@@ -101,11 +101,11 @@ async fn cpu_throttle_burns_its_share_without_a_cgroup_and_sets_cpu_max_with_one
         .inject(experiment(
             "infrastructure",
             "cpu_throttle",
-            json!({"throttle_percent": 75, "cgroup": "pipeline"}),
+            json!({"throttle_percent": 50, "cgroup": "pipeline"}),
             1.0,
         ))
         .await;
-    let quota = (0.25 * cores * 100_000.0) as u64;
+    let quota = (0.5 * cores * 100_000.0) as u64;
     assert_eq!(std::fs::read_to_string(cgroup.join("cpu.max")).expect("cpu.max"), format!("{quota} 100000"));
     rig.outcome(&id).await;
     assert_eq!(std::fs::read_to_string(cgroup.join("cpu.max")).expect("cpu.max"), "max 100000");
@@ -191,6 +191,7 @@ fn a_panic_reverts_the_host_fault_through_its_drop_guard() {
     let (journal, _) = Journal::open(&config.state_dir).expect("journal");
     let fault = Fault::DiskFull { fill: DiskFill::Bytes(1_000_000), path: Some(dir.path().join("fill")) };
     let fill_dir = dir.path().join("fill");
+    std::fs::create_dir_all(&fill_dir).expect("fill dir");
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _applied = host::HostFault::apply(&fault, &config, journal.clone(), "panic").expect("applied");
         assert_eq!(std::fs::read_dir(&fill_dir).expect("dir").count(), 1);

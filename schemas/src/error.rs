@@ -43,10 +43,29 @@ impl Error {
             Error::Decode(_) | Error::Invalid(_) | Error::Fault(_) => false,
             Error::Schema { .. } | Error::Encode { .. } => false,
             #[cfg(feature = "bus")]
-            Error::Kafka(_) | Error::State(_) => true,
+            Error::Kafka(e) => !kafka_is_permanent(e),
+            #[cfg(feature = "bus")]
+            Error::State(_) => true,
             Error::Io { .. } => true,
         }
     }
+}
+
+/// Whether the broker (or librdkafka's own check) refused the message itself: sending it again fails
+/// the same way. Everything else from Kafka (a timeout, a broker down, a leader moving) may pass later.
+#[cfg(feature = "bus")]
+fn kafka_is_permanent(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::MessageBatchTooLarge
+                | C::InvalidRecord
+        )
+    )
 }
 
 /// Result with the crate's error.

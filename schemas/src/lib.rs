@@ -4,6 +4,7 @@
 //! - [`ids`]: newtype ids (`RunId`, `RegionName`, ...) and deterministic event ids.
 //! - [`experiment`]: the experiment as events carry it (layer, validated parameters, rollback config).
 //! - [`faults`]: the fault catalogue and parameter validation, shared by every edge that accepts a fault.
+//! - [`limits`]: what the platform accepts: string lengths, id alphabets, number ranges, finite floats.
 //! - [`events`]: one typed struct per `avro/*.avsc` file and the [`events::Event`] enum.
 //! - [`codec`]: Avro single-object (default) and Confluent framing; decoding dispatches on the header.
 //! - `bus` (feature `bus`, on by default): the producer, the consumer whose offsets live in a sled state
@@ -19,6 +20,7 @@ pub mod events;
 pub mod experiment;
 pub mod faults;
 pub mod ids;
+pub mod limits;
 pub mod samples;
 pub mod topics;
 

@@ -122,6 +122,12 @@ pub mod headers {
     pub const DLQ_OFFSET: &str = "chaoseater.dlq.offset";
     /// DLQ: the component that rejected it.
     pub const DLQ_CONSUMER: &str = "chaoseater.dlq.consumer";
+    /// DLQ: what was left out to fit the message limit (`payload`, `payload,headers`, `payload,headers,key`).
+    pub const DLQ_DROPPED: &str = "chaoseater.dlq.dropped";
+    /// DLQ: the original payload's length in bytes, when it was left out.
+    pub const DLQ_PAYLOAD_BYTES: &str = "chaoseater.dlq.payload_bytes";
+    /// DLQ: the original payload's CRC-64-AVRO digest (`crc64-avro:` and 16 hex digits), when left out.
+    pub const DLQ_PAYLOAD_DIGEST: &str = "chaoseater.dlq.payload_digest";
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use chaoseater_schemas::events::{Event, RegionRegistered};
 use chaoseater_schemas::ids::{EventId, RegionName, TimestampMs};
 use chaoseater_schemas::topics::Topic;
 use chaoseater_sinks::grafana::AlertOptions;
-use chaoseater_sinks::metrics::MetricsView;
+use chaoseater_sinks::metrics::{MetricsSink, MetricsView, ServiceHealth};
 use tokio::sync::watch;
 
 use super::follow::{self, RunView};
@@ -150,9 +150,19 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     let embedded_flag = embedded.is_some();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    for name in [RunLedger::NAME, Orchestrator::NAME, CircuitBreaker::NAME, RollbackProcessor::NAME, Materializer::NAME]
-    {
-        tasks.push(commands::serve::spawn_processor(name, &ctx, &demo_config, embedded_flag, stop_rx.clone())?);
+    let names = [
+        RunLedger::NAME,
+        Orchestrator::NAME,
+        CircuitBreaker::NAME,
+        RollbackProcessor::NAME,
+        Materializer::NAME,
+        MetricsSink::NAME,
+        Dispatcher::NAME,
+    ];
+    let mut duties = commands::serve::dead_letter_duties(&names.map(str::to_owned)).into_iter();
+    for name in &names[..5] {
+        let duty = duties.next().unwrap_or_default();
+        tasks.push(commands::serve::spawn_processor(name, &ctx, &demo_config, embedded_flag, duty, stop_rx.clone())?);
     }
     let metrics_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let metrics_addr = metrics_listener.local_addr()?;
@@ -162,11 +172,14 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
         metrics_listener,
         stop_rx.clone(),
         MetricsView::new(),
+        ServiceHealth::new(),
+        duties.next().unwrap_or_default(),
     )?);
     let tokens =
         AgentTokens::load(None, [("CHAOSEATER_AGENT_TOKEN".to_owned(), token.clone())]).map_err(anyhow::Error::msg)?;
     let store = commands::serve::open_store(&demo_config, embedded_flag, Dispatcher::NAME)?;
-    tasks.push(commands::serve::spawn_dispatcher(&ctx, &demo_config, store, stop_rx, tokens)?);
+    let duty = duties.next().unwrap_or_default();
+    tasks.push(commands::serve::spawn_dispatcher(&ctx, &demo_config, store, stop_rx, tokens, duty)?);
     println!(
         "processors ledger, orchestrator, dispatcher (+ health monitor), circuit, rollback, history, metrics (state in {})",
         config.state_dir.display()

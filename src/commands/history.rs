@@ -30,9 +30,17 @@ fn history_dir(flag: &Option<PathBuf>, config: &Config) -> PathBuf {
     flag.clone().unwrap_or_else(|| config.history_dir())
 }
 
+/// The history to read: it must exist (a mistyped `--state-dir` or `--history` says so, rather than
+/// answering from an empty directory it created).
 async fn open(flag: &Option<PathBuf>, config: &Config) -> Result<Analytics> {
     let dir = history_dir(flag, config);
-    Analytics::open(&dir).await.map_err(answer_err)
+    if !dir.is_dir() {
+        return Err(invalid(format!(
+            "no history at {}: run `chaoseater serve` or `chaoseater demo` first, or point --history (or --state-dir) at one",
+            dir.display()
+        )));
+    }
+    Analytics::open_with(&dir, config.sql.clone()).await.map_err(answer_err)
 }
 
 fn format(text: &str) -> Result<Format> {

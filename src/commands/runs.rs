@@ -27,7 +27,12 @@ pub async fn region(command: RegionCommand, config: &Config) -> Result<()> {
     super::ensure_topics(&ctx, config.brokers.is_none()).await?;
     match command {
         RegionCommand::Add { name, endpoint, priority, meta } => {
-            if !endpoint.starts_with("http://") {
+            if let Err(e) =
+                chaoseater_schemas::limits::check_id("region", &name, chaoseater_schemas::limits::MAX_REGION_LEN)
+            {
+                bail!(Exit(EXIT_INVALID_INPUT, e.to_string()));
+            }
+            if !endpoint.starts_with("http://") || endpoint.len() > chaoseater_producers::dispatcher::MAX_ENDPOINT_LEN {
                 bail!(Exit(EXIT_INVALID_INPUT, format!("--endpoint {endpoint:?} must be an http:// URL")));
             }
             let mut metadata = BTreeMap::new();

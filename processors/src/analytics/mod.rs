@@ -31,8 +31,41 @@ pub enum AnalyticsError {
     /// A question the history cannot answer as asked (unknown column, bad filter value).
     #[error("{0}")]
     Invalid(String),
+    /// The query needed more memory than `[sql] memory_limit_mb`, or ran past `[sql] timeout_s`.
+    #[error("{0}")]
+    Limit(String),
     #[error("{0}")]
     Engine(String),
+}
+
+/// How much one query may take: memory (sorts and aggregations spill to disk first; what cannot spill
+/// fails with a clear error) and time. In `chaoseater.toml` as `[sql]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryLimits {
+    /// Memory a query may hold, in MB.
+    pub memory_limit_mb: u64,
+    /// Seconds a query may run.
+    pub timeout_s: f64,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self { memory_limit_mb: 1_024, timeout_s: 300.0 }
+    }
+}
+
+impl QueryLimits {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        if self.memory_limit_mb == 0 {
+            return Err(AnalyticsError::Invalid("sql.memory_limit_mb must be at least 1".into()));
+        }
+        if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
+            return Err(AnalyticsError::Invalid(format!("sql.timeout_s must be positive, got {}", self.timeout_s)));
+        }
+        Ok(())
+    }
 }
 
 impl From<datafusion::error::DataFusionError> for AnalyticsError {
@@ -40,6 +73,12 @@ impl From<datafusion::error::DataFusionError> for AnalyticsError {
         let text = e.to_string();
         if text.contains("table '") && text.contains("not found") {
             return AnalyticsError::Invalid(format!("{text}; the history's tables are {}", tables::TABLES.join(", ")));
+        }
+        if resources_exhausted(&e) {
+            return AnalyticsError::Limit(format!(
+                "the query needed more memory than the limit ([sql] memory_limit_mb): {}",
+                chaoseater_schemas::limits::truncate(&text, 600)
+            ));
         }
         match e {
             datafusion::error::DataFusionError::SQL(..) => AnalyticsError::Syntax(text),
@@ -52,6 +91,32 @@ impl From<datafusion::error::DataFusionError> for AnalyticsError {
 }
 
 pub type Result<T, E = AnalyticsError> = std::result::Result<T, E>;
+
+/// Whether DataFusion gave up for want of memory (the error may come wrapped, from a spawned task).
+fn resources_exhausted(e: &datafusion::error::DataFusionError) -> bool {
+    use datafusion::error::DataFusionError as E;
+    match e {
+        E::ResourcesExhausted(_) => true,
+        E::Context(_, inner) | E::Diagnostic(_, inner) => resources_exhausted(inner),
+        E::Shared(inner) => resources_exhausted(inner),
+        E::Collection(all) => all.iter().any(resources_exhausted),
+        other => other.to_string().contains("Resources exhausted"),
+    }
+}
+
+/// Whether a parsed query only reads: `WITH … INSERT` parses as a query whose body writes.
+fn only_reads(query: &datafusion::sql::sqlparser::ast::Query) -> bool {
+    use datafusion::sql::sqlparser::ast::SetExpr;
+    fn body(e: &SetExpr) -> bool {
+        match e {
+            SetExpr::Select(_) | SetExpr::Values(_) | SetExpr::Table(_) => true,
+            SetExpr::Query(q) => only_reads(q),
+            SetExpr::SetOperation { left, right, .. } => body(left) && body(right),
+            _ => false,
+        }
+    }
+    body(&query.body)
+}
 
 /// Quotes a string as an SQL literal.
 pub fn literal(value: &str) -> String {
@@ -158,6 +223,7 @@ impl Filters {
 pub struct Analytics {
     ctx: SessionContext,
     dir: PathBuf,
+    limits: QueryLimits,
 }
 
 /// The columns `query` shows.
@@ -172,10 +238,21 @@ impl std::fmt::Debug for Analytics {
 }
 
 impl Analytics {
-    /// Registers the history's tables under `dir` (an empty or missing history gives empty tables).
+    /// Registers the history's tables under `dir` (an empty or missing history gives empty tables),
+    /// with the default [`QueryLimits`].
     pub async fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, QueryLimits::default()).await
+    }
+
+    /// As [`Analytics::open`], each query within `limits`.
+    pub async fn open_with(dir: &Path, limits: QueryLimits) -> Result<Self> {
+        limits.validate()?;
         let config = SessionConfig::new().with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+        let bytes = usize::try_from(limits.memory_limit_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        // The whole limit for queries (fraction 1.0): the rest of the process is small beside it.
+        let runtime =
+            datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_limit(bytes, 1.0).build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         for table in tables::TABLES {
             let path = dir.join(table);
             std::fs::create_dir_all(&path)
@@ -186,7 +263,7 @@ impl Analytics {
             let url = format!("{}/", path.canonicalize().unwrap_or(path.clone()).display());
             ctx.register_listing_table(table, &url, options, Some(tables::read_schema(table)), None).await?;
         }
-        Ok(Self { ctx, dir: dir.to_owned() })
+        Ok(Self { ctx, dir: dir.to_owned(), limits })
     }
 
     pub fn dir(&self) -> &Path {
@@ -209,11 +286,17 @@ impl Analytics {
         if statements.len() != 1 {
             return Err(AnalyticsError::Refused(format!("one query at a time (got {} statements)", statements.len())));
         }
+        let reads = |s: &DfStatement| matches!(s, DfStatement::Statement(s) if matches!(&**s, Statement::Query(q) if only_reads(q)));
         match &statements[0] {
-            DfStatement::Statement(s) if matches!(**s, Statement::Query(_)) => {}
+            s if reads(s) => {}
             // EXPLAIN [ANALYZE] of a query: shows (and times) the plan, reads nothing else.
-            DfStatement::Explain(e) if matches!(&*e.statement, DfStatement::Statement(s) if matches!(**s, Statement::Query(_))) =>
-                {}
+            DfStatement::Explain(e) if reads(&e.statement) => {}
+            DfStatement::Statement(s) if matches!(**s, Statement::Query(_)) => {
+                return Err(AnalyticsError::Refused(
+                    "WITH … INSERT/UPDATE/DELETE: the SQL path is read-only; only SELECT (and WITH … SELECT) queries run"
+                        .into(),
+                ));
+            }
             DfStatement::Statement(s) => {
                 let keyword = s.to_string().split_whitespace().next().unwrap_or_default().to_uppercase();
                 return Err(AnalyticsError::Refused(format!(
@@ -247,7 +330,20 @@ impl Analytics {
                 AnalyticsError::from(e)
             }
         })?;
-        Ok(frame.collect().await?)
+        self.collect(frame).await
+    }
+
+    /// Runs a planned query within the time limit (the memory limit is the session's pool).
+    async fn collect(&self, frame: datafusion::dataframe::DataFrame) -> Result<Vec<RecordBatch>> {
+        let limit = std::time::Duration::from_secs_f64(self.limits.timeout_s);
+        // Dropping the collection on time-out cancels the query's tasks.
+        match tokio::time::timeout(limit, frame.collect()).await {
+            Ok(batches) => Ok(batches?),
+            Err(_) => Err(AnalyticsError::Limit(format!(
+                "the query ran past the time limit of {} s ([sql] timeout_s); stopped",
+                self.limits.timeout_s
+            ))),
+        }
     }
 
     /// Experiments matching `filters`, newest first by default.

@@ -6,7 +6,7 @@
 
 mod machine;
 
-use chaoseater_schemas::bus::{Origin, Processor, Rejection, StateStore, StateView};
+use chaoseater_schemas::bus::{ApplyError, Origin, Processor, Rejection, StateStore, StateView};
 use chaoseater_schemas::events::{CircuitStateChanged, Event, HealthStatus};
 use chaoseater_schemas::ids::{EventId, RegionName, TimestampMs};
 use chaoseater_schemas::topics::Topic;
@@ -29,15 +29,11 @@ impl CircuitBreaker {
         format!("circuit/{region}").into_bytes()
     }
 
-    fn load(state: &StateView<'_>, region: &RegionName) -> Result<Circuit, Rejection> {
-        Ok(state
-            .get(&Self::key(region))
-            .map_err(state_err)?
-            .and_then(|v| serde_json::from_slice(&v).ok())
-            .unwrap_or_default())
+    fn load(state: &StateView<'_>, region: &RegionName) -> Result<Circuit, ApplyError> {
+        Ok(state.get(&Self::key(region))?.and_then(|v| serde_json::from_slice(&v).ok()).unwrap_or_default())
     }
 
-    fn save(state: &mut StateView<'_>, region: &RegionName, circuit: &Circuit) -> Result<(), Rejection> {
+    fn save(state: &mut StateView<'_>, region: &RegionName, circuit: &Circuit) -> Result<(), ApplyError> {
         state.put(Self::key(region), serde_json::to_vec(circuit).map_err(state_err)?);
         Ok(())
     }
@@ -76,7 +72,7 @@ impl Processor for CircuitBreaker {
         vec![Topic::Health]
     }
 
-    fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+    fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         let Event::RegionHealthSampled(s) = event else { return Ok(Vec::new()) };
         let mut circuit = Self::load(state, &s.region)?;
         let transition = circuit.sample(s.status == HealthStatus::Healthy, s.occurred_at.0, &self.config);
@@ -88,9 +84,9 @@ impl Processor for CircuitBreaker {
         Some(std::time::Duration::from_millis(500))
     }
 
-    fn tick(&mut self, now: TimestampMs, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+    fn tick(&mut self, now: TimestampMs, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         let mut out = Vec::new();
-        for (key, value) in state.scan_prefix(b"circuit/").map_err(state_err)? {
+        for (key, value) in state.scan_prefix(b"circuit/")? {
             let Ok(mut circuit) = serde_json::from_slice::<Circuit>(&value) else { continue };
             if let Some(t) = circuit.tick(now.0, &self.config) {
                 let region = RegionName::new(String::from_utf8_lossy(&key[b"circuit/".len()..]).as_ref());

@@ -18,7 +18,7 @@ use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chaoseater_schemas::bus::processor::dead_letter;
+use chaoseater_schemas::bus::dead_letter::{DeadLetterDuty, dead_letter};
 use chaoseater_schemas::bus::{BusContext, EventConsumer, EventProducer, StartFrom};
 use chaoseater_schemas::events::Event;
 use chaoseater_schemas::topics::Topic;
@@ -140,6 +140,13 @@ impl Buffer {
         part.end = offset + 1;
         self.oldest.get_or_insert_with(Instant::now);
         let event = codec.decode(payload)?;
+        // The catalogue gives each type one topic: a RegionResult on the health topic is no result.
+        if Topic::parse(topic) != Some(event.topic()) {
+            return Err(chaoseater_schemas::Error::Invalid(format!(
+                "event type {} does not belong on topic {topic}; not applied",
+                event.kind().name()
+            )));
+        }
         if let Event::RegionResult(r) = &event
             && !self.seen.insert(r.event_id.as_str())
         {
@@ -176,6 +183,8 @@ pub struct Materializer {
     /// empty every session, so its offsets are kept apart (`{topic}@{log}` in segment names) and a new
     /// session reads from the start without touching the files of earlier ones.
     log: Option<String>,
+    /// Which topics' undecodable or misplaced messages it copies to the DLQ.
+    dead_letters: DeadLetterDuty,
 }
 
 /// The topics the history keeps.
@@ -194,12 +203,18 @@ impl Materializer {
                 "history: removed the remains of an interrupted write"
             );
         }
-        Ok(Self { ctx, dir, options, log: None })
+        Ok(Self { ctx, dir, options, log: None, dead_letters: DeadLetterDuty::All })
     }
 
     /// Keeps this log's offsets apart from other logs' (see the field).
     pub fn with_log(mut self, log: impl Into<String>) -> Self {
         self.log = Some(log.into());
+        self
+    }
+
+    /// Copies to the DLQ only what `duty` covers (other consumers of the same topics cover the rest).
+    pub fn with_dead_letter_duty(mut self, duty: DeadLetterDuty) -> Self {
+        self.dead_letters = duty;
         self
     }
 
@@ -249,14 +264,16 @@ impl Materializer {
             for message in batch {
                 let place = (message.topic.as_str(), message.partition, message.offset);
                 let payload = message.payload.as_deref().unwrap_or_default();
-                if let Err(e) = buffer.absorb(&self.ctx.codec, place, payload, &mut stats) {
+                if let Err(e) = buffer.absorb(&self.ctx.codec, place, payload, &mut stats)
+                    && self.dead_letters.covers(self.ctx.topics.role_of(&message.topic))
+                {
                     tracing::warn!(topic = %message.topic, offset = message.offset, error = %e, "Dead-lettered an undecodable message.");
                     dead.push(dead_letter(&self.ctx, &message, &e.to_string(), Self::NAME));
                 }
             }
             if !dead.is_empty() {
                 // Acknowledged before the segment covering them is committed, so none is lost.
-                producer.publish_raw(&dead).await?;
+                producer.publish_raw_retrying(&dead, 8).await?;
                 stats.dead_lettered += dead.len() as u64;
             }
             if buffer.due(&self.options) {

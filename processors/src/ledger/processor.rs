@@ -3,7 +3,7 @@
 //! - `seq/{run_id}` → the next `seq` of that run;
 //! - `count/{topic}\0{partition}` → events applied from that partition (u64, big-endian).
 
-use chaoseater_schemas::bus::{Origin, Processor, Rejection, StateStore, StateView};
+use chaoseater_schemas::bus::{ApplyError, Origin, Processor, Rejection, StateStore, StateView};
 use chaoseater_schemas::events::Event;
 use chaoseater_schemas::ids::RunId;
 use chaoseater_schemas::topics::Topic;
@@ -78,10 +78,9 @@ impl Processor for RunLedger {
         vec![Topic::Commands, Topic::Dispatch, Topic::Results, Topic::Rollback]
     }
 
-    fn apply(&mut self, event: &Event, origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
-        let store_err = |e: chaoseater_schemas::Error| Rejection(format!("state store: {e}"));
+    fn apply(&mut self, event: &Event, origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         let count_key = Self::count_key(&origin.topic, origin.partition);
-        let count = read_u64(state.get(&count_key).map_err(store_err)?);
+        let count = read_u64(state.get(&count_key)?);
         state.put(count_key, (count + 1).to_be_bytes().to_vec());
 
         // Region and circuit events on the rollback topic belong to no run: counted, not filed.
@@ -89,7 +88,7 @@ impl Processor for RunLedger {
             return Ok(Vec::new());
         };
         let seq_key = format!("seq/{run_id}").into_bytes();
-        let seq = read_u64(state.get(&seq_key).map_err(store_err)?);
+        let seq = read_u64(state.get(&seq_key)?);
         state.put(seq_key, (seq + 1).to_be_bytes().to_vec());
         let mut key = Self::run_prefix(run_id.as_str());
         key.extend_from_slice(format!("{seq:016x}").as_bytes());

@@ -9,14 +9,14 @@
 
 mod saga;
 
-use chaoseater_schemas::bus::{Origin, Processor, Rejection, StateStore, StateView};
+use chaoseater_schemas::bus::{ApplyError, Origin, Processor, Rejection, StateStore, StateView};
 use chaoseater_schemas::events::{
     AbortRequested, Event, RegionDispatched, RegionResult, RunCompleted, RunRejected, RunRequested, RunStarted,
 };
 use chaoseater_schemas::experiment::RunMode;
-use chaoseater_schemas::faults;
 use chaoseater_schemas::ids::{EventId, RegionName, RunId, TimestampMs};
 use chaoseater_schemas::topics::Topic;
+use chaoseater_schemas::{faults, limits};
 pub use saga::{RegionEntry, RegionState, Saga, SagaRegion, Step, choose, dispatch_id};
 
 /// Extra time the dispatcher allows beyond the fault's duration (baseline, recovery, network).
@@ -59,26 +59,27 @@ impl Orchestrator {
         Ok(store.scan_prefix(b"run/")?.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect())
     }
 
-    fn load(state: &StateView<'_>, run_id: &RunId) -> Result<Option<Saga>, Rejection> {
-        match state.get(&Self::run_key(run_id)).map_err(json_err)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(json_err),
+    fn load(state: &StateView<'_>, run_id: &RunId) -> Result<Option<Saga>, ApplyError> {
+        match state.get(&Self::run_key(run_id))? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(json_err)?)),
             None => Ok(None),
         }
     }
 
-    fn save(state: &mut StateView<'_>, saga: &Saga) -> Result<(), Rejection> {
+    fn save(state: &mut StateView<'_>, saga: &Saga) -> Result<(), ApplyError> {
         let bytes = serde_json::to_vec(saga).map_err(json_err)?;
         state.put(Self::run_key(&saga.run_id), bytes);
         Ok(())
     }
 
     /// The regions registered, as this batch sees them.
-    fn regions(state: &StateView<'_>) -> Result<Vec<RegionEntry>, Rejection> {
-        let entries = state.scan_prefix(b"region/").map_err(json_err)?;
+    fn regions(state: &StateView<'_>) -> Result<Vec<RegionEntry>, ApplyError> {
+        let entries = state.scan_prefix(b"region/")?;
         Ok(entries.iter().filter_map(|(_, value)| serde_json::from_slice(value).ok()).collect())
     }
 
     fn reject(state: &mut StateView<'_>, run_id: &RunId, reason: String) -> Vec<Event> {
+        let reason = limits::truncate(&reason, limits::MAX_REASON_LEN).into_owned();
         state.put(format!("rejected/{run_id}").into_bytes(), reason.clone().into_bytes());
         tracing::warn!(run = %run_id, %reason, "run rejected");
         vec![Event::RunRejected(RunRejected {
@@ -89,14 +90,22 @@ impl Orchestrator {
         })]
     }
 
-    fn requested(&self, r: &RunRequested, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+    fn requested(&self, r: &RunRequested, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         if Self::load(state, &r.run_id)?.is_some()
-            || state.get(format!("rejected/{}", r.run_id).as_bytes()).map_err(json_err)?.is_some()
-            || state.get(&Self::waiting_key(&r.run_id)).map_err(json_err)?.is_some()
+            || state.get(format!("rejected/{}", r.run_id).as_bytes())?.is_some()
+            || state.get(&Self::waiting_key(&r.run_id))?.is_some()
         {
             return Ok(Vec::new());
         }
-        // Other systems publish commands too: the experiment is checked again here.
+        // Other systems publish commands too: the request is checked again here. A run id the platform
+        // refuses cannot name a RunRejected (it could be a megabyte of control characters): that
+        // command goes to the DLQ instead.
+        if let Err(e) = limits::check_id("run_id", r.run_id.as_str(), limits::MAX_ID_LEN) {
+            return Err(Rejection(format!("invalid RunRequested: {e}")).into());
+        }
+        if let Err(e) = limits::check_run_request(r) {
+            return Ok(Self::reject(state, &r.run_id, format!("invalid request: {e}")));
+        }
         let params = serde_json::to_value(&r.experiment.parameters).map_err(json_err)?;
         let empty = serde_json::Map::new();
         if let Err(e) =
@@ -137,7 +146,7 @@ impl Orchestrator {
     }
 
     /// Starts the run if every region it names is registered; otherwise says which is missing.
-    fn start(r: &RunRequested, state: &mut StateView<'_>) -> Result<Result<Vec<Event>, String>, Rejection> {
+    fn start(r: &RunRequested, state: &mut StateView<'_>) -> Result<Result<Vec<Event>, String>, ApplyError> {
         let registered = Self::regions(state)?;
         if registered.is_empty() {
             return Ok(Err("no regions are registered (chaoseater region add ...)".to_owned()));
@@ -190,8 +199,8 @@ impl Orchestrator {
         Ok(Ok(out))
     }
 
-    fn waiting(state: &StateView<'_>) -> Result<Vec<Waiting>, Rejection> {
-        let entries = state.scan_prefix(b"waiting/").map_err(json_err)?;
+    fn waiting(state: &StateView<'_>) -> Result<Vec<Waiting>, ApplyError> {
+        let entries = state.scan_prefix(b"waiting/")?;
         Ok(entries.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect())
     }
 
@@ -228,7 +237,7 @@ impl Orchestrator {
             .collect()
     }
 
-    fn result(&self, r: &RegionResult, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+    fn result(&self, r: &RegionResult, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         let Some(mut saga) = Self::load(state, &r.run_id)? else { return Ok(Vec::new()) };
         let duration = (r.finished_at.0 - r.started_at.0).max(0);
         if !saga.record(&r.region, &r.dispatch_id, r.status, r.resilience_score, duration, r.message.clone()) {
@@ -239,7 +248,7 @@ impl Orchestrator {
         Ok(out)
     }
 
-    fn abort(&self, a: &AbortRequested, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+    fn abort(&self, a: &AbortRequested, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         let Some(mut saga) = Self::load(state, &a.run_id)? else { return Ok(Vec::new()) };
         if saga.completed {
             return Ok(Vec::new());
@@ -279,7 +288,7 @@ impl Processor for Orchestrator {
         Some(std::time::Duration::from_millis(500))
     }
 
-    fn tick(&mut self, now: TimestampMs, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+    fn tick(&mut self, now: TimestampMs, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         let mut out = Vec::new();
         for waiting in Self::waiting(state)? {
             if now.0 - waiting.since_ms < REGION_WAIT_MS {
@@ -294,7 +303,7 @@ impl Processor for Orchestrator {
         Ok(out)
     }
 
-    fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+    fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         match event {
             Event::RegionRegistered(e) => {
                 let entry = RegionEntry { name: e.region.clone(), endpoint: e.endpoint.clone(), priority: e.priority };

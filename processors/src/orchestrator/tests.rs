@@ -242,3 +242,60 @@ proptest! {
         }
     }
 }
+
+fn rejection(events: &[Event]) -> Option<String> {
+    events.iter().find_map(|e| if let Event::RunRejected(r) = e { Some(r.reason.clone()) } else { None })
+}
+
+#[test]
+fn non_finite_rollback_settings_are_rejected_naming_the_field() {
+    for (i, bad) in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY].into_iter().enumerate() {
+        let mut rig = rig(&[("eu", 1)]);
+        let Event::RunRequested(mut r) = request(&format!("nan-{i}"), RunMode::Parallel, &["eu"]) else {
+            unreachable!()
+        };
+        r.experiment.rollback.health_check_interval_s = bad;
+        let reason = rejection(&rig.apply(Event::RunRequested(r.clone()))).expect("rejected");
+        assert!(reason.contains("rollback.health_check_interval"), "{reason}");
+        r.run_id = RunId::new(format!("canary-{i}"));
+        r.experiment.rollback.health_check_interval_s = 5.0;
+        r.experiment.rollback.canary_percentage = bad;
+        let reason = rejection(&rig.apply(Event::RunRequested(r))).expect("rejected");
+        assert!(reason.contains("rollback.canary_percentage"), "{reason}");
+    }
+}
+
+#[test]
+fn what_every_agent_refuses_is_rejected_before_dispatch() {
+    let mut rig = rig(&[("eu", 1)]);
+    type Change = fn(&mut RunRequested);
+    let cases: [(&str, Change); 3] = [
+        ("duration", |r| r.experiment.duration_ms = 1_000_000_000),
+        ("rollback.timeout_seconds", |r| r.experiment.rollback.timeout_seconds = -5),
+        ("rollback.gradual_steps", |r| r.experiment.rollback.gradual_steps = 0),
+    ];
+    for (i, (field, change)) in cases.into_iter().enumerate() {
+        let Event::RunRequested(mut r) = request(&format!("refused-{i}"), RunMode::Parallel, &["eu"]) else {
+            unreachable!()
+        };
+        change(&mut r);
+        let out = rig.apply(Event::RunRequested(r));
+        assert!(dispatched(&out).is_empty(), "{field}: nothing dispatched");
+        let reason = rejection(&out).expect("rejected");
+        assert!(reason.contains(field), "{field}: {reason}");
+    }
+}
+
+#[test]
+fn a_control_character_fault_type_gives_a_short_rejection_and_a_bad_run_id_goes_to_the_dlq() {
+    let mut rig = rig(&[("eu", 1)]);
+    let Event::RunRequested(mut r) = request("ctl", RunMode::Parallel, &["eu"]) else { unreachable!() };
+    r.experiment.fault_type = "\u{1}".repeat(250_000);
+    let reason = rejection(&rig.apply(Event::RunRequested(r.clone()))).expect("rejected");
+    assert!(reason.contains("fault_type") && reason.len() < 1_000, "{} bytes", reason.len());
+    r.run_id = RunId::new("\u{7}".repeat(300_000));
+    match rig.try_apply(Event::RunRequested(r)) {
+        Err(chaoseater_schemas::bus::ApplyError::Rejected(why)) => assert!(why.0.len() < 1_000, "{}", why.0.len()),
+        other => panic!("expected a rejection for the DLQ, got {other:?}"),
+    }
+}

@@ -12,7 +12,7 @@
 
 mod machine;
 
-use chaoseater_schemas::bus::{Origin, Processor, Rejection, StateView};
+use chaoseater_schemas::bus::{ApplyError, Origin, Processor, Rejection, StateView};
 use chaoseater_schemas::events::{
     CircuitState, Event, HealthStatus, RollbackAction, RollbackCompleted, RollbackFailed, RollbackPaused,
     RollbackStarted, RollbackStepRequested, RollbackTrigger,
@@ -50,11 +50,11 @@ fn rollback_key(run: &RunId, region: &RegionName) -> Vec<u8> {
     format!("rb/{run}/{region}").into_bytes()
 }
 
-fn load<T: serde::de::DeserializeOwned>(state: &StateView<'_>, key: &[u8]) -> Result<Option<T>, Rejection> {
-    Ok(state.get(key).map_err(state_err)?.and_then(|v| serde_json::from_slice(&v).ok()))
+fn load<T: serde::de::DeserializeOwned>(state: &StateView<'_>, key: &[u8]) -> Result<Option<T>, ApplyError> {
+    Ok(state.get(key)?.and_then(|v| serde_json::from_slice(&v).ok()))
 }
 
-fn save<T: Serialize>(state: &mut StateView<'_>, key: Vec<u8>, value: &T) -> Result<(), Rejection> {
+fn save<T: Serialize>(state: &mut StateView<'_>, key: Vec<u8>, value: &T) -> Result<(), ApplyError> {
     state.put(key, serde_json::to_vec(value).map_err(state_err)?);
     Ok(())
 }
@@ -63,22 +63,24 @@ impl RollbackProcessor {
     pub const NAME: &'static str = "rollback";
 
     /// Runs in `region` whose fault may be in place.
-    fn runs_in(state: &StateView<'_>, region: &RegionName) -> Result<Vec<RunId>, Rejection> {
+    fn runs_in(state: &StateView<'_>, region: &RegionName) -> Result<Vec<RunId>, ApplyError> {
         let prefix = format!("active/{region}/");
         Ok(state
-            .scan_prefix(prefix.as_bytes())
-            .map_err(state_err)?
+            .scan_prefix(prefix.as_bytes())?
             .into_iter()
             .map(|(k, _)| RunId::new(String::from_utf8_lossy(&k[prefix.len()..]).as_ref()))
             .collect())
     }
 
     /// Regions of `run` whose fault may be in place (optionally only `only`).
-    fn regions_of(state: &StateView<'_>, run: &RunId, only: Option<&RegionName>) -> Result<Vec<RegionName>, Rejection> {
+    fn regions_of(
+        state: &StateView<'_>,
+        run: &RunId,
+        only: Option<&RegionName>,
+    ) -> Result<Vec<RegionName>, ApplyError> {
         let prefix = format!("run/{run}/");
         Ok(state
-            .scan_prefix(prefix.as_bytes())
-            .map_err(state_err)?
+            .scan_prefix(prefix.as_bytes())?
             .into_iter()
             .map(|(k, _)| RegionName::new(String::from_utf8_lossy(&k[prefix.len()..]).as_ref()))
             .filter(|r| only.is_none_or(|o| o == r))
@@ -93,7 +95,7 @@ impl RollbackProcessor {
         trigger: RollbackTrigger,
         at: TimestampMs,
         out: &mut Vec<Event>,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), ApplyError> {
         if let Some(mut existing) = load::<Rollback>(state, &rollback_key(run, region))? {
             if matches!(trigger, RollbackTrigger::DurationEnded | RollbackTrigger::Manual) {
                 return Ok(());
@@ -126,7 +128,7 @@ impl RollbackProcessor {
         input: Input,
         at: TimestampMs,
         out: &mut Vec<Event>,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), ApplyError> {
         let Some(mut rollback) = load::<Rollback>(state, &rollback_key(run, region))? else { return Ok(()) };
         let outputs = rollback.on(input, at.0);
         Self::advance(state, run, region, rollback, outputs, at, out)
@@ -141,7 +143,7 @@ impl RollbackProcessor {
         outputs: Vec<Output>,
         at: TimestampMs,
         out: &mut Vec<Event>,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), ApplyError> {
         let (run_id, region_name) = (run.clone(), region.clone());
         for output in outputs {
             out.push(match output {
@@ -219,7 +221,7 @@ impl Processor for RollbackProcessor {
         vec![Topic::Dispatch]
     }
 
-    fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+    fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         let mut out = Vec::new();
         match event {
             Event::RegionDispatched(d) => {
@@ -293,9 +295,9 @@ impl Processor for RollbackProcessor {
     }
 
     /// Rollbacks past their timeout fail.
-    fn tick(&mut self, now: TimestampMs, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+    fn tick(&mut self, now: TimestampMs, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         let mut out = Vec::new();
-        for (key, value) in state.scan_prefix(b"rb/").map_err(state_err)? {
+        for (key, value) in state.scan_prefix(b"rb/")? {
             let Ok(rollback) = serde_json::from_slice::<Rollback>(&value) else { continue };
             if rollback.is_final() || now.0 < rollback.deadline {
                 continue;

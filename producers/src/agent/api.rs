@@ -1,4 +1,5 @@
-//! The agent's HTTP API (DESIGN.md, "Region agent"). Mutating routes need the bearer token.
+//! The agent's HTTP API (DESIGN.md, "Region agent"). Mutating routes need the bearer token, checked by
+//! a layer before the body is read; bodies are capped at [`MAX_BODY_BYTES`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,16 +16,33 @@ use serde_json::{Value as Json, json};
 use super::AgentCore;
 use super::experiment::ExperimentRequest;
 
+/// The largest request body the API reads (an experiment request is a few hundred bytes).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
 pub fn router(core: Arc<AgentCore>) -> Router {
+    let auth = axum::middleware::from_fn_with_state(core.clone(), require_token);
     Router::new()
         .route("/health", get(health))
-        .route("/api/v1/experiments/run", post(run_sync))
-        .route("/api/v1/experiments", post(start).get(list))
+        .route("/api/v1/experiments/run", post(run_sync).route_layer(auth.clone()))
+        .route("/api/v1/experiments", post(start).route_layer(auth.clone()).get(list))
         .route("/api/v1/experiments/{id}", get(status))
-        .route("/api/v1/experiments/{id}/rollback", post(rollback))
-        .route("/api/v1/experiments/{id}/abort", post(abort))
-        .route("/api/v1/upstream", post(switch_upstream))
+        .route("/api/v1/experiments/{id}/rollback", post(rollback).route_layer(auth.clone()))
+        .route("/api/v1/experiments/{id}/abort", post(abort).route_layer(auth.clone()))
+        .route("/api/v1/upstream", post(switch_upstream).route_layer(auth))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(core)
+}
+
+/// Refuses a request without the right token before anything reads its body.
+async fn require_token(
+    State(core): State<Arc<AgentCore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match authorize(&core, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused,
+    }
 }
 
 fn reply(status: StatusCode, body: Json) -> Response {
@@ -46,10 +64,14 @@ fn authorize(core: &AgentCore, headers: &HeaderMap) -> Result<(), Response> {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(token) if constant_time_eq(token.as_bytes(), core.token.as_bytes()) => Ok(()),
+        // Strict: exactly `Bearer <token>`, no space around or inside the token.
+        Some(token)
+            if !token.contains(char::is_whitespace) && constant_time_eq(token.as_bytes(), core.token.as_bytes()) =>
+        {
+            Ok(())
+        }
         Some(_) => Err(error(StatusCode::UNAUTHORIZED, "invalid bearer token")),
         None => Err(error(StatusCode::UNAUTHORIZED, "this route needs an Authorization: Bearer token")),
     }
@@ -74,10 +96,7 @@ async fn health(State(core): State<Arc<AgentCore>>) -> Response {
     reply(if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
 }
 
-async fn run_sync(State(core): State<Arc<AgentCore>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorize(&core, &headers) {
-        return r;
-    }
+async fn run_sync(State(core): State<Arc<AgentCore>>, body: Bytes) -> Response {
     let request: ExperimentRequest = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r,
@@ -96,10 +115,7 @@ async fn run_sync(State(core): State<Arc<AgentCore>>, headers: HeaderMap, body: 
     }
 }
 
-async fn start(State(core): State<Arc<AgentCore>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorize(&core, &headers) {
-        return r;
-    }
+async fn start(State(core): State<Arc<AgentCore>>, body: Bytes) -> Response {
     let request: ExperimentRequest = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r,
@@ -138,15 +154,7 @@ struct RollbackRequest {
     step: Option<u32>,
 }
 
-async fn rollback(
-    State(core): State<Arc<AgentCore>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&core, &headers) {
-        return r;
-    }
+async fn rollback(State(core): State<Arc<AgentCore>>, Path(id): Path<String>, body: Bytes) -> Response {
     let request: RollbackRequest = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r,
@@ -169,10 +177,7 @@ async fn rollback(
     }
 }
 
-async fn abort(State(core): State<Arc<AgentCore>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&core, &headers) {
-        return r;
-    }
+async fn abort(State(core): State<Arc<AgentCore>>, Path(id): Path<String>) -> Response {
     let Some(experiment) = core.experiment(&id) else {
         return error(StatusCode::NOT_FOUND, format!("no experiment {id:?}"));
     };
@@ -186,10 +191,7 @@ struct UpstreamRequest {
     name: String,
 }
 
-async fn switch_upstream(State(core): State<Arc<AgentCore>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorize(&core, &headers) {
-        return r;
-    }
+async fn switch_upstream(State(core): State<Arc<AgentCore>>, body: Bytes) -> Response {
     let request: UpstreamRequest = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r,

@@ -47,6 +47,22 @@ pub struct AgentConfig {
     pub caps: Caps,
     #[serde(default)]
     pub host: HostConfig,
+    /// Connection limit and timeouts of the control API and of the proxy (each has its own).
+    #[serde(default)]
+    pub limits: AgentLimits,
+}
+
+/// `[limits.api]` and `[limits.proxy]`: how much an unauthenticated peer can hold of the agent. With the
+/// defaults (256 connections each) the two stay well inside a 1,024 file-descriptor limit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLimits {
+    /// The control API (`listen`).
+    #[serde(default)]
+    pub api: crate::server::ServerLimits,
+    /// The proxy (`proxy_listen`).
+    #[serde(default)]
+    pub proxy: crate::server::ServerLimits,
 }
 
 /// The request shapes the proxy understands.
@@ -134,6 +150,10 @@ pub struct HostConfig {
     /// Default directory for disk_full and storage_bottleneck when the experiment names no path.
     #[serde(default)]
     pub scratch_dir: Option<PathBuf>,
+    /// Directories besides the scratch directory where disk_full and storage_bottleneck may write their
+    /// files (absolute; each must exist). Nothing else on the host is ever written.
+    #[serde(default)]
+    pub allowed_paths: Vec<PathBuf>,
     /// Root of the cgroup v2 hierarchy (`cgroup` parameters are relative to it).
     #[serde(default = "default_cgroup_root")]
     pub cgroup_root: PathBuf,
@@ -160,6 +180,8 @@ impl AgentConfig {
                 return Err(format!("{name}: {url:?} must be an http:// URL"));
             }
         }
+        self.limits.api.validate().map_err(|e| format!("limits.api: {e}"))?;
+        self.limits.proxy.validate().map_err(|e| format!("limits.proxy: {e}"))?;
         if self.protocol == Protocol::Records && self.records_pointer.is_none() {
             return Err("protocol = \"records\" needs records_pointer".to_owned());
         }
@@ -233,7 +255,7 @@ impl Default for Caps {
 
 impl Default for HostConfig {
     fn default() -> Self {
-        Self { scratch_dir: None, cgroup_root: default_cgroup_root() }
+        Self { scratch_dir: None, allowed_paths: Vec::new(), cgroup_root: default_cgroup_root() }
     }
 }
 

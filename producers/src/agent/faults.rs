@@ -2,11 +2,12 @@
 //! checks (caps, known upstreams) so that an invalid fault is refused before anything is injected.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Component, PathBuf};
 use std::time::Duration;
 
 use chaoseater_schemas::experiment::{Layer, ParamValue};
 use chaoseater_schemas::faults::{self, FaultError};
+use chaoseater_schemas::limits;
 
 use super::config::AgentConfig;
 
@@ -200,8 +201,8 @@ impl Fault {
             "gpu_unavailable" => Fault::GpuUnavailable,
             "storage_bottleneck" => Fault::StorageBottleneck {
                 iops: p.f64("iops_limit") as u64,
-                path: p.text("path").map(PathBuf::from),
-                cgroup: p.text("cgroup"),
+                path: p.text("path").map(|path| allowed_path(&path, config)).transpose()?,
+                cgroup: p.text("cgroup").map(|c| cgroup_path(&c)).transpose()?,
             },
             "disk_full" => {
                 let fill = match p.0.get("bytes").and_then(ParamValue::as_f64) {
@@ -219,20 +220,22 @@ impl Fault {
                         ),
                     ));
                 }
-                Fault::DiskFull { fill, path: p.text("path").map(PathBuf::from) }
+                Fault::DiskFull { fill, path: p.text("path").map(|path| allowed_path(&path, config)).transpose()? }
             }
             "cpu_throttle" => {
                 let percent = p.f64("throttle_percent");
-                if p.text("cgroup").is_none() && percent > config.caps.max_cpu_percent {
+                // The cap holds in both modes: busy threads take `percent` of the host, a cgroup quota
+                // takes `percent` of the CPU the cgroup's processes had.
+                if percent > config.caps.max_cpu_percent {
                     return Err(refuse(
                         "throttle_percent",
                         format!(
-                            "cpu_throttle {percent}% of the host exceeds this agent's cap max_cpu_percent {}",
+                            "cpu_throttle {percent}% exceeds this agent's cap max_cpu_percent {}",
                             config.caps.max_cpu_percent
                         ),
                     ));
                 }
-                Fault::CpuThrottle { percent, cgroup: p.text("cgroup") }
+                Fault::CpuThrottle { percent, cgroup: p.text("cgroup").map(|c| cgroup_path(&c)).transpose()? }
             }
             "memory_pressure" => {
                 let mb = p.f64("memory_mb") as u64;
@@ -286,4 +289,48 @@ impl Fault {
 fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
     let all: Vec<&str> = keys.map(String::as_str).collect();
     if all.is_empty() { "none configured".to_owned() } else { all.join(", ") }
+}
+
+/// A fault's `path`: an absolute directory under the agent's scratch directory or one of
+/// `[host] allowed_paths`, with no `..` (checked on the text, before anything touches the disk). Only
+/// the scratch directory itself is ever created; any other directory must exist.
+fn allowed_path(path: &str, config: &AgentConfig) -> Result<PathBuf, FaultError> {
+    let refuse = |message: String| FaultError { field: "path".to_owned(), message };
+    let given = PathBuf::from(path);
+    if !given.is_absolute() || given.components().any(|c| !matches!(c, Component::RootDir | Component::Normal(_))) {
+        return Err(refuse(format!("{} must be an absolute path without . or .. parts", limits::shown(path))));
+    }
+    let scratch = config.scratch_dir();
+    let roots: Vec<&std::path::Path> =
+        std::iter::once(scratch.as_path()).chain(config.host.allowed_paths.iter().map(PathBuf::as_path)).collect();
+    if !roots.iter().any(|root| given.starts_with(root)) {
+        return Err(refuse(format!(
+            "{} is outside the agent's scratch directory {} and [host] allowed_paths",
+            limits::shown(path),
+            scratch.display()
+        )));
+    }
+    if given != scratch && !given.is_dir() {
+        return Err(refuse(format!("{} is not an existing directory", limits::shown(path))));
+    }
+    Ok(given)
+}
+
+/// A fault's `cgroup`: a path relative to the cgroup root, with no `..` (it must not name a file
+/// outside the hierarchy).
+fn cgroup_path(cgroup: &str) -> Result<String, FaultError> {
+    let relative = cgroup.trim_start_matches('/');
+    let ok = !relative.is_empty()
+        && std::path::Path::new(relative).components().all(|c| matches!(c, Component::Normal(_)))
+        && !relative.contains(char::is_control);
+    if !ok {
+        return Err(FaultError {
+            field: "cgroup".to_owned(),
+            message: format!(
+                "{} must be a cgroup path under the cgroup root, without . or .. parts",
+                limits::shown(cgroup)
+            ),
+        });
+    }
+    Ok(relative.to_owned())
 }

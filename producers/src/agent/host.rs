@@ -164,6 +164,9 @@ impl HostFault {
 
     /// Applies `fault` on this host. Blocking (allocates, writes files): call from `spawn_blocking`.
     pub fn apply(fault: &Fault, config: &AgentConfig, journal: Arc<Journal>, tag: &str) -> Result<Self, HostError> {
+        // The tag names files: whatever the caller checked, nothing in it can leave the directory.
+        let tag: String =
+            tag.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
         match fault {
             Fault::MemoryPressure { mb } => {
                 let mut f = Self::new(format!("{mb} MB allocated and touched"), journal);
@@ -185,7 +188,7 @@ impl HostFault {
             }
             Fault::DiskFull { fill, path } => {
                 let dir = path.clone().unwrap_or_else(|| config.scratch_dir());
-                std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+                create_scratch(&dir, config)?;
                 let stat = rustix::fs::statvfs(&dir)
                     .map_err(|e| HostError::Io { what: format!("statvfs {}", dir.display()), source: e.into() })?;
                 let total = stat.f_blocks * stat.f_frsize;
@@ -268,7 +271,7 @@ impl HostFault {
             }
             Fault::StorageBottleneck { path, cgroup: None, .. } => {
                 let dir = path.clone().unwrap_or_else(|| config.scratch_dir());
-                std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+                create_scratch(&dir, config)?;
                 let workers = 2;
                 let mut f = Self::new(
                     format!("{workers} competing synced-write workers on {} (no target cgroup)", dir.display()),
@@ -381,6 +384,17 @@ fn hammer(file: &Path, stop: &AtomicBool, intensity: &AtomicU64) {
         }
         offset = (offset + 4096 * 17) % (64 * MB);
     }
+}
+
+/// Creates `dir` only when it is the agent's own scratch directory: any other allowed directory must
+/// exist already, so a fault never leaves directories behind.
+fn create_scratch(dir: &Path, config: &AgentConfig) -> Result<(), HostError> {
+    if dir == config.scratch_dir() {
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    } else if !dir.is_dir() {
+        return Err(HostError::Refused(format!("{} is not an existing directory", dir.display())));
+    }
+    Ok(())
 }
 
 fn write_fill(path: &Path, bytes: u64) -> std::io::Result<()> {

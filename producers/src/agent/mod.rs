@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use chaoseater_schemas::experiment::Layer;
+use chaoseater_schemas::limits;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -35,6 +36,9 @@ use crate::http::HttpClient;
 
 /// Ids of every experiment this agent started, one per line.
 const EXPERIMENT_LOG: &str = "experiments.log";
+
+/// Longest experiment id an agent accepts: a dispatch id is a run id, a dot and a region name.
+pub const MAX_EXPERIMENT_ID_LEN: usize = limits::MAX_ID_LEN + 1 + limits::MAX_REGION_LEN;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +75,7 @@ impl AgentCore {
     /// Validates `request` and starts it; only one experiment runs at a time (two faults at once would
     /// confound each other's measurements).
     pub fn start(self: &Arc<Self>, request: ExperimentRequest) -> Result<Arc<Experiment>, (StatusCode, String)> {
-        if let Some(id) = &request.id {
+        if let Some(id) = request.id.as_ref().filter(|id| limits::check_id("id", id, MAX_EXPERIMENT_ID_LEN).is_ok()) {
             if let Some(existing) = self.experiment(id) {
                 return Ok(existing);
             }
@@ -83,6 +87,13 @@ impl AgentCore {
             }
         }
         let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+        // Ids name files and lines of the id log: a safe alphabet and length, or nothing runs.
+        if let Some(id) = &request.id {
+            limits::check_id("id", id, MAX_EXPERIMENT_ID_LEN).map_err(|e| bad(e.to_string()))?;
+        }
+        limits::check_text("name", &request.name, limits::MAX_NAME_LEN).map_err(|e| bad(e.to_string()))?;
+        limits::check_id("fault_type", &request.fault_type, limits::MAX_FAULT_TYPE_LEN)
+            .map_err(|e| bad(e.to_string()))?;
         let layer = Layer::parse(&request.layer.to_ascii_lowercase()).ok_or_else(|| {
             bad(format!("layer: unknown layer {:?}; known: data, model, infrastructure", request.layer))
         })?;
@@ -251,17 +262,10 @@ impl Agent {
         });
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(proxy::serve(proxy, proxy_listener, rx.clone())));
-        let router = api::router(core.clone());
-        let mut api_rx = rx;
-        tasks.push(tokio::spawn(async move {
-            let stop = async move {
-                let _ = api_rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(api_listener, router).with_graceful_shutdown(stop).await {
-                tracing::error!(error = %e, "agent API server failed");
-            }
-        }));
+        let limits = core.config.limits.clone();
+        tasks.push(tokio::spawn(proxy::serve(proxy, proxy_listener, limits.proxy, rx.clone())));
+        let service = crate::server::router_service(api::router(core.clone()));
+        tasks.push(tokio::spawn(crate::server::serve("agent-api", api_listener, service, limits.api, rx)));
         tracing::info!(%api_addr, %proxy_addr, upstream = %core.config.upstream, "agent serving");
         Ok(Self { core, api_addr, proxy_addr, cleaned, shutdown, tasks })
     }

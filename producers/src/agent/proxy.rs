@@ -229,13 +229,20 @@ impl std::fmt::Display for Dropped {
 impl std::error::Error for Dropped {}
 
 /// Accepts connections on `addr` until `shutdown` turns true; stops listening while a crash is injected.
-pub async fn serve(state: Arc<ProxyState>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+/// Connections are admitted within `limits` (see [`crate::server`]).
+pub async fn serve(
+    state: Arc<ProxyState>,
+    listener: TcpListener,
+    limits: crate::server::ServerLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let addr = listener.local_addr().ok();
     let mut listener = Some(listener);
     let mut generation = state.generation.subscribe();
+    let mut acceptor = crate::server::Acceptor::new("agent-proxy", limits);
     loop {
         if *shutdown.borrow() {
-            return;
+            break;
         }
         if state.refusing() {
             // A crashed node refuses connections: close the socket so that clients get ECONNREFUSED.
@@ -243,7 +250,7 @@ pub async fn serve(state: Arc<ProxyState>, listener: TcpListener, mut shutdown: 
                 tracing::info!(?addr, "proxy stopped listening (node_failure crash)");
             }
         } else if listener.is_none() {
-            let Some(addr) = addr else { return };
+            let Some(addr) = addr else { break };
             match TcpListener::bind(addr).await {
                 Ok(l) => {
                     tracing::info!(%addr, "proxy listening again");
@@ -259,12 +266,11 @@ pub async fn serve(state: Arc<ProxyState>, listener: TcpListener, mut shutdown: 
         match &listener {
             Some(l) => {
                 tokio::select! {
-                    accepted = l.accept() => match accepted {
-                        Ok((stream, peer)) => {
-                            tokio::spawn(connection(state.clone(), stream, peer));
+                    accepted = l.accept() => {
+                        if let Some((stream, peer, slot)) = acceptor.take(accepted).await {
+                            acceptor.spawn(slot.clone(), connection(state.clone(), stream, peer, slot));
                         }
-                        Err(e) => tracing::warn!(error = %e, "proxy accept failed"),
-                    },
+                    }
                     _ = generation.changed() => {}
                     _ = shutdown.changed() => {}
                 }
@@ -277,9 +283,11 @@ pub async fn serve(state: Arc<ProxyState>, listener: TcpListener, mut shutdown: 
             }
         }
     }
+    drop(listener);
+    acceptor.close().await;
 }
 
-async fn connection(state: Arc<ProxyState>, stream: TcpStream, peer: SocketAddr) {
+async fn connection(state: Arc<ProxyState>, stream: TcpStream, peer: SocketAddr, slot: crate::server::Slot) {
     // A crash rolled back in part: the connections still in the faulty share are reset.
     if let Some(active) = state.current()
         && matches!(active.fault, Fault::NodeFailure { kind: NodeFailure::Crash, .. })
@@ -290,16 +298,12 @@ async fn connection(state: Arc<ProxyState>, stream: TcpStream, peer: SocketAddr)
         reset(stream);
         return;
     }
-    let _ = stream.set_nodelay(true);
-    let io = hyper_util::rt::TokioIo::new(stream);
     let links = Arc::new(tokio::sync::Mutex::new(Links::default()));
     let service = hyper::service::service_fn(move |request| {
         let (state, links) = (state.clone(), links.clone());
         async move { handle(state, &links, request).await }
     });
-    if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
-        tracing::trace!(%peer, error = %e, "proxy connection ended");
-    }
+    crate::server::serve_http(stream, peer, service, slot).await;
 }
 
 /// Closes with RST rather than FIN, as a lost or reset connection looks to the client.

@@ -310,5 +310,12 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, target.router()).with_graceful_shutdown(shutdown).await
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let service = crate::server::router_service(target.router());
+    crate::server::serve("demo-target", listener, service, crate::server::ServerLimits::default(), stop_rx).await;
+    Ok(())
 }

@@ -8,6 +8,7 @@ use chaoseater_schemas::events::{
     FaultHeld, RegionDispatched, RegionMetrics, RegionResult, RegionStatus, RollbackStepRequested,
 };
 use chaoseater_schemas::ids::{DispatchId, EventId, TimestampMs};
+use chaoseater_schemas::limits;
 use hyper::Method;
 use serde_json::{Value as Json, json};
 use tokio::sync::watch;
@@ -47,7 +48,8 @@ fn result(
         resilience_score: score,
         score_version: 1,
         metrics,
-        message,
+        // An agent's error text is not ours to bound: cut here, so the result always fits the broker.
+        message: message.map(|m| limits::truncate(&m, limits::MAX_REASON_LEN).into_owned()),
         started_at: started,
         finished_at: TimestampMs::now(),
     }

@@ -9,8 +9,13 @@
 //! asks for it, a health sample `check_after_ms` later (the check that gates the next step). For a
 //! stepwise rollback the agent holds the fault when its time ends, and the dispatcher says so (FaultHeld).
 //!
+//! A region's agent token is sent only to that region's endpoint: the one pinned in the configuration
+//! (`[dispatcher.endpoints]`), or else the one it was first registered with. A registration naming
+//! another endpoint is dead-lettered, so no event can redirect a token.
+//!
 //! Keys in its state store:
 //! - `region/{name}` → [`RegionEntry`] (JSON);
+//! - `pinned/{name}` → the endpoint the region was first registered with (kept after RegionRemoved);
 //! - `dispatch/{dispatch_id}` → the RegionDispatched (JSON) until its RegionResult is consumed;
 //! - `step/{event_id}` → the RollbackStepRequested (JSON) until its RollbackStepApplied is consumed.
 
@@ -18,10 +23,10 @@ pub mod agent_client;
 pub mod health;
 pub mod tokens;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use chaoseater_schemas::bus::{EventProducer, Origin, Processor, Rejection, StateStore, StateView};
+use chaoseater_schemas::bus::{ApplyError, EventProducer, Origin, Processor, Rejection, StateStore, StateView};
 use chaoseater_schemas::events::{
     CircuitState, Event, FaultHeld, RegionDispatched, RollbackStepApplied, RollbackStepRequested,
 };
@@ -31,6 +36,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 pub use tokens::AgentTokens;
+
+use chaoseater_schemas::limits;
 
 use crate::http::HttpClient;
 
@@ -67,7 +74,12 @@ pub enum Work {
 pub struct Dispatcher {
     queued: Vec<Work>,
     work: mpsc::UnboundedSender<Work>,
+    /// Endpoints the operator pinned in the configuration (`[dispatcher.endpoints]`), by region.
+    endpoints: BTreeMap<String, String>,
 }
+
+/// Longest endpoint URL a registration may carry.
+pub const MAX_ENDPOINT_LEN: usize = 2_048;
 
 fn state_err(e: impl std::fmt::Display) -> Rejection {
     Rejection(format!("dispatcher state: {e}"))
@@ -79,7 +91,57 @@ impl Dispatcher {
     /// The processor and the receiving end of its work queue (for [`Workers::run`]).
     pub fn new() -> (Self, mpsc::UnboundedReceiver<Work>) {
         let (work, rx) = mpsc::unbounded_channel();
-        (Self { queued: Vec::new(), work }, rx)
+        (Self { queued: Vec::new(), work, endpoints: BTreeMap::new() }, rx)
+    }
+
+    /// Pins these regions' endpoints (region name → URL): a registration naming another endpoint for
+    /// one of them is refused.
+    pub fn with_endpoints(mut self, endpoints: BTreeMap<String, String>) -> Self {
+        self.endpoints = endpoints;
+        self
+    }
+
+    /// Whether a registration of `region` at `endpoint` may take effect: a well-formed name and URL,
+    /// and the endpoint the operator pinned, or else the one the region was first registered with. A
+    /// region's token is only ever sent to its endpoint, so an event alone must not move it.
+    fn check_registration(&self, state: &StateView<'_>, region: &RegionName, endpoint: &str) -> Result<(), ApplyError> {
+        let refuse = |m: String| -> Result<(), ApplyError> { Err(Rejection(m).into()) };
+        if let Err(e) = limits::check_id("region", region.as_str(), limits::MAX_REGION_LEN) {
+            return refuse(format!("invalid RegionRegistered: {e}"));
+        }
+        if endpoint.len() > MAX_ENDPOINT_LEN
+            || !endpoint.starts_with("http://")
+            || endpoint.parse::<hyper::Uri>().map_or(true, |u| u.host().is_none())
+        {
+            return refuse(format!(
+                "invalid RegionRegistered: endpoint {} is not an http:// URL",
+                limits::shown(endpoint)
+            ));
+        }
+        if let Some(pinned) = self.endpoints.get(region.as_str()) {
+            if pinned.trim_end_matches('/') != endpoint.trim_end_matches('/') {
+                return refuse(format!(
+                    "region {region} is pinned to {pinned} by [dispatcher.endpoints]; registration at {} refused",
+                    limits::shown(endpoint)
+                ));
+            }
+            return Ok(());
+        }
+        if let Some(first) = state.get(Self::pinned_key(region).as_slice())?
+            && first != endpoint.as_bytes()
+        {
+            return refuse(format!(
+                "region {region} was registered at {}; moving it to {} needs [dispatcher.endpoints] {region} = \"{}\" in the configuration",
+                String::from_utf8_lossy(&first),
+                limits::shown(endpoint),
+                limits::truncate(endpoint, 256)
+            ));
+        }
+        Ok(())
+    }
+
+    fn pinned_key(region: &RegionName) -> Vec<u8> {
+        format!("pinned/{region}").into_bytes()
     }
 
     fn dispatch_key(id: &str) -> Vec<u8> {
@@ -90,10 +152,9 @@ impl Dispatcher {
         format!("step/{id}").into_bytes()
     }
 
-    fn region_entry(state: &StateView<'_>, region: &RegionName) -> Result<Option<RegionEntry>, Rejection> {
+    fn region_entry(state: &StateView<'_>, region: &RegionName) -> Result<Option<RegionEntry>, ApplyError> {
         Ok(state
-            .get(format!("region/{region}").as_bytes())
-            .map_err(state_err)?
+            .get(format!("region/{region}").as_bytes())?
             .and_then(|v| serde_json::from_slice::<RegionEntry>(&v).ok()))
     }
 
@@ -102,13 +163,13 @@ impl Dispatcher {
     }
 
     /// Whether `region`'s circuit (as CircuitStateChanged told) is open or half-open.
-    fn circuit_blocks(state: &StateView<'_>, region: &RegionName) -> Result<bool, Rejection> {
-        let stored = state.get(format!("circuit/{region}").as_bytes()).map_err(state_err)?;
+    fn circuit_blocks(state: &StateView<'_>, region: &RegionName) -> Result<bool, ApplyError> {
+        let stored = state.get(format!("circuit/{region}").as_bytes())?;
         Ok(stored.is_some_and(|s| s.as_slice() != CircuitState::Closed.as_str().as_bytes()))
     }
 
     /// Dispatches held by an open circuit, with since when.
-    fn held(state: &StateView<'_>) -> Result<Vec<(RegionDispatched, i64)>, Rejection> {
+    fn held(state: &StateView<'_>) -> Result<Vec<(RegionDispatched, i64)>, ApplyError> {
         Self::pending_with(state, b"held/")
     }
 
@@ -117,17 +178,17 @@ impl Dispatcher {
     }
 
     /// Dispatches waiting for their region's registration, with since when.
-    fn unrouted(state: &StateView<'_>) -> Result<Vec<(RegionDispatched, i64)>, Rejection> {
+    fn unrouted(state: &StateView<'_>) -> Result<Vec<(RegionDispatched, i64)>, ApplyError> {
         Self::pending_with(state, b"unrouted/")
     }
 
     /// Recorded dispatches marked under `prefix` (`prefix{id}` → since, big-endian ms).
-    fn pending_with(state: &StateView<'_>, prefix: &[u8]) -> Result<Vec<(RegionDispatched, i64)>, Rejection> {
+    fn pending_with(state: &StateView<'_>, prefix: &[u8]) -> Result<Vec<(RegionDispatched, i64)>, ApplyError> {
         let mut out = Vec::new();
-        for (key, since) in state.scan_prefix(prefix).map_err(state_err)? {
+        for (key, since) in state.scan_prefix(prefix)? {
             let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
             let since = since.as_slice().try_into().map(i64::from_be_bytes).unwrap_or(0);
-            if let Some(bytes) = state.get(&Self::dispatch_key(&id)).map_err(state_err)?
+            if let Some(bytes) = state.get(&Self::dispatch_key(&id))?
                 && let Ok(d) = serde_json::from_slice::<RegionDispatched>(&bytes)
             {
                 out.push((d, since));
@@ -178,9 +239,12 @@ impl Processor for Dispatcher {
         vec![Topic::Regions]
     }
 
-    fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+    fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         match event {
             Event::RegionRegistered(e) => {
+                self.check_registration(state, &e.region, &e.endpoint)?;
+                // Kept after a RegionRemoved: removing and registering again is a move too.
+                state.put(Self::pinned_key(&e.region), e.endpoint.clone().into_bytes());
                 let entry = RegionEntry { name: e.region.clone(), endpoint: e.endpoint.clone(), priority: e.priority };
                 state.put(format!("region/{}", e.region).into_bytes(), serde_json::to_vec(&entry).map_err(state_err)?);
                 for (dispatch, _) in Self::unrouted(state)? {
@@ -193,14 +257,12 @@ impl Processor for Dispatcher {
             Event::RegionRemoved(e) => state.remove(format!("region/{}", e.region).into_bytes()),
             Event::RegionDispatched(d) => {
                 let key = Self::dispatch_key(d.dispatch_id.as_str());
-                if state.get(&key).map_err(state_err)?.is_some()
-                    || state.get(format!("answered/{}", d.dispatch_id).as_bytes()).map_err(state_err)?.is_some()
+                if state.get(&key)?.is_some() || state.get(format!("answered/{}", d.dispatch_id).as_bytes())?.is_some()
                 {
                     return Ok(Vec::new());
                 }
                 let endpoint = state
-                    .get(format!("region/{}", d.region).as_bytes())
-                    .map_err(state_err)?
+                    .get(format!("region/{}", d.region).as_bytes())?
                     .and_then(|v| serde_json::from_slice::<RegionEntry>(&v).ok())
                     .map(|r| r.endpoint);
                 state.put(key, serde_json::to_vec(d).map_err(state_err)?);
@@ -220,9 +282,7 @@ impl Processor for Dispatcher {
             Event::AbortRequested(a) => self.queued.push(Work::Abort { run_id: a.run_id.clone() }),
             Event::RollbackStepRequested(step) => {
                 let key = Self::step_key(step.event_id.as_str());
-                if state.get(&key).map_err(state_err)?.is_some()
-                    || state.get(format!("stepped/{}", step.event_id).as_bytes()).map_err(state_err)?.is_some()
-                {
+                if state.get(&key)?.is_some() || state.get(format!("stepped/{}", step.event_id).as_bytes())?.is_some() {
                     return Ok(Vec::new());
                 }
                 match Self::region_entry(state, &step.region)? {
@@ -275,7 +335,7 @@ impl Processor for Dispatcher {
 
     /// Dispatches to a region still unknown after [`REGION_WAIT_MS`] fail with the reason, and so do
     /// dispatches held by an open circuit past their timeout.
-    fn tick(&mut self, now: TimestampMs, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+    fn tick(&mut self, now: TimestampMs, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         let mut out = Vec::new();
         for (dispatch, since) in Self::held(state)? {
             if now.0 - since >= dispatch.timeout_ms {
@@ -298,6 +358,11 @@ impl Processor for Dispatcher {
         Ok(out)
     }
 
+    fn on_discard(&mut self) {
+        // The batch is applied again: the work it queued is queued again then.
+        self.queued.clear();
+    }
+
     fn on_commit(&mut self, _store: &StateStore) {
         for work in self.queued.drain(..) {
             // The receiver lives as long as the service; if it is gone we are shutting down, and the
@@ -311,6 +376,36 @@ type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'sta
 
 /// Abort switches of dispatches in flight, by run, with their region.
 type InFlight = HashMap<RunId, Vec<(RegionName, watch::Sender<bool>)>>;
+
+/// Dispatches waiting for their region, by region, in arrival order.
+#[derive(Default)]
+struct RegionQueues {
+    busy: std::collections::HashSet<RegionName>,
+    waiting: HashMap<RegionName, std::collections::VecDeque<Task>>,
+}
+
+impl RegionQueues {
+    /// `task` back to run now, if `region` has nothing in flight; otherwise queued.
+    fn start_or_queue(&mut self, region: &RegionName, task: Task) -> Option<Task> {
+        if self.busy.insert(region.clone()) {
+            return Some(task);
+        }
+        let queue = self.waiting.entry(region.clone()).or_default();
+        queue.push_back(task);
+        tracing::info!(%region, queued = queue.len(), "region busy with another dispatch; queued");
+        None
+    }
+
+    /// `region`'s dispatch ended: its next one, to run now.
+    fn finished(&mut self, region: &RegionName) -> Option<Task> {
+        let next = self.waiting.get_mut(region).and_then(std::collections::VecDeque::pop_front);
+        if next.is_none() {
+            self.busy.remove(region);
+            self.waiting.remove(region);
+        }
+        next
+    }
+}
 
 /// The pool that calls agents.
 #[derive(Debug, Clone)]
@@ -326,24 +421,62 @@ impl Workers {
         Self { producer, tokens: Arc::new(tokens), client: HttpClient::new(), running: Default::default() }
     }
 
-    /// Resumes `unfinished` dispatches, then serves the queue until it closes.
+    /// Resumes `unfinished` dispatches, then serves the queue until it closes. Dispatches to one region
+    /// run one at a time, in arrival order (an agent runs one experiment at a time: concurrent ones
+    /// would poll it busy and time out); rollback steps and aborts act at once.
     pub async fn run(self, unfinished: Vec<Work>, mut queue: mpsc::UnboundedReceiver<Work>) {
         if !unfinished.is_empty() {
             tracing::info!(count = unfinished.len(), "resuming dispatches recorded before a restart");
         }
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut tasks: tokio::task::JoinSet<Option<RegionName>> = tokio::task::JoinSet::new();
+        let mut regions = RegionQueues::default();
         for work in unfinished {
-            if let Some(task) = self.handle(work) {
-                tasks.spawn(task);
-            }
+            self.take(work, &mut tasks, &mut regions);
         }
-        while let Some(work) = queue.recv().await {
-            if let Some(task) = self.handle(work) {
-                tasks.spawn(task);
+        loop {
+            tokio::select! {
+                work = queue.recv() => match work {
+                    Some(work) => self.take(work, &mut tasks, &mut regions),
+                    None => break,
+                },
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok(Some(region)) = done
+                        && let Some(next) = regions.finished(&region)
+                    {
+                        tasks.spawn(async move {
+                            next.await;
+                            Some(region)
+                        });
+                    }
+                }
             }
-            while tasks.try_join_next().is_some() {}
         }
         tasks.abort_all();
+    }
+
+    /// Starts `work` now, or queues it behind its region's dispatch in flight.
+    fn take(&self, work: Work, tasks: &mut tokio::task::JoinSet<Option<RegionName>>, regions: &mut RegionQueues) {
+        let region = match &work {
+            Work::Run { dispatch, .. } => Some(dispatch.region.clone()),
+            Work::Abort { .. } | Work::Step { .. } => None,
+        };
+        let Some(task) = self.handle(work) else { return };
+        match region {
+            Some(region) => {
+                if let Some(task) = regions.start_or_queue(&region, task) {
+                    tasks.spawn(async move {
+                        task.await;
+                        Some(region)
+                    });
+                }
+            }
+            None => {
+                tasks.spawn(async move {
+                    task.await;
+                    None
+                });
+            }
+        }
     }
 
     fn handle(&self, work: Work) -> Option<Task> {

@@ -47,6 +47,19 @@ impl AgentTokens {
         Ok(Self { env, file })
     }
 
+    /// Where a token shared by every region without one of its own comes from, if one is configured:
+    /// the tokens file's `default` or `CHAOSEATER_AGENT_TOKEN`.
+    pub fn shared_fallback(&self) -> Option<&'static str> {
+        if self.file.contains_key("default") {
+            Some("tokens_file default")
+        } else if self.env.contains_key("CHAOSEATER_AGENT_TOKEN") {
+            Some("CHAOSEATER_AGENT_TOKEN")
+        } else {
+            None
+        }
+    }
+
+    /// The token for `region`: its own first, then the shared fallback.
     pub fn for_region(&self, region: &RegionName) -> Option<String> {
         self.env
             .get(&env_name(region.as_str()))

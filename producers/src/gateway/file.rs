@@ -10,6 +10,7 @@ use chaoseater_schemas::events::RunRequested;
 use chaoseater_schemas::experiment::{ExperimentSpec, Layer, RollbackConfig, RollbackStrategy, RunMode};
 use chaoseater_schemas::faults;
 use chaoseater_schemas::ids::{RegionName, RunId, TimestampMs};
+use chaoseater_schemas::limits;
 use serde::Deserialize;
 
 /// Longest fault a file may ask for: longer chaos belongs in a schedule of shorter runs.
@@ -105,7 +106,7 @@ impl fmt::Display for GatewayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;
         if let Some((index, name)) = &self.experiment {
-            write!(f, ": experiment {index} ({name:?})")?;
+            write!(f, ": experiment {index} ({})", limits::shown(name))?;
         }
         if let Some(field) = &self.field {
             write!(f, ": field {field}")?;
@@ -187,6 +188,7 @@ fn build(
     let fault_type = entry.fault_type.as_deref().ok_or_else(|| {
         at("fault_type", format!("missing; for layer {layer}: {}", faults::fault_types(layer).join(", ")))
     })?;
+    limits::check_id("fault_type", fault_type, limits::MAX_FAULT_TYPE_LEN).map_err(|e| at(&e.field, e.message))?;
     let params = match &entry.parameters {
         None | Some(serde_yaml::Value::Null) => serde_json::Map::new(),
         Some(value) => match serde_json::to_value(value) {
@@ -248,7 +250,7 @@ fn build(
     }
 
     let run_id = RunId::random();
-    Ok(RunRequested {
+    let request = RunRequested {
         event_id: RunRequested::id_for(&run_id),
         occurred_at: now,
         run_id,
@@ -268,7 +270,10 @@ fn build(
         blast_radius_percent: blast,
         min_score,
         requested_by: requested_by.to_owned(),
-    })
+    };
+    // The platform's own bounds (lengths, alphabets, finite numbers), as the orchestrator checks them.
+    limits::check_run_request(&request).map_err(|e| at(&e.field, e.message))?;
+    Ok(request)
 }
 
 /// The first value set: command line, then experiment, then file.

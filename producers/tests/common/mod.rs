@@ -89,6 +89,7 @@ max_cpu_percent = 60
 max_duration_s = 30
 [host]
 scratch_dir = "{d}/scratch"
+allowed_paths = ["{d}"]
 cgroup_root = "{d}/cgroup"
 "#,
             top = opts.top,

@@ -7,6 +7,9 @@ use rdkafka::ClientConfig;
 use crate::codec::Codec;
 use crate::topics::TopicNames;
 
+/// librdkafka's default `message.max.bytes`.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
 /// Everything a producer or consumer needs to reach the brokers. Built once from configuration and
 /// passed down; cheap to clone.
 #[derive(Debug, Clone)]
@@ -25,6 +28,12 @@ impl BusContext {
     /// A context for `brokers` with no extra properties and the default codec.
     pub fn new(brokers: impl Into<String>, codec: Codec) -> Self {
         Self { brokers: brokers.into(), properties: BTreeMap::new(), codec, topics: TopicNames::default() }
+    }
+
+    /// The largest message our producers publish: librdkafka's `message.max.bytes`, as configured in
+    /// the pass-through properties or its default. Dead letters are cut to fit it.
+    pub fn message_max_bytes(&self) -> usize {
+        self.properties.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
     }
 
     /// A librdkafka configuration with the bootstrap servers and the pass-through properties.

@@ -5,6 +5,7 @@
 //! - [`consumer`]: manual partition assignment, no auto-commit; positions come from the caller.
 //! - [`state`]: the sled state store holding a component's state, its next offsets, its outbox and the
 //!   ids it applied, all changed in one atomic write.
+//! - [`dead_letter`]: the DLQ copy of a bad message, cut to fit the broker, and which consumer writes it.
 //! - [`processor`]: the loop that ties them together: consume a batch, apply it, dead-letter what cannot
 //!   be decoded or is invalid, commit state + offsets + outbox atomically, then publish the outbox.
 //! - [`admin`]: topic creation and listing on a real broker.
@@ -13,6 +14,7 @@
 pub mod admin;
 pub mod consumer;
 pub mod context;
+pub mod dead_letter;
 pub mod embedded;
 pub mod processor;
 pub mod producer;
@@ -20,7 +22,10 @@ pub mod state;
 
 pub use consumer::{EventConsumer, Received, StartFrom};
 pub use context::BusContext;
+pub use dead_letter::DeadLetterDuty;
 pub use embedded::EmbeddedBroker;
-pub use processor::{DEFAULT_DEDUPE_WINDOW, Origin, Processor, ProcessorRunner, Rejection, RunnerOptions, StateView};
+pub use processor::{
+    ApplyError, DEFAULT_DEDUPE_WINDOW, Origin, Processor, ProcessorRunner, Rejection, RunnerOptions, StateView,
+};
 pub use producer::EventProducer;
 pub use state::{RunnerStats, StateStore};

@@ -3,21 +3,29 @@
 //! outbox. A crash anywhere loses nothing: before the commit, the batch is simply read again; after it,
 //! the outbox is published on restart. Duplicates that a crash between publish and outbox cleanup may
 //! cause carry the same deterministic event ids, and every consumer drops ids it already applied.
+//!
+//! Two kinds of failure, never confused: bad input (an undecodable message, an event type that does not
+//! belong on its topic, an event the processor refuses) goes to the DLQ and the partition moves on; a
+//! transient failure (the state store, the broker) commits nothing and the same batch is applied again
+//! after a backoff, as it would be from the stored offsets after a restart. Only when retries run out
+//! does the runner return the error, for its supervisor to restart it.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::BusContext;
 use super::consumer::{EventConsumer, Positions, Received, StartFrom};
+use super::dead_letter::{DeadLetterDuty, dead_letter, misplaced};
 use super::producer::{EventProducer, RawMessage};
 use super::state::{Applied, Commit, OutboxEntry, RunnerStats, StateStore};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::ids::TimestampMs;
+use crate::limits::truncate;
 use crate::topics::{Topic, headers};
 
 /// Where an event came from.
@@ -32,6 +40,32 @@ pub struct Origin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection(pub String);
 
+/// Why an event (or a tick) was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Bad input: the event goes to the DLQ with this reason and its partition moves on.
+    #[error("rejected: {}", .0.0)]
+    Rejected(Rejection),
+    /// A failure a retry may cure (the state store, the broker): nothing of the batch is committed and
+    /// the batch is applied again.
+    #[error("transient: {0}")]
+    Transient(Error),
+}
+
+impl From<Rejection> for ApplyError {
+    fn from(r: Rejection) -> Self {
+        ApplyError::Rejected(r)
+    }
+}
+
+/// A store or broker error is transient when a retry can help (see [`Error::is_retryable`]); anything
+/// else the crate's error names is bad input.
+impl From<Error> for ApplyError {
+    fn from(e: Error) -> Self {
+        if e.is_retryable() { ApplyError::Transient(e) } else { ApplyError::Rejected(Rejection(e.to_string())) }
+    }
+}
+
 /// A component that turns events into state changes and new events.
 ///
 /// All durable state goes through the [`StateView`]: the runner commits it atomically with the offsets.
@@ -43,8 +77,11 @@ pub trait Processor: Send {
     /// Topics it consumes.
     fn topics(&self) -> Vec<Topic>;
 
-    /// Applies one event. Returns the events to publish, or a rejection that sends the event to the DLQ.
-    fn apply(&mut self, event: &Event, origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection>;
+    /// Applies one event. Returns the events to publish; a rejection sends the event to the DLQ, a
+    /// transient error has the whole batch applied again. The runner only passes events whose type
+    /// belongs on the topic they were read from (the catalogue's [`Event::topic`]); others are
+    /// dead-lettered unapplied.
+    fn apply(&mut self, event: &Event, origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError>;
 
     /// Topics whose messages are applied first within a batch (a registry the other events refer to).
     /// Order across partitions was never promised, so this reorders nothing a producer could rely on:
@@ -60,12 +97,16 @@ pub trait Processor: Send {
 
     /// Time passing, for what no event will trigger (a wait that expires). Its writes and events are
     /// committed like a batch's. Defaults to nothing.
-    fn tick(&mut self, _now: TimestampMs, _state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+    fn tick(&mut self, _now: TimestampMs, _state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         Ok(Vec::new())
     }
 
     /// Called after each committed batch, with the store as committed. Defaults to nothing.
     fn on_commit(&mut self, _store: &StateStore) {}
+
+    /// Called when a batch (or tick) is abandoned uncommitted after a transient failure: forget what
+    /// was kept for `on_commit`, since the batch will be applied again. Defaults to nothing.
+    fn on_discard(&mut self) {}
 }
 
 /// A processor's view of its state during a batch: committed values overlaid with the batch's own writes.
@@ -124,7 +165,17 @@ pub struct RunnerOptions {
     /// How long applied event ids are remembered to drop duplicates, in event time behind the newest
     /// event applied from the same partition ([`StateStore::forget_applied`]).
     pub dedupe_window: Duration,
+    /// Which topics' undecodable or misplaced messages this runner copies to the DLQ.
+    pub dead_letters: DeadLetterDuty,
+    /// How often a transient failure is retried (with a doubling backoff) before the runner gives up
+    /// and returns the error to its supervisor.
+    pub retries: u32,
 }
+
+/// The first wait after a transient failure; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// The default dedupe window: a week, far beyond the minutes in which a producer re-publishes after a
 /// crash, and the default retention of a Kafka topic.
@@ -140,6 +191,8 @@ impl Default for RunnerOptions {
             poll_wait: Duration::from_millis(200),
             start_from: StartFrom::Beginning,
             dedupe_window: DEFAULT_DEDUPE_WINDOW,
+            dead_letters: DeadLetterDuty::All,
+            retries: 8,
         }
     }
 }
@@ -155,13 +208,25 @@ pub struct ProcessorRunner<P> {
     /// When a pass forgetting ids past the dedupe window last started, and the pass if it is running.
     forgot_at: Option<std::time::Instant>,
     forgetting: Option<tokio::task::JoinHandle<Result<usize>>>,
+    /// Per partition, the offset up to which dead letters are already published: a batch applied again
+    /// after a transient failure does not publish its dead letters twice.
+    dead_through: std::collections::HashMap<(String, i32), i64>,
 }
 
 impl<P: Processor> ProcessorRunner<P> {
     /// A runner for `processor` with its state in `store`.
     pub fn new(ctx: BusContext, processor: P, store: StateStore, options: RunnerOptions) -> Result<Self> {
         let producer = EventProducer::new(&ctx)?;
-        Ok(Self { ctx, processor, store, producer, options, forgot_at: None, forgetting: None })
+        Ok(Self {
+            ctx,
+            processor,
+            store,
+            producer,
+            options,
+            forgot_at: None,
+            forgetting: None,
+            dead_through: Default::default(),
+        })
     }
 
     /// The state store, for readers of the processor's view.
@@ -255,27 +320,67 @@ impl<P: Processor> ProcessorRunner<P> {
         Ok(stats)
     }
 
+    /// Applies a batch and commits it; after a transient failure (nothing committed) applies the same
+    /// batch again, with a doubling backoff, until the retries run out.
     async fn process(&mut self, batch: Vec<Received>, total: &mut RunnerStats) -> Result<()> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0;
+        let batch_stats = loop {
+            match self.apply_and_commit(&batch).await {
+                Ok(stats) => break stats,
+                Err(e) => {
+                    self.processor.on_discard();
+                    if !e.is_retryable() || attempt >= self.options.retries {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                    warn!(processor = self.processor.name(), attempt, error = %e, backoff_ms = backoff.as_millis() as u64, "A batch failed and nothing of it was committed; applying it again.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        self.processor.on_commit(&self.store);
+        self.start_forgetting().await;
+        total.applied += batch_stats.applied;
+        total.duplicates_dropped += batch_stats.duplicates_dropped;
+        total.dead_lettered += batch_stats.dead_lettered;
+        total.published += self.drain_outbox().await?;
+        Ok(())
+    }
+
+    /// One try at a batch: apply every event, publish the dead letters, commit. Returns what it did.
+    async fn apply_and_commit(&mut self, batch: &[Received]) -> Result<RunnerStats> {
         let codec = self.ctx.codec.clone();
+        let name = self.processor.name();
         let mut commit = Commit::default();
-        let stats = &mut commit.stats;
-        let mut dead = Vec::new();
+        let mut dead: Vec<(&Received, RawMessage)> = Vec::new();
         let mut seen_in_batch = std::collections::HashSet::new();
         for message in batch {
             commit.offsets.insert((message.topic.clone(), message.partition), message.offset + 1);
             let origin = Origin { topic: message.topic.clone(), partition: message.partition, offset: message.offset };
+            let duty = self.options.dead_letters.covers(self.ctx.topics.role_of(&origin.topic));
             let event = match codec.decode(message.payload.as_deref().unwrap_or_default()) {
                 Ok(event) => event,
                 Err(err) => {
-                    warn!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, error = %err, "Dead-lettered an undecodable message.");
-                    dead.push(dead_letter(&self.ctx, &message, &err.to_string(), self.processor.name()));
+                    if duty {
+                        warn!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, error = %err, "Dead-lettered an undecodable message.");
+                        dead.push((message, dead_letter(&self.ctx, message, &err.to_string(), name)));
+                    }
                     continue;
                 }
             };
+            if let Some(reason) = misplaced(&self.ctx.topics, &origin.topic, &event) {
+                if duty {
+                    warn!(topic = %origin.topic, offset = origin.offset, kind = event.kind().name(), "Dead-lettered an event on a topic it does not belong to.");
+                    dead.push((message, dead_letter(&self.ctx, message, &reason, name)));
+                }
+                continue;
+            }
             let id = event.event_id().as_str().to_owned();
             if seen_in_batch.contains(&id) || self.store.was_applied(&id)? {
-                debug!(event_id = %id, "Dropped an event already applied.");
-                stats.duplicates_dropped += 1;
+                debug!(event_id = %truncate(&id, 128), "Dropped an event already applied.");
+                commit.stats.duplicates_dropped += 1;
                 continue;
             }
             let mut view = StateView { store: &self.store, pending: &mut commit.state };
@@ -291,31 +396,32 @@ impl<P: Processor> ProcessorRunner<P> {
                         partition: origin.partition,
                     });
                     seen_in_batch.insert(id);
-                    stats.applied += 1;
+                    commit.stats.applied += 1;
                 }
-                Err(Rejection(reason)) => {
-                    warn!(topic = %origin.topic, offset = origin.offset, event_id = %id, %reason, "Dead-lettered an invalid event.");
-                    dead.push(dead_letter(&self.ctx, &message, &reason, self.processor.name()));
+                Err(ApplyError::Rejected(Rejection(reason))) => {
+                    warn!(topic = %origin.topic, offset = origin.offset, event_id = %truncate(&id, 128), reason = %truncate(&reason, 512), "Dead-lettered an invalid event.");
+                    dead.push((message, dead_letter(&self.ctx, message, &reason, name)));
                 }
+                Err(ApplyError::Transient(e)) => return Err(e),
             }
         }
+        // Those published by an earlier try at this batch are not published again.
+        dead.retain(|(m, _)| {
+            self.dead_through.get(&(m.topic.clone(), m.partition)).is_none_or(|through| m.offset >= *through)
+        });
         // Dead letters are acknowledged before the offsets move past them, so none can be lost.
         if !dead.is_empty() {
-            self.producer.publish_raw(&dead).await?;
+            let letters: Vec<RawMessage> = dead.iter().map(|(_, letter)| letter.clone()).collect();
+            self.producer.publish_raw(&letters).await?;
+            for (m, _) in &dead {
+                let through = self.dead_through.entry((m.topic.clone(), m.partition)).or_insert(0);
+                *through = (*through).max(m.offset + 1);
+            }
             commit.stats.dead_lettered += dead.len() as u64;
         }
-        let has_outbox = !commit.outbox.is_empty();
-        let batch_stats = commit.stats;
+        let stats = commit.stats;
         self.store.commit(commit)?;
-        self.processor.on_commit(&self.store);
-        self.start_forgetting().await;
-        total.applied += batch_stats.applied;
-        total.duplicates_dropped += batch_stats.duplicates_dropped;
-        total.dead_lettered += batch_stats.dead_lettered;
-        if has_outbox {
-            total.published += self.drain_outbox().await?;
-        }
-        Ok(())
+        Ok(stats)
     }
 
     /// Starts a pass forgetting applied ids older than the dedupe window, on a blocking thread beside
@@ -360,7 +466,8 @@ impl<P: Processor> ProcessorRunner<P> {
         })
     }
 
-    /// Lets the processor see time pass; commits what it wrote and publishes what it emitted.
+    /// Lets the processor see time pass; commits what it wrote and publishes what it emitted. A tick
+    /// that fails commits nothing; the next one tries again.
     async fn process_tick(&mut self, total: &mut RunnerStats) -> Result<()> {
         let codec = self.ctx.codec.clone();
         let mut commit = Commit::default();
@@ -368,8 +475,9 @@ impl<P: Processor> ProcessorRunner<P> {
             let mut view = StateView { store: &self.store, pending: &mut commit.state };
             match self.processor.tick(TimestampMs::now(), &mut view) {
                 Ok(outputs) => outputs,
-                Err(Rejection(reason)) => {
-                    warn!(processor = self.processor.name(), %reason, "A tick failed; nothing of it was committed.");
+                Err(e) => {
+                    self.processor.on_discard();
+                    warn!(processor = self.processor.name(), error = %e, "A tick failed; nothing of it was committed.");
                     return Ok(());
                 }
             }
@@ -380,52 +488,89 @@ impl<P: Processor> ProcessorRunner<P> {
         for output in outputs {
             commit.outbox.push(self.outbox_entry(&codec, &output)?);
         }
-        let has_outbox = !commit.outbox.is_empty();
-        self.store.commit(commit)?;
-        self.processor.on_commit(&self.store);
-        if has_outbox {
-            total.published += self.drain_outbox().await?;
+        if let Err(e) = self.store.commit(commit) {
+            self.processor.on_discard();
+            if !e.is_retryable() {
+                return Err(e);
+            }
+            warn!(processor = self.processor.name(), error = %e, "Committing a tick failed; the next tick tries again.");
+            return Ok(());
         }
+        self.processor.on_commit(&self.store);
+        total.published += self.drain_outbox().await?;
         Ok(())
     }
 
-    /// Publishes every pending outbox entry, oldest first, and forgets them once acknowledged.
+    /// Publishes every pending outbox entry, oldest first, and forgets each once acknowledged. A
+    /// transient failure is retried with a doubling backoff; an entry the broker refuses for good
+    /// (larger than its limit: a bug, since events are bounded by construction) is logged at error and
+    /// goes to the DLQ, cut to fit, so that it blocks nothing and is not lost without trace.
     async fn drain_outbox(&self) -> Result<u64> {
-        let pending = self.store.pending_outbox()?;
-        if pending.is_empty() {
-            return Ok(0);
+        let mut backoff = FIRST_BACKOFF;
+        let mut published = 0;
+        for attempt in 0.. {
+            let pending = self.store.pending_outbox()?;
+            if pending.is_empty() {
+                return Ok(published);
+            }
+            let messages: Vec<RawMessage> = pending.iter().map(|(_, entry)| outbox_message(entry)).collect();
+            let results = self.producer.publish_each(&messages).await;
+            let mut done = Vec::new();
+            let mut refused = Vec::new();
+            let mut failure = None;
+            for (((seq, _), message), result) in pending.iter().zip(&messages).zip(results) {
+                match result {
+                    Ok(_) => done.push(*seq),
+                    Err(e) if !e.is_retryable() => {
+                        error!(processor = self.processor.name(), topic = %message.topic, error = %e, "The broker refused an event of ours; it goes to the DLQ instead.");
+                        let as_read = Received {
+                            topic: message.topic.clone(),
+                            partition: -1,
+                            offset: -1,
+                            key: message.key.clone(),
+                            payload: Some(message.payload.clone()),
+                            headers: message.headers.clone(),
+                        };
+                        let reason = format!("the broker refused this event: {e}");
+                        refused.push((*seq, dead_letter(&self.ctx, &as_read, &reason, self.processor.name())));
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+            let letters: Vec<RawMessage> = refused.iter().map(|(_, letter)| letter.clone()).collect();
+            for ((seq, _), result) in refused.iter().zip(self.producer.publish_each(&letters).await) {
+                match result {
+                    Ok(_) => done.push(*seq),
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+            self.store.remove_outbox(&done)?;
+            published += done.len() as u64;
+            let Some(e) = failure else { return Ok(published) };
+            if attempt >= self.options.retries {
+                return Err(e);
+            }
+            warn!(processor = self.processor.name(), attempt = attempt + 1, error = %e, backoff_ms = backoff.as_millis() as u64, "Publishing the outbox failed; trying again.");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-        let messages: Vec<RawMessage> = pending
-            .iter()
-            .map(|(_, entry)| RawMessage {
-                topic: entry.topic.clone(),
-                key: Some(entry.key.clone()),
-                payload: entry.payload.clone(),
-                headers: vec![
-                    (headers::EVENT_TYPE.to_owned(), entry.event_type.clone().into_bytes()),
-                    (headers::EVENT_ID.to_owned(), entry.event_id.clone().into_bytes()),
-                ],
-            })
-            .collect();
-        self.producer.publish_raw(&messages).await?;
-        let seqs: Vec<u64> = pending.iter().map(|(seq, _)| *seq).collect();
-        self.store.remove_outbox(&seqs)?;
-        Ok(seqs.len() as u64)
+        Ok(published)
     }
 }
 
-/// The DLQ copy of a message: same key and bytes, headers naming the error and the origin.
-pub fn dead_letter(ctx: &BusContext, message: &Received, error: &str, consumer: &str) -> RawMessage {
-    let mut hdrs = message.headers.clone();
-    hdrs.push((headers::DLQ_ERROR.to_owned(), error.as_bytes().to_vec()));
-    hdrs.push((headers::DLQ_TOPIC.to_owned(), message.topic.clone().into_bytes()));
-    hdrs.push((headers::DLQ_PARTITION.to_owned(), message.partition.to_string().into_bytes()));
-    hdrs.push((headers::DLQ_OFFSET.to_owned(), message.offset.to_string().into_bytes()));
-    hdrs.push((headers::DLQ_CONSUMER.to_owned(), consumer.as_bytes().to_vec()));
+/// An outbox entry as the message to publish.
+fn outbox_message(entry: &OutboxEntry) -> RawMessage {
     RawMessage {
-        topic: ctx.topics.name(Topic::Dlq),
-        key: message.key.clone(),
-        payload: message.payload.clone().unwrap_or_default(),
-        headers: hdrs,
+        topic: entry.topic.clone(),
+        key: Some(entry.key.clone()),
+        payload: entry.payload.clone(),
+        headers: vec![
+            (headers::EVENT_TYPE.to_owned(), entry.event_type.clone().into_bytes()),
+            (headers::EVENT_ID.to_owned(), entry.event_id.clone().into_bytes()),
+        ],
     }
 }

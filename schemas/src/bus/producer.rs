@@ -78,15 +78,47 @@ impl EventProducer {
 
     /// Publishes raw messages in order and waits for every acknowledgement.
     pub async fn publish_raw(&self, messages: &[RawMessage]) -> Result<Vec<Delivered>> {
+        self.publish_each(messages).await.into_iter().collect()
+    }
+
+    /// Publishes raw messages, trying again with a doubling backoff (100 ms up to 10 s) while the
+    /// failure is transient, at most `retries` times; a retry may publish a message twice.
+    pub async fn publish_raw_retrying(&self, messages: &[RawMessage], retries: u32) -> Result<()> {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            match self.publish_raw(messages).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_retryable() && attempt < retries => {
+                    attempt += 1;
+                    tracing::warn!(attempt, error = %e, "Publishing failed; trying again.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Publishes raw messages in order and tells, for each, whether the broker acknowledged it: one
+    /// message refused (too large) does not hide what happened to the others.
+    pub async fn publish_each(&self, messages: &[RawMessage]) -> Vec<Result<Delivered>> {
         let mut pending = Vec::with_capacity(messages.len());
         for message in messages {
             let mut hdrs = OwnedHeaders::new_with_capacity(message.headers.len());
             for (key, value) in &message.headers {
                 hdrs = hdrs.insert(Header { key, value: Some(value) });
             }
-            pending.push(self.enqueue(&message.topic, message.key.as_deref(), &message.payload, hdrs).await?);
+            pending.push(self.enqueue(&message.topic, message.key.as_deref(), &message.payload, hdrs).await);
         }
-        wait_all(pending).await
+        let mut out = Vec::with_capacity(pending.len());
+        for future in pending {
+            out.push(match future {
+                Ok(future) => wait(future).await,
+                Err(e) => Err(e),
+            });
+        }
+        out
     }
 
     /// Encodes and enqueues an event; the returned future resolves on acknowledgement.

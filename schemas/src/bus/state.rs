@@ -113,6 +113,8 @@ pub struct StateStore {
     outbox: Tree,
     applied: Tree,
     meta: Tree,
+    /// Commits still to fail on purpose ([`StateStore::fail_next_commits`]).
+    fail_commits: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl StateStore {
@@ -126,8 +128,15 @@ impl StateStore {
             outbox: db.open_tree("outbox")?,
             applied: db.open_tree("applied")?,
             meta: db.open_tree("meta")?,
+            fail_commits: Default::default(),
             db,
         })
+    }
+
+    /// Makes the next `n` commits fail as a full disk would, committing nothing (clones share it). For
+    /// tests of what a transient failure does; one relaxed atomic read per commit otherwise.
+    pub fn fail_next_commits(&self, n: u32) {
+        self.fail_commits.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The committed value of a state key.
@@ -256,6 +265,15 @@ impl StateStore {
 
     /// Writes a batch's state, offsets, outbox and applied ids in one transaction. Returns the outbox keys.
     pub fn commit(&self, commit: Commit) -> Result<Vec<u64>> {
+        if self
+            .fail_commits
+            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| {
+                n.checked_sub(1)
+            })
+            .is_ok()
+        {
+            return Err(Error::State(sled::Error::Io(std::io::Error::other("injected commit failure"))));
+        }
         let outbox_keys: Vec<u64> = commit.outbox.iter().map(|_| self.db.generate_id()).collect::<Result<_, _>>()?;
         // An applied id's value: when it happened, then its partition's number. And per partition, the
         // newest event time in this batch.

@@ -9,9 +9,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
-use chaoseater_schemas::bus::{Origin, Processor, Rejection, StateView};
+use chaoseater_schemas::bus::{ApplyError, Origin, Processor, StateView};
 use chaoseater_schemas::events::{CircuitState, Event, RegionResult};
 use chaoseater_schemas::topics::Topic;
+
+mod health;
+pub use health::{RESTARTS_METRIC, ServiceHealth, UP_METRIC};
 
 /// Buckets of `chaos_experiment_duration_seconds`, in seconds.
 pub const DURATION_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
@@ -218,11 +221,19 @@ fn render_labels(labels: &Labels, le: Option<&str>) -> String {
 /// store so that it replays the topics from the beginning.
 #[derive(Debug, Clone)]
 pub struct MetricsSink {
-    pub view: MetricsView,
+    view: MetricsView,
+    /// This batch's events, counted once it commits: a batch applied again after a transient failure
+    /// must not count twice.
+    pending: Vec<Event>,
 }
 
 impl MetricsSink {
     pub const NAME: &'static str = "metrics";
+
+    /// A sink that feeds `view`.
+    pub fn new(view: MetricsView) -> Self {
+        Self { view, pending: Vec::new() }
+    }
 }
 
 impl Processor for MetricsSink {
@@ -234,29 +245,52 @@ impl Processor for MetricsSink {
         vec![Topic::Results, Topic::Rollback]
     }
 
-    fn apply(&mut self, event: &Event, _origin: &Origin, _state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
-        self.view.apply(event);
+    fn apply(&mut self, event: &Event, _origin: &Origin, _state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
+        self.pending.push(event.clone());
         Ok(Vec::new())
+    }
+
+    fn on_commit(&mut self, _store: &chaoseater_schemas::bus::StateStore) {
+        for event in self.pending.drain(..) {
+            self.view.apply(&event);
+        }
+    }
+
+    fn on_discard(&mut self) {
+        self.pending.clear();
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    view: MetricsView,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app =
-        axum::Router::new().route(
+/// `GET /metrics` (the view and the service's health metrics) and `GET /health` (200 `ok`, or 503
+/// `degraded` while a processor is down). The binary serves it with the limits every server of ours has.
+pub fn router(view: MetricsView, health: ServiceHealth) -> axum::Router {
+    let metrics_health = health.clone();
+    axum::Router::new()
+        .route(
             "/metrics",
             axum::routing::get(move || {
-                let view = view.clone();
+                let (view, health) = (view.clone(), metrics_health.clone());
                 async move {
-                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], view.render())
+                    let mut text = view.render();
+                    text.push_str(&health.render());
+                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
                 }
             }),
-        );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        )
+        .route(
+            "/health",
+            axum::routing::get(move || {
+                let health = health.clone();
+                async move {
+                    let status = if health.healthy() {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (status, axum::Json(health.report()))
+                }
+            }),
+        )
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chaoseater_schemas::bus::{Origin, Processor, Rejection, StateStore, StateView};
+use chaoseater_schemas::bus::{ApplyError, Origin, Processor, Rejection, StateStore, StateView};
 use chaoseater_schemas::events::Event;
 use chaoseater_schemas::topics::Topic;
 use serde_json::{Value as Json, json};
@@ -46,12 +46,8 @@ fn state_err(e: impl std::fmt::Display) -> Rejection {
 }
 
 /// Queues `items` in the outbox of `state`.
-fn enqueue(state: &mut StateView<'_>, items: Vec<Outgoing>) -> Result<(), Rejection> {
-    let mut seq = state
-        .get(SEQ)
-        .map_err(state_err)?
-        .and_then(|v| v.as_slice().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0);
+fn enqueue(state: &mut StateView<'_>, items: Vec<Outgoing>) -> Result<(), ApplyError> {
+    let mut seq = state.get(SEQ)?.and_then(|v| v.as_slice().try_into().ok().map(u64::from_be_bytes)).unwrap_or(0);
     for item in items {
         let mut key = OUTBOX.to_vec();
         key.extend_from_slice(&seq.to_be_bytes());
@@ -129,14 +125,14 @@ impl Processor for GrafanaSink {
         &mut self,
         _now: chaoseater_schemas::ids::TimestampMs,
         state: &mut StateView<'_>,
-    ) -> Result<Vec<Event>, Rejection> {
+    ) -> Result<Vec<Event>, ApplyError> {
         if let Some(items) = self.pending_provisioning.take() {
             enqueue(state, items)?;
         }
         Ok(Vec::new())
     }
 
-    fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, Rejection> {
+    fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         let item = match event {
             Event::RunStarted(s) => {
                 let mut tags = vec![
