@@ -344,3 +344,27 @@ fn the_agent_checks_the_token_strictly_and_before_the_body() {
         assert_eq!(status, 400, "{id:?}: {answer}");
     }
 }
+
+#[test]
+fn runs_sharing_a_busy_region_queue_and_all_complete() {
+    let mut c = Cluster::new("queued");
+    let api = c.region("busy", "127.0.0.37", 1, "");
+    c.serve("ledger,orchestrator,dispatcher");
+    // Ten 3-second runs at once on one region (an agent runs one experiment at a time): ~40 s of work,
+    // past one dispatch's timeout (duration + 30 s). Each waits its turn at the dispatcher, its timeout
+    // counted from its start; polling a busy agent instead, the last ones timed out.
+    let mut yaml = String::from("experiments:\n");
+    for i in 0..10 {
+        yaml.push_str(&format!(
+            "  - name: q{i}\n    layer: infrastructure\n    fault_type: network_latency\n    duration: 3\n    parameters: {{latency_ms: 5}}\n"
+        ));
+    }
+    let file = c.write("queued.yaml", &yaml);
+    let out = c.run(&["run", file.to_str().expect("path"), "--regions", "busy", "--timeout", "300"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(stdout.matches("(parallel): COMPLETED").count(), 10, "{stdout}");
+    for id in run_ids(&out) {
+        assert_eq!(ran(&api, &id), 1, "{id} ran once");
+    }
+}
