@@ -271,13 +271,9 @@ pub fn spawn_processor(
     if name == MetricsSink::NAME {
         bail!("start the metrics sink with spawn_metrics (it needs a listener)");
     }
-    if name == Materializer::NAME {
-        let log = embedded.then(|| format!("embedded-{}", chaoseater_schemas::ids::TimestampMs::now().0));
-        return spawn_history(ctx, config, log, duty, stop);
-    }
-    let store = open_store(config, embedded, name)?;
-    let tokens = if name == Dispatcher::NAME { Some(load_tokens(config)?) } else { None };
-    start(name, ctx, config, store, tokens, duty, stop)
+    // The same preparation as a supervised processor's, started once.
+    let mut attempt = prepare(name, ctx, config, embedded, duty, &ServiceHealth::new())?;
+    attempt(stop)
 }
 
 /// The dispatcher's agent tokens, warning when one token stands for every region.
