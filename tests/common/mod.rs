@@ -14,7 +14,7 @@ use chaoseater_schemas::bus::{BusContext, admin};
 use chaoseater_schemas::codec::Codec;
 use chaoseater_schemas::topics::{Topic, TopicNames};
 
-/// The test broker (Tansu) that `.ci/run` started.
+/// The test broker (Apache Kafka, from `tests/kafka/kafka.sh`) that `.ci/run` started.
 pub fn brokers() -> String {
     std::env::var("CHAOSEATER_TEST_BROKERS")
         .expect("CHAOSEATER_TEST_BROKERS is not set: run the suite with `bash .ci/run`, which starts the test broker")
@@ -75,6 +75,63 @@ pub fn free_port() -> u16 {
 /// Sends SIGTERM to a child.
 pub fn terminate(child: &Child) {
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+}
+
+/// An Apache Kafka cluster of one test's own (for restarts and failover), started by
+/// `tests/kafka/kafka.sh` in a temporary folder and stopped when dropped.
+pub struct OwnKafka {
+    dir: tempfile::TempDir,
+    pub bootstrap: String,
+}
+
+impl OwnKafka {
+    /// Starts 1 combined broker and controller, or 3 (replication factor 3, `min.insync.replicas=2`),
+    /// and returns once every node serves.
+    pub fn start(nodes: u32) -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let out = Self::script(&dir, &["start", &path_arg(dir.path()), &nodes.to_string()]);
+        let bootstrap = text(&out.stdout).trim().to_owned();
+        assert!(!bootstrap.is_empty(), "kafka.sh printed no bootstrap servers");
+        Self { dir, bootstrap }
+    }
+
+    /// SIGKILLs one node (numbered from 1).
+    pub fn kill(&self, node: u32) {
+        Self::script(&self.dir, &["kill", &path_arg(self.dir.path()), &node.to_string()]);
+    }
+
+    /// Stops one node gracefully (SIGTERM) and waits for it to exit.
+    pub fn stop(&self, node: u32) {
+        Self::script(&self.dir, &["stop", &path_arg(self.dir.path()), &node.to_string()]);
+    }
+
+    /// Starts a stopped or killed node again and waits until it serves.
+    pub fn restart(&self, node: u32) {
+        Self::script(&self.dir, &["restart", &path_arg(self.dir.path()), &node.to_string()]);
+    }
+
+    fn script(dir: &tempfile::TempDir, args: &[&str]) -> Output {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/kafka.sh");
+        let out = Command::new("bash").arg(script).args(args).stdin(Stdio::null()).output().expect("run kafka.sh");
+        assert!(
+            out.status.success(),
+            "kafka.sh {args:?} failed (logs in {}): {}",
+            dir.path().display(),
+            text(&out.stderr)
+        );
+        out
+    }
+}
+
+impl Drop for OwnKafka {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/kafka.sh");
+        let _ = Command::new("bash").arg(script).arg("stop").arg(self.dir.path()).stdin(Stdio::null()).status();
+    }
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
 }
 
 /// Kills a child on drop, so a failed assertion leaves nothing running.
