@@ -2,8 +2,8 @@
 //! decoding) next to a raw rdkafka producer and consumer moving the same bytes, in the same run.
 //!
 //! Run: `cargo bench --bench bus` (embedded broker), and with `CHAOSEATER_BENCH_BROKERS=127.0.0.1:PORT` to
-//! add a real broker (Tansu in CI). Target: the bus keeps at least 80% of the raw rate. Figures go to
-//! benches/README.md.
+//! add a real broker (Apache Kafka: `tests/kafka/kafka.sh start DIR`). Target: the bus keeps at least 80%
+//! of the raw rate. Figures go to benches/README.md.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -19,10 +19,12 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 // The embedded mock cluster keeps a bounded log per partition; larger runs stall there, so stay small.
 const EVENTS: usize = 20_000;
+// A real broker's log is not bounded: run long enough that start-up (metadata, the first fetch) is noise.
+const BROKER_EVENTS: usize = 200_000;
 const ROUNDS: usize = 3;
 
-fn events() -> Vec<Event> {
-    (0..EVENTS)
+fn events(count: usize) -> Vec<Event> {
+    (0..count)
         .map(|i| {
             let region = RegionName::new(format!("region-{}", i % 64));
             let at = TimestampMs(1_767_225_600_000 + i as i64);
@@ -79,10 +81,17 @@ async fn raw_produce(brokers: &str, topic: &str, payloads: &[(String, Vec<u8>)])
     payloads.len() as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The same librdkafka settings as the bus consumer (`EventConsumer::assign`), reading the same bytes
+/// without decoding them.
 async fn raw_consume(brokers: &str, topic: &str, partitions: i32, expected: usize) -> f64 {
     let consumer: StreamConsumer = raw_config(brokers)
         .set("group.id", "bench-raw")
         .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "20")
+        .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "10000")
         .create()
         .expect("raw consumer");
     let mut assignment = TopicPartitionList::new();
@@ -208,16 +217,18 @@ fn report(name: &str, f: &Figures) {
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let events = events();
-    println!("bus throughput, {EVENTS} RegionHealthSampled events per path, best of {ROUNDS} rounds");
+    println!(
+        "bus throughput, RegionHealthSampled events per path ({EVENTS} embedded, {BROKER_EVENTS} on a real \
+         broker), best of {ROUNDS} rounds; both consumers: fetch.wait.max.ms=20, no auto commit"
+    );
     let state = std::env::temp_dir().join(format!("chaoseater-bench-{}", std::process::id()));
     let embedded = EmbeddedBroker::start(&state, &TopicNames::with_prefix("bench-unused")).expect("embedded broker");
     let brokers = embedded.bootstrap_servers();
-    let figures = runtime.block_on(measure("embedded", &brokers, Some(&embedded), &events));
+    let figures = runtime.block_on(measure("embedded", &brokers, Some(&embedded), &events(EVENTS)));
     report("embedded", &figures);
     if let Ok(brokers) = std::env::var("CHAOSEATER_BENCH_BROKERS") {
-        let figures = runtime.block_on(measure("broker", &brokers, None, &events));
-        report("tansu", &figures);
+        let figures = runtime.block_on(measure("broker", &brokers, None, &events(BROKER_EVENTS)));
+        report("broker", &figures);
     }
     drop(runtime);
     drop(embedded);

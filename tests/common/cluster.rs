@@ -20,8 +20,13 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(name: &str) -> Self {
+        Self::on(&brokers(), name)
+    }
+
+    /// A cluster on other brokers than the suite's (a test's own Kafka, say).
+    pub fn on(brokers: &str, name: &str) -> Self {
         Self {
-            brokers: brokers(),
+            brokers: brokers.to_owned(),
             prefix: unique_prefix(name),
             dir: tempfile::tempdir().expect("tempdir"),
             services: Vec::new(),

@@ -27,7 +27,9 @@ pub async fn ensure_topics(ctx: &BusContext, roles: &[Topic]) -> Result<Vec<(Str
         .iter()
         .zip(&names)
         .map(|(role, name)| {
-            let topic = NewTopic::new(name, role.partitions(), TopicReplication::Fixed(1));
+            // -1: the broker's default.replication.factor, which a production cluster sets (to 3, with
+            // min.insync.replicas=2, as the tests' three-node cluster does).
+            let topic = NewTopic::new(name, role.partitions(), TopicReplication::Fixed(-1));
             if role.compacted() { topic.set("cleanup.policy", "compact") } else { topic }
         })
         .collect();
