@@ -141,11 +141,12 @@ start() {
   dir="$(cd "$dir" && pwd)"
   [ -f "$dir/nodes" ] && die "$dir already holds a cluster: stop it, or use restart"
   configure "$dir" "$nodes"
+  # The id may start with "-": it is passed as --cluster-id=ID, never as a separate argument.
   local cluster_id
   cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
   for n in $(seq 1 "$nodes"); do
     (java_run "$dir/node-$n" kafka.tools.StorageTool format --ignore-formatted \
-      -t "$cluster_id" -c "$dir/node-$n/server.properties") >"$dir/node-$n/format.log" 2>&1 \
+      "--cluster-id=$cluster_id" -c "$dir/node-$n/server.properties") >"$dir/node-$n/format.log" 2>&1 \
       || { cat "$dir/node-$n/format.log" >&2; die "could not format node $n's storage"; }
   done
   # Every node at once: with three voters none can start before a quorum has.
