@@ -12,8 +12,10 @@ use chaoseater_schemas::bus::{BusContext, EmbeddedBroker, EventConsumer, EventPr
 use chaoseater_schemas::codec::Codec;
 use chaoseater_schemas::events::{Event, HealthStatus, RegionHealthSampled};
 use chaoseater_schemas::ids::{RegionName, TimestampMs};
+use chaoseater_schemas::topics::headers;
 use chaoseater_schemas::topics::{Topic, TopicNames};
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -42,14 +44,18 @@ fn events(count: usize) -> Vec<Event> {
         .collect()
 }
 
+/// Key, payload, and the two headers the bus writes (type, id).
+type Encoded = (String, Vec<u8>, String, String);
+
 fn raw_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     config
 }
 
-/// The same producer settings as the bus (idempotent, acks=all, same batching), sending the same bytes.
-async fn raw_produce(brokers: &str, topic: &str, payloads: &[(String, Vec<u8>)]) -> f64 {
+/// The same producer settings as the bus (idempotent, acks=all, same batching), sending the same bytes
+/// and headers, encoded beforehand.
+async fn raw_produce(brokers: &str, topic: &str, payloads: &[Encoded]) -> f64 {
     let producer: FutureProducer = raw_config(brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -60,8 +66,11 @@ async fn raw_produce(brokers: &str, topic: &str, payloads: &[(String, Vec<u8>)])
         .expect("raw producer");
     let start = Instant::now();
     let mut pending = Vec::with_capacity(payloads.len());
-    for (key, payload) in payloads {
-        let mut record = FutureRecord::to(topic).key(key.as_str()).payload(payload.as_slice());
+    for (key, payload, kind, id) in payloads {
+        let headers = OwnedHeaders::new_with_capacity(2)
+            .insert(Header { key: headers::EVENT_TYPE, value: Some(kind.as_str()) })
+            .insert(Header { key: headers::EVENT_ID, value: Some(id.as_str()) });
+        let mut record = FutureRecord::to(topic).key(key.as_str()).payload(payload.as_slice()).headers(headers);
         loop {
             match producer.send_result(record) {
                 Ok(future) => {
@@ -82,8 +91,9 @@ async fn raw_produce(brokers: &str, topic: &str, payloads: &[(String, Vec<u8>)])
 }
 
 /// The same librdkafka settings as the bus consumer (`EventConsumer::assign`), reading the same bytes
-/// without decoding them.
-async fn raw_consume(brokers: &str, topic: &str, partitions: i32, expected: usize) -> f64 {
+/// without decoding them; with `copy_headers`, also copying each message's headers out as `Received`
+/// does (to split the bus's cost).
+async fn raw_consume(brokers: &str, topic: &str, partitions: i32, expected: usize, copy_headers: bool) -> f64 {
     let consumer: StreamConsumer = raw_config(brokers)
         .set("group.id", "bench-raw")
         .set("enable.auto.commit", "false")
@@ -99,7 +109,7 @@ async fn raw_consume(brokers: &str, topic: &str, partitions: i32, expected: usiz
         assignment.add_partition_offset(topic, partition, Offset::Beginning).expect("assignment");
     }
     consumer.assign(&assignment).expect("assign");
-    let start = Instant::now();
+    let mut start = None;
     let mut bytes = 0usize;
     let mut received = 0;
     while received < expected {
@@ -107,13 +117,23 @@ async fn raw_consume(brokers: &str, topic: &str, partitions: i32, expected: usiz
             Ok(message) => message.expect("message"),
             Err(_) => panic!("raw consumer got {received} of {expected} messages, then nothing for 30 s"),
         };
+        // The clock starts at the first message, for both consumers: connecting and the first fetch are
+        // start-up, not throughput.
+        start.get_or_insert_with(Instant::now);
         bytes += rdkafka::Message::payload(&message).map_or(0, <[u8]>::len);
+        if copy_headers {
+            std::hint::black_box(owned_headers(&message));
+        }
         received += 1;
         // Drain what is ready without waiting, as the bus consumer does.
         while received < expected {
             match futures::FutureExt::now_or_never(consumer.recv()) {
                 Some(message) => {
-                    bytes += rdkafka::Message::payload(&message.expect("message")).map_or(0, <[u8]>::len);
+                    let message = message.expect("message");
+                    bytes += rdkafka::Message::payload(&message).map_or(0, <[u8]>::len);
+                    if copy_headers {
+                        std::hint::black_box(owned_headers(&message));
+                    }
                     received += 1;
                 }
                 None => break,
@@ -121,7 +141,15 @@ async fn raw_consume(brokers: &str, topic: &str, partitions: i32, expected: usiz
         }
     }
     assert!(bytes > 0);
-    expected as f64 / start.elapsed().as_secs_f64()
+    (expected - 1) as f64 / start.expect("a first message").elapsed().as_secs_f64()
+}
+
+/// A message's headers as owned pairs, as `Received` keeps them.
+fn owned_headers(message: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::message::Headers;
+    rdkafka::Message::headers(message)
+        .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+        .unwrap_or_default()
 }
 
 async fn bus_produce(ctx: &BusContext, events: &[Event]) -> f64 {
@@ -131,20 +159,24 @@ async fn bus_produce(ctx: &BusContext, events: &[Event]) -> f64 {
     events.len() as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn bus_consume(ctx: &BusContext, expected: usize) -> f64 {
+/// The bus consumer's rate, decoding every event or (to split the cost) only taking the messages.
+async fn bus_consume(ctx: &BusContext, expected: usize, decode: bool) -> f64 {
     let topic = ctx.topics.name(Topic::Health);
     let consumer = EventConsumer::assign(ctx, "bench-bus", &[&topic], &HashMap::new(), StartFrom::Beginning)
         .await
         .expect("consumer");
-    let start = Instant::now();
+    let mut start = None;
     let mut decoded = 0usize;
     while decoded < expected {
         for message in consumer.next_batch(10_000, Duration::from_secs(10)).await.expect("batch") {
-            ctx.codec.decode(message.payload.as_deref().unwrap_or_default()).expect("decodes");
+            start.get_or_insert_with(Instant::now);
+            if decode {
+                ctx.codec.decode(message.payload.as_deref().unwrap_or_default()).expect("decodes");
+            }
             decoded += 1;
         }
     }
-    expected as f64 / start.elapsed().as_secs_f64()
+    (expected - 1) as f64 / start.expect("a first message").elapsed().as_secs_f64()
 }
 
 struct Figures {
@@ -152,13 +184,27 @@ struct Figures {
     produce_bus: f64,
     consume_raw: f64,
     consume_bus: f64,
+    consume_bus_undecoded: f64,
+    consume_raw_headers: f64,
 }
 
 async fn measure(name: &str, brokers: &str, embedded: Option<&EmbeddedBroker>, events: &[Event]) -> Figures {
     let codec = Codec::new().expect("codec");
-    let payloads: Vec<(String, Vec<u8>)> =
-        events.iter().map(|e| (e.key().to_owned(), codec.encode(e).expect("encode"))).collect();
-    let mut best = Figures { produce_raw: 0.0, produce_bus: 0.0, consume_raw: 0.0, consume_bus: 0.0 };
+    let payloads: Vec<Encoded> = events
+        .iter()
+        .map(|e| {
+            let encoded = codec.encode(e).expect("encode");
+            (e.key().to_owned(), encoded, e.kind().name().to_owned(), e.event_id().to_string())
+        })
+        .collect();
+    let mut best = Figures {
+        produce_raw: 0.0,
+        produce_bus: 0.0,
+        consume_raw: 0.0,
+        consume_bus: 0.0,
+        consume_bus_undecoded: 0.0,
+        consume_raw_headers: 0.0,
+    };
     for round in 0..ROUNDS {
         let prefix = format!("bench{}-{}-{round}", std::process::id(), name);
         let mut ctx = BusContext::new(brokers, codec.clone());
@@ -187,8 +233,11 @@ async fn measure(name: &str, brokers: &str, embedded: Option<&EmbeddedBroker>, e
             (raw_produce(brokers, &raw_topic, &payloads).await, bus)
         };
         eprintln!("  {name} round {round}: consuming");
-        let consume_raw = raw_consume(brokers, &raw_topic, Topic::Health.partitions(), events.len()).await;
-        let consume_bus = bus_consume(&ctx, events.len()).await;
+        let consume_raw = raw_consume(brokers, &raw_topic, Topic::Health.partitions(), events.len(), false).await;
+        let consume_raw_headers =
+            raw_consume(brokers, &raw_topic, Topic::Health.partitions(), events.len(), true).await;
+        let consume_bus = bus_consume(&ctx, events.len(), true).await;
+        let consume_bus_undecoded = bus_consume(&ctx, events.len(), false).await;
         eprintln!(
             "  {name} round {round}: produce raw {produce_raw:.0}/s bus {produce_bus:.0}/s, consume raw {consume_raw:.0}/s bus {consume_bus:.0}/s"
         );
@@ -196,6 +245,8 @@ async fn measure(name: &str, brokers: &str, embedded: Option<&EmbeddedBroker>, e
         best.produce_bus = best.produce_bus.max(produce_bus);
         best.consume_raw = best.consume_raw.max(consume_raw);
         best.consume_bus = best.consume_bus.max(consume_bus);
+        best.consume_bus_undecoded = best.consume_bus_undecoded.max(consume_bus_undecoded);
+        best.consume_raw_headers = best.consume_raw_headers.max(consume_raw_headers);
     }
     best
 }
@@ -212,6 +263,16 @@ fn report(name: &str, f: &Figures) {
         f.consume_raw,
         f.consume_bus,
         100.0 * f.consume_bus / f.consume_raw
+    );
+    println!(
+        "{name:<10} consume  bus without decoding {:>9.0} ev/s   bus/raw {:>5.1}%  (the copy into `Received` alone)",
+        f.consume_bus_undecoded,
+        100.0 * f.consume_bus_undecoded / f.consume_raw
+    );
+    println!(
+        "{name:<10} consume  raw copying headers out {:>9.0} ev/s   /raw {:>5.1}%  (what `Received`'s headers cost)",
+        f.consume_raw_headers,
+        100.0 * f.consume_raw_headers / f.consume_raw
     );
 }
 

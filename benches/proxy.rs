@@ -278,7 +278,7 @@ async fn main() {
     // The same fault on both proxies: ours through the agent API, Toxiproxy's latency toxic downstream.
     let experiment = json!({
         "name": "bench-latency", "layer": "infrastructure", "fault_type": "network_latency",
-        "parameters": {"latency_ms": LATENCY_MS, "jitter_ms": 0}, "duration": 3_600.0,
+        "parameters": {"latency_ms": LATENCY_MS, "jitter_ms": 0}, "duration": 600.0,
     });
     let api = format!("http://{}", agent.api_addr);
     let started = client

@@ -153,6 +153,12 @@ fn check_campaign(c: &Cluster, apis: &[String], runs: &[String], started_at: i64
     Outcome { events, lost, longest_stall: Duration::from_millis(u64::try_from(longest).unwrap_or(0)) }
 }
 
+/// Prints a figure even when the test passes (libtest captures `println!`, not writes to the stream).
+fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn now_ms() -> i64 {
     i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis())
         .expect("ms")
@@ -186,7 +192,7 @@ fn campaigns_survive_killed_leaders_and_a_rolling_restart_of_three_brokers() {
         runs.extend(batch_runs);
     }
     let outcome = check_campaign(&c, &apis, &runs, started_at);
-    println!(
+    report(&format!(
         "failover ({}): {} runs, {} facts checked, {} lost, longest stall {:.1} s, all done in {:.0} s",
         killed.join(", "),
         runs.len(),
@@ -194,7 +200,7 @@ fn campaigns_survive_killed_leaders_and_a_rolling_restart_of_three_brokers() {
         outcome.lost,
         outcome.longest_stall.as_secs_f64(),
         started.elapsed().as_secs_f64()
-    );
+    ));
 
     // A rolling restart: each broker stopped (SIGTERM) and started again, one at a time, mid-campaign.
     let started = Instant::now();
@@ -212,12 +218,12 @@ fn campaigns_survive_killed_leaders_and_a_rolling_restart_of_three_brokers() {
         await_in_sync(&c, node);
     }
     let outcome = check_campaign(&c, &apis, &runs, started_at);
-    println!(
+    report(&format!(
         "rolling restart: {} runs, {} facts checked, {} lost, longest stall {:.1} s, all done in {:.0} s",
         runs.len(),
         outcome.events,
         outcome.lost,
         outcome.longest_stall.as_secs_f64(),
         started.elapsed().as_secs_f64()
-    );
+    ));
 }
