@@ -62,11 +62,12 @@ fn materialize_path(dir: &Path) {
     let (history, _) = HistoryDir::open(dir).expect("history");
     let options = HistoryOptions::default();
     let mut buffer = Buffer::new(Default::default());
+    let topics = chaoseater_schemas::topics::TopicNames::with_prefix("bench");
     let mut stats = HistoryStats::default();
     let started = Instant::now();
     let mut rows = 0u64;
     for (offset, payload) in encoded.iter().enumerate() {
-        buffer.absorb(&codec, ("bench.results", 0, offset as i64), payload, &mut stats).expect("decode");
+        buffer.absorb(&codec, &topics, ("bench.results", 0, offset as i64), payload, &mut stats).expect("decode");
         if buffer.due(&options) || offset + 1 == EVENTS {
             for ((topic, partition), p) in buffer.take() {
                 rows += history.write_segment(&topic, partition, p.start, p.end, p.rows).expect("segment").rows;

@@ -110,9 +110,14 @@ impl OwnKafka {
         Self::script(&self.dir, &["restart", &path_arg(self.dir.path()), &node.to_string()]);
     }
 
+    fn command() -> Command {
+        let mut cmd = Command::new("bash");
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/kafka.sh")).stdin(Stdio::null());
+        cmd
+    }
+
     fn script(dir: &tempfile::TempDir, args: &[&str]) -> Output {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/kafka.sh");
-        let out = Command::new("bash").arg(script).args(args).stdin(Stdio::null()).output().expect("run kafka.sh");
+        let out = Self::command().args(args).output().expect("run kafka.sh");
         assert!(
             out.status.success(),
             "kafka.sh {args:?} failed (logs in {}): {}",
@@ -125,8 +130,7 @@ impl OwnKafka {
 
 impl Drop for OwnKafka {
     fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/kafka.sh");
-        let _ = Command::new("bash").arg(script).arg("stop").arg(self.dir.path()).stdin(Stdio::null()).status();
+        let _ = Self::command().arg("stop").arg(self.dir.path()).status();
     }
 }
 

@@ -18,10 +18,10 @@ use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chaoseater_schemas::bus::dead_letter::{DeadLetterDuty, dead_letter};
+use chaoseater_schemas::bus::dead_letter::{DeadLetterDuty, dead_letter, misplaced};
 use chaoseater_schemas::bus::{BusContext, EventConsumer, EventProducer, StartFrom};
 use chaoseater_schemas::events::Event;
-use chaoseater_schemas::topics::Topic;
+use chaoseater_schemas::topics::{Topic, TopicNames};
 pub use files::{HistoryDir, HistoryError, Pruned, Recovery, Segment, day};
 use tables::Rows;
 
@@ -123,6 +123,7 @@ impl Buffer {
     pub fn absorb(
         &mut self,
         codec: &chaoseater_schemas::codec::Codec,
+        topics: &TopicNames,
         (topic, partition, offset): (&str, i32, i64),
         payload: &[u8],
         stats: &mut HistoryStats,
@@ -140,12 +141,10 @@ impl Buffer {
         part.end = offset + 1;
         self.oldest.get_or_insert_with(Instant::now);
         let event = codec.decode(payload)?;
-        // The catalogue gives each type one topic: a RegionResult on the health topic is no result.
-        if Topic::parse(topic) != Some(event.topic()) {
-            return Err(chaoseater_schemas::Error::Invalid(format!(
-                "event type {} does not belong on topic {topic}; not applied",
-                event.kind().name()
-            )));
+        // The catalogue gives each type one topic: a RegionResult on the health topic is no result. The
+        // runner's rule, under the same prefix.
+        if let Some(reason) = misplaced(topics, topic, topics.role_of(topic), &event) {
+            return Err(chaoseater_schemas::Error::Invalid(reason));
         }
         if let Event::RegionResult(r) = &event
             && !self.seen.insert(r.event_id.as_str())
@@ -264,7 +263,7 @@ impl Materializer {
             for message in batch {
                 let place = (message.topic.as_str(), message.partition, message.offset);
                 let payload = message.payload.as_deref().unwrap_or_default();
-                if let Err(e) = buffer.absorb(&self.ctx.codec, place, payload, &mut stats)
+                if let Err(e) = buffer.absorb(&self.ctx.codec, &self.ctx.topics, place, payload, &mut stats)
                     && self.dead_letters.covers(self.ctx.topics.role_of(&message.topic))
                 {
                     tracing::warn!(topic = %message.topic, offset = message.offset, error = %e, "Dead-lettered an undecodable message.");

@@ -63,12 +63,13 @@ impl DeadLetterDuty {
     }
 }
 
-/// Why `event`, read from the topic named `topic`, must not be applied: the catalogue puts its type on
-/// another topic (a RegionRegistered on the commands topic is a forgery or a mistake, never a
-/// registration). `None` when it belongs there.
-pub fn misplaced(topics: &TopicNames, topic: &str, event: &Event) -> Option<String> {
+/// Why `event`, read from the topic named `topic` (whose role under `topics` is `role`, resolved once
+/// by the caller), must not be applied: the catalogue puts its type on another topic (a
+/// RegionRegistered on the commands topic is a forgery or a mistake, never a registration). `None`
+/// when it belongs there.
+pub fn misplaced(topics: &TopicNames, topic: &str, role: Option<Topic>, event: &Event) -> Option<String> {
     let expected = event.topic();
-    if topics.role_of(topic) == Some(expected) {
+    if role == Some(expected) {
         return None;
     }
     Some(format!(

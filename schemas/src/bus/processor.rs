@@ -359,7 +359,8 @@ impl<P: Processor> ProcessorRunner<P> {
         for message in batch {
             commit.offsets.insert((message.topic.clone(), message.partition), message.offset + 1);
             let origin = Origin { topic: message.topic.clone(), partition: message.partition, offset: message.offset };
-            let duty = self.options.dead_letters.covers(self.ctx.topics.role_of(&origin.topic));
+            let role = self.ctx.topics.role_of(&origin.topic);
+            let duty = self.options.dead_letters.covers(role);
             let event = match codec.decode(message.payload.as_deref().unwrap_or_default()) {
                 Ok(event) => event,
                 Err(err) => {
@@ -370,7 +371,7 @@ impl<P: Processor> ProcessorRunner<P> {
                     continue;
                 }
             };
-            if let Some(reason) = misplaced(&self.ctx.topics, &origin.topic, &event) {
+            if let Some(reason) = misplaced(&self.ctx.topics, &origin.topic, role, &event) {
                 if duty {
                     warn!(topic = %origin.topic, offset = origin.offset, kind = event.kind().name(), "Dead-lettered an event on a topic it does not belong to.");
                     dead.push((message, dead_letter(&self.ctx, message, &reason, name)));
