@@ -142,7 +142,7 @@ async fn garbage_goes_to_the_dlq_and_the_partition_moves_on() {
         dead[0]
             .headers
             .iter()
-            .find(|(k, _)| k == name)
+            .find(|(k, _)| *k == name)
             .map(|(_, v)| text(v))
             .unwrap_or_else(|| panic!("no header {name}"))
     };
@@ -409,7 +409,7 @@ async fn an_oversized_or_misplaced_message_is_dead_lettered_and_the_processor_go
     let dead = EventConsumer::read_to_end(&ctx, "dlq-check", &[&dlq]).await.unwrap();
     assert_eq!(dead.len(), 2);
     let header = |m: &chaoseater_schemas::bus::Received, name: &str| {
-        m.headers.iter().find(|(k, _)| k == name).map(|(_, v)| text(v))
+        m.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| text(v))
     };
     let letter = dead.iter().find(|m| m.key.as_deref() == Some(b"huge")).expect("the huge one");
     assert_eq!(letter.payload.as_deref().map(<[u8]>::len).unwrap_or(0), 0);

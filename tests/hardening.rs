@@ -44,7 +44,7 @@ fn dead_letters(ctx: &BusContext) -> Vec<Received> {
 }
 
 fn header(m: &Received, name: &str) -> Option<String> {
-    m.headers.iter().find(|(k, _)| k == name).map(|(_, v)| text(v))
+    m.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| text(v))
 }
 
 /// A server that answers 200 to anything and counts the requests it got (and those with a token).

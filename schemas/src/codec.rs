@@ -17,6 +17,7 @@ use crate::events::{Event, EventKind};
 use crate::rabin;
 
 mod datum;
+mod writer;
 use datum::{Input, Plan, Reader};
 
 /// The two bytes that open every single-object-encoded message.
@@ -190,8 +191,6 @@ impl Codec {
     pub fn encode(&self, event: &Event) -> Result<Vec<u8>> {
         let kind = event.kind();
         let (fp, schema) = self.store.current(kind);
-        let encode_err = |source| Error::Encode { kind: kind.name(), source: Box::new(source) };
-        let value = event.to_avro_value().and_then(|v| v.resolve(schema)).map_err(encode_err)?;
         let mut out = Vec::with_capacity(256);
         match &self.encoding {
             Encoding::SingleObject => {
@@ -207,9 +206,21 @@ impl Codec {
                 out.extend_from_slice(&id.to_be_bytes());
             }
         }
-        write_value(&value, &mut out)
-            .map_err(|what| Error::Invalid(format!("cannot encode {}: {what}", kind.name())))?;
+        let framing = out.len();
+        if self.write_direct(event, &mut out).is_ok() {
+            return Ok(out);
+        }
+        // What the direct writer cannot place goes through apache-avro's resolution (see `writer`).
+        out.truncate(framing);
+        write_resolved(event, schema, &mut out)?;
         Ok(out)
+    }
+
+    /// Appends the event's datum by the direct writer, if it can place every value.
+    fn write_direct(&self, event: &Event, out: &mut Vec<u8>) -> std::result::Result<(), writer::Refused> {
+        let (fp, _) = self.store.current(event.kind());
+        let plan = self.store.plans.get(&fp).ok_or_else(|| writer::Refused("no plan for the schema".into()))?;
+        writer::write(&event.body(), plan, out)
     }
 
     /// Decodes an event, finding its writer schema from the header and resolving it into the current type.
@@ -265,6 +276,14 @@ impl Codec {
             &bytes[..bytes.len().min(4)]
         )))
     }
+}
+
+/// Appends the event's datum through apache-avro: a `Value` tree resolved against `schema`, then written.
+fn write_resolved(event: &Event, schema: &Schema, out: &mut Vec<u8>) -> Result<()> {
+    let kind = event.kind();
+    let encode_err = |source| Error::Encode { kind: kind.name(), source: Box::new(source) };
+    let value = event.to_avro_value().and_then(|v| v.resolve(schema)).map_err(encode_err)?;
+    write_value(&value, out).map_err(|what| Error::Invalid(format!("cannot encode {}: {what}", kind.name())))
 }
 
 /// Writes a resolved Avro value in the binary encoding.

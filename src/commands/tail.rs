@@ -67,7 +67,7 @@ pub async fn run(args: TailArgs, config: &Config) -> Result<()> {
 /// its headers, which on the DLQ name the error and origin).
 pub fn render(codec: &Codec, message: &Received) -> Value {
     let mut line = Map::new();
-    line.insert("topic".into(), json!(message.topic));
+    line.insert("topic".into(), json!(&*message.topic));
     line.insert("partition".into(), json!(message.partition));
     line.insert("offset".into(), json!(message.offset));
     line.insert("key".into(), json!(message.key.as_deref().map(String::from_utf8_lossy)));
@@ -77,12 +77,12 @@ pub fn render(codec: &Codec, message: &Received) -> Value {
         }
         Err(err) => {
             line.insert("error".into(), json!(err.to_string()));
-            line.insert("payload_len".into(), json!(message.payload.as_ref().map_or(0, Vec::len)));
+            line.insert("payload_len".into(), json!(message.payload.as_ref().map_or(0, |p| p.len())));
         }
     }
     if !message.headers.is_empty() {
         let headers: Map<String, Value> =
-            message.headers.iter().map(|(k, v)| (k.clone(), json!(String::from_utf8_lossy(v)))).collect();
+            message.headers.iter().map(|(k, v)| (k.to_owned(), json!(String::from_utf8_lossy(v)))).collect();
         line.insert("headers".into(), Value::Object(headers));
     }
     Value::Object(line)

@@ -261,7 +261,7 @@ impl Materializer {
             };
             let mut dead = Vec::new();
             for message in batch {
-                let place = (message.topic.as_str(), message.partition, message.offset);
+                let place = (&*message.topic, message.partition, message.offset);
                 let payload = message.payload.as_deref().unwrap_or_default();
                 if let Err(e) = buffer.absorb(&self.ctx.codec, &self.ctx.topics, place, payload, &mut stats)
                     && self.dead_letters.covers(self.ctx.topics.role_of(&message.topic))

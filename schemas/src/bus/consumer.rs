@@ -2,10 +2,12 @@
 //! (a processor's state store, or the end of the log for a live `tail`).
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -26,32 +28,167 @@ pub enum StartFrom {
 }
 
 /// One message as read from the log.
+///
+/// A batch's keys, payloads and headers are copied out of librdkafka's buffers into one allocation that
+/// its messages share (`Bytes` slices of it): copying each into its own `Vec`s cost seven allocations a
+/// message, most of the consumer's time (benches/README.md, "bus").
 #[derive(Debug, Clone)]
 pub struct Received {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub key: Option<Bytes>,
+    pub payload: Option<Bytes>,
+    pub headers: MessageHeaders,
 }
 
 impl Received {
-    fn from_message(message: &BorrowedMessage<'_>) -> Self {
-        let headers = message
-            .headers()
-            .map(|hdrs| {
-                hdrs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()
-            })
-            .unwrap_or_default();
+    /// A message built by hand (a refused outbox entry, a test), as if read at `partition`/`offset`.
+    pub fn new(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: &[(String, Vec<u8>)],
+    ) -> Self {
+        let mut batch = BatchBuilder::default();
+        batch.push(
+            Arc::from(topic),
+            partition,
+            offset,
+            key,
+            payload,
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+        );
+        batch.finish().pop().unwrap_or_else(|| unreachable!("one message pushed"))
+    }
+}
+
+/// A message's headers, packed: `(key length u32 LE, key, value length u32 LE, value)` per header, in
+/// the order the producer wrote them. A header without a value reads as an empty one.
+#[derive(Debug, Clone, Default)]
+pub struct MessageHeaders {
+    packed: Bytes,
+}
+
+impl MessageHeaders {
+    /// The headers in order, as (key, value).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        let mut rest: &[u8] = &self.packed;
+        std::iter::from_fn(move || {
+            let key = take_field(&mut rest)?;
+            let value = take_field(&mut rest)?;
+            // Keys were &str when packed; a key that is not UTF-8 cannot occur.
+            Some((std::str::from_utf8(key).unwrap_or_default(), value))
+        })
+    }
+
+    /// The first value of header `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.packed.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// The headers as owned pairs (to publish them again).
+    pub fn to_pairs(&self) -> Vec<(String, Vec<u8>)> {
+        self.iter().map(|(k, v)| (k.to_owned(), v.to_vec())).collect()
+    }
+}
+
+fn take_field<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (len, tail) = rest.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let (field, tail) = (tail.get(..len)?, &tail[len..]);
+    *rest = tail;
+    Some(field)
+}
+
+/// The messages of one batch, copied into one buffer, then handed out as `Received`s sharing it.
+#[derive(Default)]
+struct BatchBuilder {
+    buffer: Vec<u8>,
+    messages: Vec<Spans>,
+}
+
+/// Where one message's parts lie in the batch buffer.
+struct Spans {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    key: Option<Range<usize>>,
+    payload: Option<Range<usize>>,
+    headers: Range<usize>,
+}
+
+impl BatchBuilder {
+    fn with_capacity(messages: usize) -> Self {
+        // Events are a few hundred bytes; the buffer grows if they are larger.
         Self {
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec),
-            headers,
+            buffer: Vec::with_capacity(messages.min(1_024) * 256),
+            messages: Vec::with_capacity(messages.min(1_024)),
         }
+    }
+
+    fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    fn push<'h>(
+        &mut self,
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+    ) {
+        let key = key.map(|k| self.append(k));
+        let payload = payload.map(|p| self.append(p));
+        let start = self.buffer.len();
+        for (k, v) in headers {
+            for field in [k.as_bytes(), v] {
+                // Headers are bounded far below 4 GiB by the broker's message limit.
+                self.buffer.extend_from_slice(&(field.len() as u32).to_le_bytes());
+                self.buffer.extend_from_slice(field);
+            }
+        }
+        let headers = start..self.buffer.len();
+        self.messages.push(Spans { topic, partition, offset, key, payload, headers });
+    }
+
+    fn push_message(&mut self, topic: Arc<str>, message: &BorrowedMessage<'_>) {
+        let headers = message.headers();
+        let headers = headers.iter().flat_map(|h| h.iter()).map(|h| (h.key, h.value.unwrap_or_default()));
+        self.push(topic, message.partition(), message.offset(), message.key(), message.payload(), headers);
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.buffer.len();
+        self.buffer.extend_from_slice(bytes);
+        start..self.buffer.len()
+    }
+
+    fn finish(self) -> Vec<Received> {
+        let buffer = Bytes::from(self.buffer);
+        self.messages
+            .into_iter()
+            .map(|m| Received {
+                topic: m.topic,
+                partition: m.partition,
+                offset: m.offset,
+                key: m.key.map(|r| buffer.slice(r)),
+                payload: m.payload.map(|r| buffer.slice(r)),
+                headers: MessageHeaders { packed: buffer.slice(m.headers) },
+            })
+            .collect()
     }
 }
 
@@ -61,6 +198,8 @@ pub type Positions = HashMap<(String, i32), i64>;
 /// A consumer of every partition of some topics.
 pub struct EventConsumer {
     partitions: Vec<(String, i32)>,
+    /// The assigned topics' names, shared by every message read from them.
+    topics: Vec<Arc<str>>,
     /// Arc: the blocking metadata calls run on the blocking pool with a clone of it.
     inner: Arc<StreamConsumer>,
 }
@@ -96,6 +235,11 @@ impl EventConsumer {
             // 20 ms gives ~55 ms (benches/README.md). Kafka answers as soon as data arrives, so on Kafka
             // the setting costs only idle fetches (50 a second per idle consumer).
             .set("fetch.wait.max.ms", "20")
+            // Once more than `queued.min.messages` (100,000) wait in the local queue, librdkafka stops
+            // fetching for this long (1 s by default since librdkafka 2.4): a processor replaying
+            // history drains the queue long before that and then sits idle. At 10 ms the bus bench's
+            // consumer on Kafka went from ~140k to ~290k events/s (benches/README.md).
+            .set("fetch.queue.backoff.ms", "10")
             .set(
                 "auto.offset.reset",
                 match default {
@@ -121,7 +265,8 @@ impl EventConsumer {
             }
         }
         consumer.assign(&assignment)?;
-        Ok(Self { partitions, inner: consumer })
+        let topics = topics.iter().map(|&t| Arc::from(t)).collect();
+        Ok(Self { partitions, topics, inner: consumer })
     }
 
     /// The end of every assigned partition now (the offset the next message will get).
@@ -152,7 +297,7 @@ impl EventConsumer {
                 return Err(Error::Invalid(format!("reading {topics:?} to their end took over a minute")));
             }
             for message in consumer.next_batch(1_000, Duration::from_millis(300)).await? {
-                let key = (message.topic.clone(), message.partition);
+                let key = (message.topic.to_string(), message.partition);
                 if remaining.get(&key).is_some_and(|high| message.offset + 1 >= *high) {
                     remaining.remove(&key);
                 }
@@ -170,29 +315,38 @@ impl EventConsumer {
     /// are logged and waited out; only what retrying cannot mend (a topic gone, access refused) is
     /// returned.
     pub async fn next_batch(&self, max: usize, wait: Duration) -> Result<Vec<Received>> {
-        let mut batch = Vec::new();
+        let mut batch = BatchBuilder::with_capacity(max);
         let deadline = tokio::time::Instant::now() + wait;
+        // One stream for the whole batch: each `recv()` would register and drop a waker of its own.
+        let mut stream = self.inner.stream();
         let first = loop {
-            match tokio::time::timeout_at(deadline, self.inner.recv()).await {
-                Err(_elapsed) => return Ok(batch),
-                Ok(Ok(message)) => break message,
-                Ok(Err(e)) if is_transient(&e) => {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_elapsed) => return Ok(Vec::new()),
+                Ok(None) => return Err(Error::Invalid("the consumer's stream ended".into())),
+                Ok(Some(Ok(message))) => break message,
+                Ok(Some(Err(e))) if is_transient(&e) => {
                     warn!(error = %e, "Broker unreachable for now; waiting for librdkafka to reconnect.")
                 }
-                Ok(Err(e)) => return Err(e.into()),
+                Ok(Some(Err(e))) => return Err(e.into()),
             }
         };
-        batch.push(Received::from_message(&first));
+        batch.push_message(self.topic_of(&first), &first);
         drop(first);
         while batch.len() < max {
-            match self.inner.recv().now_or_never() {
-                Some(Ok(message)) => batch.push(Received::from_message(&message)),
-                Some(Err(e)) if is_transient(&e) => break,
-                Some(Err(e)) => return Err(e.into()),
-                None => break,
+            match stream.next().now_or_never() {
+                Some(Some(Ok(message))) => batch.push_message(self.topic_of(&message), &message),
+                Some(Some(Err(e))) if is_transient(&e) => break,
+                Some(Some(Err(e))) => return Err(e.into()),
+                Some(None) | None => break,
             }
         }
-        Ok(batch)
+        Ok(batch.finish())
+    }
+
+    /// The shared name of a message's topic (one of the assigned ones).
+    fn topic_of(&self, message: &BorrowedMessage<'_>) -> Arc<str> {
+        let name = message.topic();
+        self.topics.iter().find(|t| ***t == *name).cloned().unwrap_or_else(|| Arc::from(name))
     }
 }
 
@@ -259,5 +413,38 @@ async fn partitions_of(consumer: &Arc<StreamConsumer>, topic: &str) -> Result<Ve
         _ => Err(Error::Invalid(format!(
             "topic {topic} does not exist on the broker; create it with `chaoseater topics create`"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_shares_one_buffer_and_each_message_keeps_its_own_parts() {
+        let mut batch = BatchBuilder::with_capacity(2);
+        let topic: Arc<str> = Arc::from("chaoseater.results");
+        let first = [("chaoseater.type", &b"RunCompleted"[..]), ("empty", &b""[..])];
+        batch.push(Arc::clone(&topic), 0, 7, Some(b"run-1"), Some(b"\xC3\x01abc"), first.into_iter());
+        batch.push(Arc::clone(&topic), 1, 9, None, None, std::iter::empty());
+        let [a, b] = <[Received; 2]>::try_from(batch.finish()).expect("two messages");
+        assert_eq!((a.partition, a.offset, b.partition, b.offset), (0, 7, 1, 9));
+        assert_eq!(a.key.as_deref(), Some(&b"run-1"[..]));
+        assert_eq!(a.payload.as_deref(), Some(&b"\xC3\x01abc"[..]));
+        assert_eq!(a.headers.iter().collect::<Vec<_>>(), first.to_vec());
+        assert_eq!(a.headers.get("chaoseater.type"), Some(&b"RunCompleted"[..]));
+        assert_eq!(a.headers.len(), 2);
+        assert_eq!((b.key, b.payload), (None, None));
+        assert!(b.headers.is_empty() && b.headers.get("chaoseater.type").is_none());
+        assert!(Arc::ptr_eq(&a.topic, &b.topic));
+    }
+
+    #[test]
+    fn a_message_built_by_hand_reads_back_as_given() {
+        let headers = vec![("k".to_owned(), vec![1, 2]), ("k".to_owned(), vec![3])];
+        let m = Received::new("t", -1, -1, Some(b"key"), Some(b""), &headers);
+        assert_eq!(m.headers.to_pairs(), headers);
+        assert_eq!(m.headers.get("k"), Some(&[1, 2][..]), "the first of repeated headers");
+        assert_eq!((m.key.as_deref(), m.payload.as_deref()), (Some(&b"key"[..]), Some(&b""[..])));
     }
 }

@@ -84,7 +84,7 @@ pub fn misplaced(topics: &TopicNames, topic: &str, role: Option<Topic>, event: &
 pub fn dead_letter(ctx: &BusContext, message: &Received, error: &str, consumer: &str) -> RawMessage {
     let ours = vec![
         (headers::DLQ_ERROR.to_owned(), truncate(error, MAX_ERROR_LEN).into_owned().into_bytes()),
-        (headers::DLQ_TOPIC.to_owned(), message.topic.clone().into_bytes()),
+        (headers::DLQ_TOPIC.to_owned(), message.topic.as_bytes().to_vec()),
         (headers::DLQ_PARTITION.to_owned(), message.partition.to_string().into_bytes()),
         (headers::DLQ_OFFSET.to_owned(), message.offset.to_string().into_bytes()),
         (headers::DLQ_CONSUMER.to_owned(), consumer.as_bytes().to_vec()),
@@ -94,12 +94,12 @@ pub fn dead_letter(ctx: &BusContext, message: &Received, error: &str, consumer: 
     let size = |key: Option<&[u8]>, payload: &[u8], hdrs: &[(String, Vec<u8>)]| {
         key.map_or(0, <[u8]>::len) + payload.len() + hdrs.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
     };
-    let mut hdrs: Vec<(String, Vec<u8>)> = message.headers.iter().cloned().chain(ours.iter().cloned()).collect();
+    let mut hdrs: Vec<(String, Vec<u8>)> = message.headers.to_pairs().into_iter().chain(ours.iter().cloned()).collect();
     let key = message.key.as_deref();
     if size(key, payload, &hdrs) <= budget {
         return RawMessage {
             topic: ctx.topics.name(Topic::Dlq),
-            key: message.key.clone(),
+            key: key.map(<[u8]>::to_vec),
             payload: payload.to_vec(),
             headers: hdrs,
         };
@@ -118,13 +118,13 @@ pub fn dead_letter(ctx: &BusContext, message: &Received, error: &str, consumer: 
     if size(key, &[], &hdrs) <= budget {
         return RawMessage {
             topic: ctx.topics.name(Topic::Dlq),
-            key: message.key.clone(),
+            key: key.map(<[u8]>::to_vec),
             payload: Vec::new(),
             headers: hdrs,
         };
     }
     // The original's headers or key are themselves too large: ours alone are bounded, so they fit.
-    let key = message.key.clone().filter(|k| k.len() <= MAX_KEY_LEN);
+    let key = key.filter(|k| k.len() <= MAX_KEY_LEN).map(<[u8]>::to_vec);
     let mut hdrs = ours;
     hdrs.extend(dropped(if key.is_some() { "payload,headers" } else { "payload,headers,key" }));
     RawMessage { topic: ctx.topics.name(Topic::Dlq), key, payload: Vec::new(), headers: hdrs }
@@ -140,14 +140,14 @@ mod tests {
     }
 
     fn received(key: usize, payload: usize, header: usize) -> Received {
-        Received {
-            topic: "chaoseater.commands".into(),
-            partition: 2,
-            offset: 41,
-            key: Some(vec![b'k'; key]),
-            payload: Some(vec![7; payload]),
-            headers: vec![("big".into(), vec![b'h'; header])],
-        }
+        Received::new(
+            "chaoseater.commands",
+            2,
+            41,
+            Some(&vec![b'k'; key]),
+            Some(&vec![7; payload]),
+            &[("big".into(), vec![b'h'; header])],
+        )
     }
 
     fn header<'a>(m: &'a RawMessage, name: &str) -> Option<&'a str> {

@@ -20,7 +20,7 @@ pub mod processor;
 pub mod producer;
 pub mod state;
 
-pub use consumer::{EventConsumer, Received, StartFrom};
+pub use consumer::{EventConsumer, MessageHeaders, Received, StartFrom};
 pub use context::BusContext;
 pub use dead_letter::DeadLetterDuty;
 pub use embedded::EmbeddedBroker;

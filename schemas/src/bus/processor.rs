@@ -292,10 +292,10 @@ impl<P: Processor> ProcessorRunner<P> {
             };
             if !catching_up.is_empty() {
                 let (table, rest): (Vec<Received>, Vec<Received>) =
-                    batch.into_iter().partition(|m| first.contains(&m.topic));
+                    batch.into_iter().partition(|m| first.iter().any(|t| **t == *m.topic));
                 held.extend(rest);
                 for m in &table {
-                    let key = (m.topic.clone(), m.partition);
+                    let key = (m.topic.to_string(), m.partition);
                     if catching_up.get(&key).is_some_and(|high| m.offset + 1 >= *high) {
                         catching_up.remove(&key);
                     }
@@ -311,7 +311,7 @@ impl<P: Processor> ProcessorRunner<P> {
             }
             if !first.is_empty() {
                 // Stable: each partition keeps its order.
-                batch.sort_by_key(|m| !first.contains(&m.topic));
+                batch.sort_by_key(|m| !first.iter().any(|t| **t == *m.topic));
             }
             self.process(batch, &mut stats).await?;
         }
@@ -357,8 +357,9 @@ impl<P: Processor> ProcessorRunner<P> {
         let mut dead: Vec<(&Received, RawMessage)> = Vec::new();
         let mut seen_in_batch = std::collections::HashSet::new();
         for message in batch {
-            commit.offsets.insert((message.topic.clone(), message.partition), message.offset + 1);
-            let origin = Origin { topic: message.topic.clone(), partition: message.partition, offset: message.offset };
+            commit.offsets.insert((message.topic.to_string(), message.partition), message.offset + 1);
+            let origin =
+                Origin { topic: message.topic.to_string(), partition: message.partition, offset: message.offset };
             let role = self.ctx.topics.role_of(&origin.topic);
             let duty = self.options.dead_letters.covers(role);
             let event = match codec.decode(message.payload.as_deref().unwrap_or_default()) {
@@ -408,14 +409,14 @@ impl<P: Processor> ProcessorRunner<P> {
         }
         // Those published by an earlier try at this batch are not published again.
         dead.retain(|(m, _)| {
-            self.dead_through.get(&(m.topic.clone(), m.partition)).is_none_or(|through| m.offset >= *through)
+            self.dead_through.get(&(m.topic.to_string(), m.partition)).is_none_or(|through| m.offset >= *through)
         });
         // Dead letters are acknowledged before the offsets move past them, so none can be lost.
         if !dead.is_empty() {
             let letters: Vec<RawMessage> = dead.iter().map(|(_, letter)| letter.clone()).collect();
             self.producer.publish_raw(&letters).await?;
             for (m, _) in &dead {
-                let through = self.dead_through.entry((m.topic.clone(), m.partition)).or_insert(0);
+                let through = self.dead_through.entry((m.topic.to_string(), m.partition)).or_insert(0);
                 *through = (*through).max(m.offset + 1);
             }
             commit.stats.dead_lettered += dead.len() as u64;
@@ -524,14 +525,14 @@ impl<P: Processor> ProcessorRunner<P> {
                     Ok(_) => done.push(*seq),
                     Err(e) if !e.is_retryable() => {
                         error!(processor = self.processor.name(), topic = %message.topic, error = %e, "The broker refused an event of ours; it goes to the DLQ instead.");
-                        let as_read = Received {
-                            topic: message.topic.clone(),
-                            partition: -1,
-                            offset: -1,
-                            key: message.key.clone(),
-                            payload: Some(message.payload.clone()),
-                            headers: message.headers.clone(),
-                        };
+                        let as_read = Received::new(
+                            &message.topic,
+                            -1,
+                            -1,
+                            message.key.as_deref(),
+                            Some(&message.payload),
+                            &message.headers,
+                        );
                         let reason = format!("the broker refused this event: {e}");
                         refused.push((*seq, dead_letter(&self.ctx, &as_read, &reason, self.processor.name())));
                     }

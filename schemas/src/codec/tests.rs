@@ -98,6 +98,57 @@ fn encoder_matches_apache_avro_on_map_free_events() {
     }
 }
 
+/// The direct writer places every sample (none falls back to apache-avro's path, which is slower) and
+/// writes the bytes that path writes.
+#[test]
+fn direct_writer_writes_every_sample_as_the_resolving_path_does() {
+    let codec = codec();
+    for event in samples::all() {
+        let kind = event.kind();
+        let mut direct = Vec::new();
+        codec.write_direct(&event, &mut direct).unwrap_or_else(|e| panic!("{} refused: {e}", kind.name()));
+        let mut resolved = Vec::new();
+        write_resolved(&event, codec.store().current(kind).1, &mut resolved).unwrap();
+        assert_eq!(direct, resolved, "{}", kind.name());
+    }
+}
+
+/// What the direct writer cannot place exactly it refuses, so the caller takes the resolving path.
+#[test]
+fn direct_writer_refuses_what_it_cannot_place_exactly() {
+    use super::datum::Plan;
+    let long = Plan::Long;
+    let mut out = Vec::new();
+    assert!(writer::write(&1_i32, &long, &mut out).is_err(), "an int where the schema says long");
+    assert!(writer::write(&1_u64, &long, &mut out).is_err(), "an unsigned integer");
+    let two_strings = Plan::Union(vec![Plan::String, Plan::String]);
+    assert!(writer::write("a", &two_strings, &mut out).is_err(), "an ambiguous union branch");
+    let map = Plan::Map(Box::new(Plan::Long));
+    let unsorted: Vec<(String, i64)> = vec![("b".into(), 1), ("a".into(), 2)];
+    let unsorted = UnsortedMap(unsorted);
+    assert!(writer::write(&unsorted, &map, &mut out).is_err(), "map keys out of order");
+    let record = Plan::Record(vec![("a", Plan::Long), ("b", Plan::Long)]);
+    assert!(writer::write(&OneField { a: 1 }, &record, &mut out).is_err(), "a missing field");
+}
+
+struct UnsortedMap(Vec<(String, i64)>);
+
+impl serde::Serialize for UnsortedMap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct OneField {
+    a: i64,
+}
+
 #[test]
 fn encoding_is_deterministic() {
     let codec = codec();

@@ -100,9 +100,25 @@ macro_rules! catalogue {
                 match kind { $( EventKind::$variant => apache_avro::from_value(value).map(Event::$variant), )* }
             }
 
+            /// The event's fields without the `type` tag: what its Avro record holds (the codec's
+            /// direct writer serializes this).
+            pub(crate) fn body(&self) -> EventBody<'_> {
+                EventBody(self)
+            }
+
             /// Builds an event of `kind` straight from a deserializer (the codec's direct reader).
             pub(crate) fn deserialize_kind<'de, D: serde::Deserializer<'de>>(kind: EventKind, d: D) -> Result<Self, D::Error> {
                 match kind { $( EventKind::$variant => $variant::deserialize(d).map(Event::$variant), )* }
+            }
+        }
+
+        /// An event serialized as its record alone (see [`Event::body`]).
+        #[derive(Debug)]
+        pub(crate) struct EventBody<'a>(&'a Event);
+
+        impl Serialize for EventBody<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self.0 { $( Event::$variant(e) => e.serialize(s), )* }
             }
         }
 
