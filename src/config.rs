@@ -182,11 +182,16 @@ pub struct SinksConfig {
     /// Grafana, for the `grafana` processor and `chaoseater grafana push`.
     #[serde(default)]
     pub grafana: Option<GrafanaConfig>,
+    /// Also export the Python tool's metric names that break Prometheus conventions
+    /// (`chaos_error_count`, now `chaos_probe_errors`), for dashboards written for it. Deprecated; with it
+    /// on, `promtool check metrics` reports those names.
+    #[serde(default)]
+    pub deprecated_metric_names: bool,
 }
 
 impl Default for SinksConfig {
     fn default() -> Self {
-        Self { metrics_listen: default_metrics_listen(), grafana: None }
+        Self { metrics_listen: default_metrics_listen(), grafana: None, deprecated_metric_names: false }
     }
 }
 

@@ -131,4 +131,18 @@ fn prometheus_scrapes_the_exporter_and_every_dashboard_and_alert_query_returns_d
     for expr in &exprs {
         wait_until(Duration::from_secs(30), &format!("data for {expr}"), || !query(&prom, expr).is_empty());
     }
+
+    // The exporter's page follows Prometheus's naming conventions, as promtool checks them.
+    let (status, page) = http(&format!("127.0.0.1:{metrics_port}"), "GET", "/metrics", None, None);
+    assert_eq!(status, 200, "{page}");
+    let mut check = std::process::Command::new(tool("CHAOSEATER_PROMTOOL"))
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    std::io::Write::write_all(&mut check.stdin.take().expect("stdin"), page.as_bytes()).expect("page to promtool");
+    let out = check.wait_with_output().expect("promtool");
+    assert!(out.status.success(), "promtool check metrics:\n{}{}\n{page}", text(&out.stdout), text(&out.stderr));
 }

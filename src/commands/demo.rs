@@ -24,7 +24,7 @@ use chaoseater_schemas::events::{Event, RegionRegistered};
 use chaoseater_schemas::ids::{EventId, RegionName, TimestampMs};
 use chaoseater_schemas::topics::Topic;
 use chaoseater_sinks::grafana::AlertOptions;
-use chaoseater_sinks::metrics::{MetricsSink, MetricsView, ServiceHealth};
+use chaoseater_sinks::metrics::{MetricsSink, ServiceHealth, names};
 use tokio::sync::watch;
 
 use super::follow::{self, RunView};
@@ -171,7 +171,6 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
         &demo_config,
         metrics_listener,
         stop_rx.clone(),
-        MetricsView::new(),
         ServiceHealth::new(),
         duties.next().unwrap_or_default(),
     )?);
@@ -268,7 +267,10 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     println!("a scrape of http://{metrics_addr}/metrics during the demo (resilience scores):");
     match scraped {
         Ok(text) => {
-            for line in text.lines().filter(|l| l.starts_with("chaos_resilience_score{")) {
+            for line in text
+                .lines()
+                .filter(|l| l.strip_prefix(names::RESILIENCE_SCORE).is_some_and(|rest| rest.starts_with('{')))
+            {
                 println!("  {line}");
             }
         }
@@ -296,7 +298,7 @@ async fn scrape(addr: std::net::SocketAddr, runs: usize) -> Result<String> {
         let text = String::from_utf8_lossy(&answer.body).into_owned();
         let completed: f64 = text
             .lines()
-            .filter(|l| l.starts_with("chaos_runs_total{"))
+            .filter(|l| l.strip_prefix(names::RUNS_TOTAL).is_some_and(|rest| rest.starts_with('{')))
             .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
             .sum();
         if completed >= runs as f64 || Instant::now() > deadline {

@@ -153,7 +153,7 @@ impl RunView {
                     return None;
                 }
                 self.completed = Some(c.clone());
-                Some(format!("{:?}", c.status).to_uppercase())
+                Some(c.status.as_str().to_owned())
             }
             Event::RunRejected(r) => {
                 self.rejected = Some(r.reason.clone());
@@ -234,7 +234,7 @@ impl RunView {
 }
 
 fn result_line(r: &RegionResult) -> String {
-    let status = format!("{:?}", r.status).to_uppercase();
+    let status = r.status.as_str();
     match (&r.metrics, r.resilience_score) {
         (Some(m), Some(score)) => format!(
             "{status:<9} score {score:>5.1}  downtime {:.1} s, recovery {}, accuracy lost {:.1} pp, {} errors",
@@ -266,7 +266,7 @@ pub fn print_report(view: &RunView, out: &mut impl Write) -> std::io::Result<()>
         view.run_id,
         view.name,
         view.mode.as_deref().unwrap_or("?"),
-        format!("{:?}", done.status).to_uppercase(),
+        done.status.as_str(),
         r.duration_ms as f64 / 1000.0
     )?;
     writeln!(
@@ -294,7 +294,7 @@ pub fn print_report(view: &RunView, out: &mut impl Write) -> std::io::Result<()>
             out,
             "  {:<12} {:<9} {:>6} {:>9} {:>9} {:>9} {:>7}  {}",
             s.region.as_str(),
-            format!("{:?}", s.status).to_uppercase(),
+            s.status.as_str(),
             s.resilience_score.map_or("-".to_owned(), |v| format!("{v:.1}")),
             down,
             rec,

@@ -183,7 +183,7 @@ pub async fn status(args: RunIdArgs, config: &Config) -> Result<()> {
     if view.completed.is_none() && view.rejected.is_none() {
         for r in &view.regions {
             let state = match (&r.dispatched_at, &r.result) {
-                (_, Some(result)) => format!("{:?}", result.status).to_uppercase(),
+                (_, Some(result)) => result.status.as_str().to_owned(),
                 (Some(_), None) => "running".to_owned(),
                 (None, None) => "waiting".to_owned(),
             };
@@ -241,7 +241,7 @@ pub async fn health(args: HealthArgs, config: &Config) -> Result<()> {
             Some(s) => println!(
                 "{:<16} {:<9} {:>10} {:>8}  {:<28} {}",
                 r.name.as_str(),
-                format!("{:?}", s.status).to_uppercase(),
+                s.status.as_str(),
                 s.latency_ms.map_or("-".to_owned(), |l| format!("{l:.1} ms")),
                 s.http_status.map_or("-".to_owned(), |h| h.to_string()),
                 r.endpoint,

@@ -214,7 +214,7 @@ fn prepare(
         let health = health.clone();
         return Ok(Box::new(move |stop| {
             // A view rebuilt by replay each try, served from the same socket.
-            spawn_metrics(&ctx, &config, listener.try_clone()?, stop, MetricsView::new(), health.clone(), duty.clone())
+            spawn_metrics(&ctx, &config, listener.try_clone()?, stop, health.clone(), duty.clone())
         }));
     }
     if name == Materializer::NAME {
@@ -297,10 +297,10 @@ pub fn spawn_metrics(
     config: &Config,
     listener: std::net::TcpListener,
     stop: watch::Receiver<bool>,
-    view: MetricsView,
     health: ServiceHealth,
     duty: DeadLetterDuty,
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let view = MetricsView::new().with_deprecated_names(config.sinks.deprecated_metric_names);
     // A view, rebuilt by replay: its store (offsets only) is thrown away at every start.
     let dir = config.state_dir.join("views").join(MetricsSink::NAME);
     let _ = std::fs::remove_dir_all(&dir);

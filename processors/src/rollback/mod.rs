@@ -244,7 +244,7 @@ impl Processor for RollbackProcessor {
                             at: s.occurred_at.0,
                             healthy: s.status == HealthStatus::Healthy,
                             error_rate: s.error_rate,
-                            detail: s.message.clone().unwrap_or_else(|| format!("{:?}", s.status)),
+                            detail: s.message.clone().unwrap_or_else(|| s.status.as_str().to_owned()),
                         };
                         let outputs = rollback.on(input, s.occurred_at.0);
                         Self::advance(state, &run, &s.region, rollback, outputs, s.occurred_at, &mut out)?;

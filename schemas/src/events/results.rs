@@ -90,6 +90,17 @@ pub enum RunStatus {
     Aborted,
 }
 
+impl RunStatus {
+    /// The Avro symbol (`COMPLETED`, `FAILED`, `ABORTED`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Completed => "COMPLETED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Aborted => "ABORTED",
+        }
+    }
+}
+
 /// One region's line in the aggregate report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionSummary {

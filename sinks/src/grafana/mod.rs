@@ -6,6 +6,11 @@ pub mod sink;
 
 use serde_json::{Value as Json, json};
 
+use crate::metrics::names::{
+    ACCURACY_DEGRADATION_PERCENT, ERRORS_TOTAL, EXPERIMENT_DURATION_SECONDS, EXPERIMENTS_TOTAL, RECOVERY_TIME_SECONDS,
+    RESILIENCE_SCORE,
+};
+
 /// What the dashboard is built from.
 #[derive(Debug, Clone)]
 pub struct DashboardOptions {
@@ -29,22 +34,22 @@ pub const FILTER: &str = r#"region=~"$region",layer=~"$layer",fault_type=~"$faul
 pub fn panel_queries() -> Vec<(&'static str, &'static str, Vec<String>)> {
     let f = FILTER;
     vec![
-        ("Resilience score", "gauge", vec![format!("avg(chaos_resilience_score{{{f}}})")]),
-        ("Experiment status", "stat", vec![format!("sum by (status) (chaos_experiments_total{{{f}}})")]),
-        ("Recovery time", "timeseries", vec![format!("max by (region) (chaos_recovery_time_seconds{{{f}}})")]),
-        ("Error rate", "timeseries", vec![format!("sum by (region) (rate(chaos_errors_total{{{f}}}[5m]))")]),
-        ("Accuracy degradation", "gauge", vec![format!("max(chaos_accuracy_degradation_percent{{{f}}})")]),
+        ("Resilience score", "gauge", vec![format!("avg({RESILIENCE_SCORE}{{{f}}})")]),
+        ("Experiment status", "stat", vec![format!("sum by (status) ({EXPERIMENTS_TOTAL}{{{f}}})")]),
+        ("Recovery time", "timeseries", vec![format!("max by (region) ({RECOVERY_TIME_SECONDS}{{{f}}})")]),
+        ("Error rate", "timeseries", vec![format!("sum by (region) (rate({ERRORS_TOTAL}{{{f}}}[5m]))")]),
+        ("Accuracy degradation", "gauge", vec![format!("max({ACCURACY_DEGRADATION_PERCENT}{{{f}}})")]),
         (
             "Experiment duration",
             "heatmap",
-            vec![format!("sum by (le) (increase(chaos_experiment_duration_seconds_bucket{{{f}}}[$__rate_interval]))")],
+            vec![format!("sum by (le) (increase({EXPERIMENT_DURATION_SECONDS}_bucket{{{f}}}[$__rate_interval]))")],
         ),
-        ("Fault types", "piechart", vec![format!("sum by (fault_type) (chaos_experiments_total{{{f}}})")]),
+        ("Fault types", "piechart", vec![format!("sum by (fault_type) ({EXPERIMENTS_TOTAL}{{{f}}})")]),
         (
             "Success rate by layer",
             "bargauge",
             vec![format!(
-                "100 * sum by (layer) (chaos_experiments_total{{status=\"COMPLETED\",{f}}}) / sum by (layer) (chaos_experiments_total{{{f}}})"
+                "100 * sum by (layer) ({EXPERIMENTS_TOTAL}{{status=\"COMPLETED\",{f}}}) / sum by (layer) ({EXPERIMENTS_TOTAL}{{{f}}})"
             )],
         ),
     ]
@@ -118,7 +123,7 @@ fn field_defaults(title: &str) -> Json {
 }
 
 fn variable(name: &str, datasource: &Json) -> Json {
-    let query = format!("label_values(chaos_experiments_total, {name})");
+    let query = format!("label_values({EXPERIMENTS_TOTAL}, {name})");
     json!({
         "type": "query", "name": name, "label": name.replace('_', " "),
         "datasource": datasource, "query": query,
@@ -214,13 +219,13 @@ pub fn alert_expressions(opts: &AlertOptions) -> Vec<(&'static str, &'static str
         (
             "chaoseater-low-score",
             "ChaosEater: low resilience score",
-            format!("min by (region, layer, fault_type) (chaos_resilience_score) < {}", opts.min_score),
+            format!("min by (region, layer, fault_type) ({RESILIENCE_SCORE}) < {}", opts.min_score),
             format!("A region scored below {} in its latest experiment.", opts.min_score),
         ),
         (
             "chaoseater-high-error-rate",
             "ChaosEater: high error rate",
-            format!("sum by (region) (rate(chaos_errors_total[5m])) > {}", opts.max_error_rate),
+            format!("sum by (region) (rate({ERRORS_TOTAL}[5m])) > {}", opts.max_error_rate),
             format!("Failed probe requests above {}/s over 5 minutes.", opts.max_error_rate),
         ),
     ]

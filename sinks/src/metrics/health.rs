@@ -7,10 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use chaoseater_schemas::limits::truncate;
 
-/// Restarts of a processor after it failed (counter).
-pub const RESTARTS_METRIC: &str = "chaos_processor_restarts_total";
-/// 1 while a processor runs, 0 while it waits to be restarted (gauge).
-pub const UP_METRIC: &str = "chaos_processor_up";
+use super::names::{PROCESSOR_RESTARTS_TOTAL as RESTARTS_METRIC, PROCESSOR_UP as UP_METRIC};
 
 #[derive(Debug, Default, Clone)]
 struct ProcessorHealth {

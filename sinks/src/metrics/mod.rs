@@ -14,29 +14,32 @@ use chaoseater_schemas::events::{CircuitState, Event, RegionResult};
 use chaoseater_schemas::topics::Topic;
 
 mod health;
-pub use health::{RESTARTS_METRIC, ServiceHealth, UP_METRIC};
+pub mod names;
+pub use health::ServiceHealth;
+use names::*;
 
 /// Buckets of `chaos_experiment_duration_seconds`, in seconds.
 pub const DURATION_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
 
 /// Every metric the exporter writes: name, type, help. The dashboard and rules may use only these.
 pub const METRICS: &[(&str, &str, &str)] = &[
-    ("chaos_resilience_score", "gauge", "Resilience score of the latest experiment (0-100, score_version 1)."),
-    ("chaos_recovery_time_seconds", "gauge", "Seconds from fault removal until the steady state held again."),
-    ("chaos_error_count", "gauge", "Failed probe requests in the latest experiment."),
-    ("chaos_accuracy_degradation_percent", "gauge", "Accuracy lost under the fault, percentage points."),
-    ("chaos_experiment_duration_seconds", "histogram", "Wall time of region experiments."),
-    ("chaos_experiment_status", "gauge", "1 for the status of the latest experiment, 0 for the others."),
-    ("chaos_experiments_total", "counter", "Region experiments by outcome."),
-    ("chaos_errors_total", "counter", "Failed probe requests across experiments."),
-    ("chaos_runs_total", "counter", "Runs completed, by status."),
-    ("chaos_rollback_started_total", "counter", "Rollbacks started."),
-    ("chaos_rollback_steps_total", "counter", "Rollback steps applied."),
-    ("chaos_rollback_percentage", "gauge", "Share of traffic rolled back from the fault (latest step)."),
-    ("chaos_rollback_completed_total", "counter", "Rollbacks completed."),
-    ("chaos_rollback_failed_total", "counter", "Rollbacks failed."),
-    ("chaos_rollback_paused_total", "counter", "Rollbacks paused by a failed health check."),
-    ("chaos_circuit_state", "gauge", "Circuit breaker state per region: 0 closed, 1 half-open, 2 open."),
+    (RESILIENCE_SCORE, "gauge", "Resilience score of the latest experiment (0-100, score_version 1)."),
+    (RECOVERY_TIME_SECONDS, "gauge", "Seconds from fault removal until the steady state held again."),
+    (PROBE_ERRORS, "gauge", "Failed probe requests in the latest experiment."),
+    (ERROR_COUNT_DEPRECATED, "gauge", "Deprecated name of chaos_probe_errors (the Python tool's)."),
+    (ACCURACY_DEGRADATION_PERCENT, "gauge", "Accuracy lost under the fault, percentage points."),
+    (EXPERIMENT_DURATION_SECONDS, "histogram", "Wall time of region experiments."),
+    (EXPERIMENT_STATUS, "gauge", "1 for the status of the latest experiment, 0 for the others."),
+    (EXPERIMENTS_TOTAL, "counter", "Region experiments by outcome."),
+    (ERRORS_TOTAL, "counter", "Failed probe requests across experiments."),
+    (RUNS_TOTAL, "counter", "Runs completed, by status."),
+    (ROLLBACK_STARTED_TOTAL, "counter", "Rollbacks started."),
+    (ROLLBACK_STEPS_TOTAL, "counter", "Rollback steps applied."),
+    (ROLLBACK_PERCENTAGE, "gauge", "Share of traffic rolled back from the fault (latest step)."),
+    (ROLLBACK_COMPLETED_TOTAL, "counter", "Rollbacks completed."),
+    (ROLLBACK_FAILED_TOTAL, "counter", "Rollbacks failed."),
+    (ROLLBACK_PAUSED_TOTAL, "counter", "Rollbacks paused by a failed health check."),
+    (CIRCUIT_STATE, "gauge", "Circuit breaker state per region: 0 closed, 1 half-open, 2 open."),
 ];
 
 /// Label sets, kept as ordered name=value pairs.
@@ -69,24 +72,19 @@ impl Series {
 #[derive(Debug, Default, Clone)]
 pub struct MetricsView {
     inner: Arc<Mutex<Series>>,
-}
-
-fn status_name<T: std::fmt::Debug>(status: T) -> String {
-    // COMPLETED, FAILED, ABORTED: the names the events carry.
-    let text = format!("{status:?}");
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if c.is_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
+    /// Whether to render [`names::ERROR_COUNT_DEPRECATED`] too.
+    deprecated_names: bool,
 }
 
 impl MetricsView {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Renders the deprecated names beside the current ones (see [`names::ERROR_COUNT_DEPRECATED`]).
+    pub fn with_deprecated_names(mut self, on: bool) -> Self {
+        self.deprecated_names = on;
+        self
     }
 
     fn with(&self, f: impl FnOnce(&mut Series)) {
@@ -100,28 +98,28 @@ impl MetricsView {
         match event {
             Event::RegionResult(r) => self.result(r),
             Event::RunCompleted(c) => {
-                self.with(|s| s.add("chaos_runs_total", vec![("status", status_name(c.status))], 1.0))
+                self.with(|s| s.add(RUNS_TOTAL, vec![("status", c.status.as_str().to_owned())], 1.0))
             }
             Event::RollbackStarted(e) => self.with(|s| {
                 s.add(
-                    "chaos_rollback_started_total",
+                    ROLLBACK_STARTED_TOTAL,
                     vec![("region", e.region.to_string()), ("strategy", e.strategy.as_str().to_owned())],
                     1.0,
                 );
-                s.set("chaos_rollback_percentage", vec![("region", e.region.to_string())], 0.0);
+                s.set(ROLLBACK_PERCENTAGE, vec![("region", e.region.to_string())], 0.0);
             }),
             Event::RollbackStepApplied(e) => self.with(|s| {
-                s.add("chaos_rollback_steps_total", vec![("region", e.region.to_string())], 1.0);
-                s.set("chaos_rollback_percentage", vec![("region", e.region.to_string())], e.percentage);
+                s.add(ROLLBACK_STEPS_TOTAL, vec![("region", e.region.to_string())], 1.0);
+                s.set(ROLLBACK_PERCENTAGE, vec![("region", e.region.to_string())], e.percentage);
             }),
             Event::RollbackCompleted(e) => {
-                self.with(|s| s.add("chaos_rollback_completed_total", vec![("region", e.region.to_string())], 1.0))
+                self.with(|s| s.add(ROLLBACK_COMPLETED_TOTAL, vec![("region", e.region.to_string())], 1.0))
             }
             Event::RollbackFailed(e) => {
-                self.with(|s| s.add("chaos_rollback_failed_total", vec![("region", e.region.to_string())], 1.0))
+                self.with(|s| s.add(ROLLBACK_FAILED_TOTAL, vec![("region", e.region.to_string())], 1.0))
             }
             Event::RollbackPaused(e) => {
-                self.with(|s| s.add("chaos_rollback_paused_total", vec![("region", e.region.to_string())], 1.0))
+                self.with(|s| s.add(ROLLBACK_PAUSED_TOTAL, vec![("region", e.region.to_string())], 1.0))
             }
             Event::CircuitStateChanged(e) => self.with(|s| {
                 let value = match e.to_state {
@@ -129,14 +127,14 @@ impl MetricsView {
                     CircuitState::HalfOpen => 1.0,
                     CircuitState::Open => 2.0,
                 };
-                s.set("chaos_circuit_state", vec![("region", e.region.to_string())], value);
+                s.set(CIRCUIT_STATE, vec![("region", e.region.to_string())], value);
             }),
             _ => {}
         }
     }
 
     fn result(&self, r: &RegionResult) {
-        let status = status_name(r.status);
+        let status = r.status.as_str().to_owned();
         let base: Labels = vec![
             ("layer", r.layer.as_str().to_owned()),
             ("fault_type", r.fault_type.clone()),
@@ -149,21 +147,22 @@ impl MetricsView {
         let seconds = (r.finished_at.0 - r.started_at.0).max(0) as f64 / 1000.0;
         self.with(|s| {
             if let Some(score) = r.resilience_score {
-                s.set("chaos_resilience_score", with_status(base.clone()), score);
+                s.set(RESILIENCE_SCORE, with_status(base.clone()), score);
             }
             if let Some(m) = &r.metrics {
                 if let Some(recovery) = m.recovery_time_s {
-                    s.set("chaos_recovery_time_seconds", with_status(base.clone()), recovery);
+                    s.set(RECOVERY_TIME_SECONDS, with_status(base.clone()), recovery);
                 }
-                s.set("chaos_error_count", with_status(base.clone()), m.error_count as f64);
-                s.set("chaos_accuracy_degradation_percent", with_status(base.clone()), m.accuracy_degradation);
-                s.add("chaos_errors_total", with_status(base.clone()), m.error_count as f64);
+                s.set(PROBE_ERRORS, with_status(base.clone()), m.error_count as f64);
+                s.set(ERROR_COUNT_DEPRECATED, with_status(base.clone()), m.error_count as f64);
+                s.set(ACCURACY_DEGRADATION_PERCENT, with_status(base.clone()), m.accuracy_degradation);
+                s.add(ERRORS_TOTAL, with_status(base.clone()), m.error_count as f64);
             }
-            s.add("chaos_experiments_total", with_status(base.clone()), 1.0);
+            s.add(EXPERIMENTS_TOTAL, with_status(base.clone()), 1.0);
             for other in ["COMPLETED", "FAILED", "ABORTED"] {
                 let mut labels = base.clone();
                 labels.push(("status", other.to_owned()));
-                s.set("chaos_experiment_status", labels, if other == status { 1.0 } else { 0.0 });
+                s.set(EXPERIMENT_STATUS, labels, if other == status { 1.0 } else { 0.0 });
             }
             let h = s.histograms.entry(base.clone()).or_default();
             for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
@@ -181,6 +180,9 @@ impl MetricsView {
         let Ok(series) = self.inner.lock() else { return String::new() };
         let mut out = String::new();
         for (name, kind, help) in METRICS {
+            if *name == ERROR_COUNT_DEPRECATED && !self.deprecated_names {
+                continue;
+            }
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
             if *kind == "histogram" {

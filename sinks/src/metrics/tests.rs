@@ -45,3 +45,18 @@ fn results_become_the_series_the_dashboard_queries() {
         assert!(l.starts_with("chaos_"), "{l}");
     }
 }
+
+#[test]
+fn the_deprecated_error_count_is_rendered_only_when_asked_for() {
+    let event = result("eu-west", RegionStatus::Completed, 88.0, 4);
+    let current = MetricsView::new();
+    current.apply(&event);
+    let text = current.render();
+    assert!(text.lines().any(|l| l.starts_with("chaos_probe_errors{") && l.ends_with(" 4")), "{text}");
+    assert!(!text.contains("chaos_error_count"), "{text}");
+    let compat = MetricsView::new().with_deprecated_names(true);
+    compat.apply(&event);
+    let text = compat.render();
+    assert!(text.contains("# TYPE chaos_error_count gauge"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("chaos_error_count{") && l.ends_with(" 4")), "{text}");
+}

@@ -156,8 +156,8 @@ impl Processor for GrafanaSink {
                 tags.extend(c.report.regions.iter().map(|r| format!("region:{}", r.region)));
                 Some(annotation(
                     format!(
-                        "ChaosEater run {:?}: {} (mean score {:.1}, success rate {:.0}%)",
-                        c.status,
+                        "ChaosEater run {}: {} (mean score {:.1}, success rate {:.0}%)",
+                        c.status.as_str(),
                         c.experiment_name,
                         c.report.mean_score,
                         c.report.success_rate * 100.0
