@@ -11,13 +11,15 @@ pub struct Rig<P: Processor> {
     pub store: StateStore,
     pub processor: P,
     offset: i64,
+    /// The time `apply` sees ([`Origin::now`]); tests move it.
+    pub now: TimestampMs,
 }
 
 impl<P: Processor> Rig<P> {
     pub fn new(processor: P) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = StateStore::open(dir.path()).expect("store");
-        Self { _dir: dir, store, processor, offset: 0 }
+        Self { _dir: dir, store, processor, offset: 0, now: TimestampMs::now() }
     }
 
     /// Applies `event` as the next message of one partition and commits what it wrote.
@@ -28,7 +30,7 @@ impl<P: Processor> Rig<P> {
     /// As [`Rig::apply`], returning a refusal instead of panicking on it (nothing is committed then).
     pub fn try_apply(&mut self, event: Event) -> Result<Vec<Event>, ApplyError> {
         let mut pending = Default::default();
-        let origin = Origin { topic: "t".into(), partition: 0, offset: self.offset };
+        let origin = Origin { topic: "t".into(), partition: 0, offset: self.offset, now: self.now };
         self.offset += 1;
         let out = {
             let mut view = StateView::new(&self.store, &mut pending);

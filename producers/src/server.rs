@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chaoseater_schemas::sync::lock;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
@@ -106,7 +107,7 @@ struct Registry {
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Conn>> {
-        self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.conns)
     }
 
     /// Makes room for one more: true when there is (or was made) room.
@@ -284,7 +285,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        *lock(&self.last) = Instant::now();
         self.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -327,7 +328,7 @@ where
                 return;
             }
             _ = check.tick() => {
-                let since = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed();
+                let since = lock(&last).elapsed();
                 if busy.load(Ordering::Acquire) == 0 && since >= idle {
                     tracing::trace!(%peer, idle_s = since.as_secs_f64(), "Closing an idle connection.");
                     return;

@@ -21,6 +21,9 @@ pub enum Error {
     /// A typed event that does not fit its own schema.
     #[error("cannot encode {kind} event: {source}")]
     Encode { kind: &'static str, source: Box<apache_avro::Error> },
+    /// A component's own stored state that does not parse: a bug or a damaged store, never a default.
+    #[error("corrupt state at key {key}: {reason}")]
+    CorruptState { key: String, reason: String },
 
     // --- External systems: a retry may help. ---
     /// The Kafka client or broker.
@@ -41,7 +44,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Decode(_) | Error::Invalid(_) | Error::Fault(_) => false,
-            Error::Schema { .. } | Error::Encode { .. } => false,
+            Error::Schema { .. } | Error::Encode { .. } | Error::CorruptState { .. } => false,
             #[cfg(feature = "bus")]
             Error::Kafka(e) => !kafka_is_permanent(e),
             #[cfg(feature = "bus")]

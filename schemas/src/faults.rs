@@ -1,4 +1,4 @@
-//! The fault catalogue (shared/faults.md) and validation of fault parameters.
+//! The fault catalogue (every fault type, its layer and parameters) and validation of fault parameters.
 //!
 //! Validation happens at the edges (the submit command, the HTTP gateway, the agent) so that an invalid
 //! experiment is refused before anything is injected. The result is a parameter map with every default

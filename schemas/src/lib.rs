@@ -7,6 +7,7 @@
 //! - [`limits`]: what the platform accepts: string lengths, id alphabets, number ranges, finite floats.
 //! - [`events`]: one typed struct per `avro/*.avsc` file and the [`events::Event`] enum.
 //! - [`codec`]: Avro single-object (default) and Confluent framing; decoding dispatches on the header.
+//! - [`sync`]: the one policy for poisoned locks (recover the data, never skip the work).
 //! - `bus` (feature `bus`, on by default): the producer, the consumer whose offsets live in a sled state
 //!   store next to the state they produced, the dead-letter queue, topic admin and the embedded broker.
 //!
@@ -22,6 +23,7 @@ pub mod faults;
 pub mod ids;
 pub mod limits;
 pub mod samples;
+pub mod sync;
 pub mod topics;
 
 mod rabin;

@@ -1,4 +1,4 @@
-//! Topic names, in one place. DESIGN.md's topic table is the map; keep both true.
+//! Topic names, in one place. ARCHITECTURE.md's topic table is the map; keep both true.
 //!
 //! Every name is `{prefix}.{role}`, the prefix `chaoseater` by default. A different prefix runs a separate
 //! ChaosEater (a staging copy, a test) on the same Kafka cluster without the two seeing each other.

@@ -69,29 +69,23 @@ async fn start_region(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("token"), token)?;
-    let toml = format!(
-        r#"listen = "{ip}:0"
-proxy_listen = "{ip}:0"
-upstream = "http://{target}"
-state_dir = "{state}"
-token_file = "{token_file}"
-[probe]
-set = "http://{target}/probe-set"
-interval_ms = 40
-baseline_ms = 800
-window_ms = 250
-[slo]
-stability_window_ms = 750
-recovery_timeout_ms = 10000
-[caps]
-max_memory_mb = 256
-max_disk_bytes = 67108864
-max_duration_s = 60
-"#,
-        state = dir.join("state").display(),
-        token_file = dir.join("token").display(),
-    );
-    let agent = Agent::start(AgentConfig::parse(&toml).map_err(anyhow::Error::msg)?).await?;
+    let ip: std::net::IpAddr = ip.parse().with_context(|| format!("demo region address {ip}"))?;
+    // Short probe windows and caps sized for a demo: each experiment takes seconds.
+    let mut agent = AgentConfig::new(format!("http://{target}"), format!("http://{target}/probe-set"));
+    agent.listen = (ip, 0).into();
+    agent.proxy_listen = (ip, 0).into();
+    agent.state_dir = dir.join("state");
+    agent.token_file = Some(dir.join("token"));
+    agent.probe.interval_ms = 40;
+    agent.probe.baseline_ms = 800;
+    agent.probe.window_ms = 250;
+    agent.slo.stability_window_ms = 750;
+    agent.slo.recovery_timeout_ms = 10_000;
+    agent.caps.max_memory_mb = 256;
+    agent.caps.max_disk_bytes = 64 << 20;
+    agent.caps.max_duration_s = 60.0;
+    agent.validate().map_err(anyhow::Error::msg)?;
+    let agent = Agent::start(agent).await?;
     Ok(Region { name, priority, resilience, agent })
 }
 

@@ -6,7 +6,7 @@
 
 mod machine;
 
-use chaoseater_schemas::bus::{ApplyError, Origin, Processor, Rejection, StateStore, StateView};
+use chaoseater_schemas::bus::{ApplyError, Origin, Processor, StateStore, StateView};
 use chaoseater_schemas::events::{CircuitStateChanged, Event, HealthStatus};
 use chaoseater_schemas::ids::{EventId, RegionName, TimestampMs};
 use chaoseater_schemas::topics::Topic;
@@ -18,10 +18,6 @@ pub struct CircuitBreaker {
     pub config: CircuitConfig,
 }
 
-fn state_err(e: impl std::fmt::Display) -> Rejection {
-    Rejection(format!("circuit state: {e}"))
-}
-
 impl CircuitBreaker {
     pub const NAME: &'static str = "circuit";
 
@@ -30,23 +26,19 @@ impl CircuitBreaker {
     }
 
     fn load(state: &StateView<'_>, region: &RegionName) -> Result<Circuit, ApplyError> {
-        Ok(state.get(&Self::key(region))?.and_then(|v| serde_json::from_slice(&v).ok()).unwrap_or_default())
+        Ok(state.get_json(&Self::key(region))?.unwrap_or_default())
     }
 
     fn save(state: &mut StateView<'_>, region: &RegionName, circuit: &Circuit) -> Result<(), ApplyError> {
-        state.put(Self::key(region), serde_json::to_vec(circuit).map_err(state_err)?);
-        Ok(())
+        Ok(state.put_json(Self::key(region), circuit)?)
     }
 
     /// Every region's breaker, as committed (for `status` and tests).
     pub fn circuits(store: &StateStore) -> chaoseater_schemas::Result<Vec<(String, Circuit)>> {
         Ok(store
-            .scan_prefix(b"circuit/")?
+            .scan_json(b"circuit/")?
             .into_iter()
-            .filter_map(|(k, v)| {
-                let region = String::from_utf8_lossy(&k[b"circuit/".len()..]).into_owned();
-                serde_json::from_slice(&v).ok().map(|c| (region, c))
-            })
+            .map(|(k, c)| (String::from_utf8_lossy(&k[b"circuit/".len()..]).into_owned(), c))
             .collect())
     }
 
@@ -86,8 +78,7 @@ impl Processor for CircuitBreaker {
 
     fn tick(&mut self, now: TimestampMs, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         let mut out = Vec::new();
-        for (key, value) in state.scan_prefix(b"circuit/")? {
-            let Ok(mut circuit) = serde_json::from_slice::<Circuit>(&value) else { continue };
+        for (key, mut circuit) in state.scan_json::<Circuit>(b"circuit/")? {
             if let Some(t) = circuit.tick(now.0, &self.config) {
                 let region = RegionName::new(String::from_utf8_lossy(&key[b"circuit/".len()..]).as_ref());
                 Self::save(state, &region, &circuit)?;

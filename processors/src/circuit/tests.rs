@@ -75,3 +75,28 @@ proptest! {
         }
     }
 }
+
+/// Corrupt state stops the processor (a fatal error); it is never read as a fresh breaker.
+#[test]
+fn a_corrupt_breaker_is_an_error_not_a_fresh_one() {
+    use chaoseater_schemas::bus::ApplyError;
+    use chaoseater_schemas::events::{Event, HealthStatus, RegionHealthSampled};
+    use chaoseater_schemas::ids::TimestampMs;
+    let mut rig = crate::testing::Rig::new(CircuitBreaker { config: config() });
+    rig.store.put_state(b"circuit/eu-west", b"{not json").expect("write");
+    let region = RegionName::new("eu-west");
+    let sample = Event::RegionHealthSampled(RegionHealthSampled {
+        event_id: RegionHealthSampled::id_for(&region, TimestampMs(1)),
+        occurred_at: TimestampMs(1),
+        region,
+        status: HealthStatus::Failed,
+        latency_ms: None,
+        http_status: None,
+        message: None,
+        error_rate: None,
+    });
+    match rig.try_apply(sample) {
+        Err(ApplyError::Fatal(e)) => assert!(e.to_string().contains("circuit/eu-west"), "{e}"),
+        other => panic!("expected a fatal error, got {other:?}"),
+    }
+}

@@ -3,7 +3,7 @@
 //! - `seq/{run_id}` → the next `seq` of that run;
 //! - `count/{topic}\0{partition}` → events applied from that partition (u64, big-endian).
 
-use chaoseater_schemas::bus::{ApplyError, Origin, Processor, Rejection, StateStore, StateView};
+use chaoseater_schemas::bus::{ApplyError, Origin, Processor, StateStore, StateView};
 use chaoseater_schemas::events::Event;
 use chaoseater_schemas::ids::RunId;
 use chaoseater_schemas::topics::Topic;
@@ -43,8 +43,7 @@ impl RunLedger {
 
     /// The timeline of one run, oldest first.
     pub fn timeline(store: &StateStore, run_id: &RunId) -> chaoseater_schemas::Result<Vec<LedgerEntry>> {
-        let entries = store.scan_prefix(&Self::run_prefix(run_id.as_str()))?;
-        Ok(entries.iter().filter_map(|(_, value)| serde_json::from_slice(value).ok()).collect())
+        Ok(store.scan_json(&Self::run_prefix(run_id.as_str()))?.into_iter().map(|(_, entry)| entry).collect())
     }
 
     /// Events applied per (topic, partition).
@@ -100,8 +99,7 @@ impl Processor for RunLedger {
             partition: origin.partition,
             offset: origin.offset,
         };
-        let value = serde_json::to_vec(&entry).map_err(|e| Rejection(format!("cannot record entry: {e}")))?;
-        state.put(key, value);
+        state.put_json(key, &entry)?;
         Ok(Vec::new())
     }
 }

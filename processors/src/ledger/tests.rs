@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use chaoseater_schemas::bus::state::Commit;
 use chaoseater_schemas::bus::{Origin, Processor, StateStore, StateView};
 use chaoseater_schemas::events::EventKind;
-use chaoseater_schemas::ids::RunId;
+use chaoseater_schemas::ids::{RunId, TimestampMs};
 use chaoseater_schemas::samples;
 
 use super::*;
@@ -17,7 +17,7 @@ fn files_run_events_in_order_and_counts_partitions() {
     let kinds =
         [EventKind::RunRequested, EventKind::RunStarted, EventKind::RunCompleted, EventKind::CircuitStateChanged];
     for (offset, kind) in kinds.into_iter().enumerate() {
-        let origin = Origin { topic: "t".into(), partition: 1, offset: offset as i64 };
+        let origin = Origin { topic: "t".into(), partition: 1, offset: offset as i64, now: TimestampMs(0) };
         let mut view = StateView::new(&store, &mut pending);
         ledger.apply(&samples::sample(kind), &origin, &mut view).unwrap();
     }

@@ -51,46 +51,45 @@ impl Orchestrator {
 
     /// A run's saga as committed (for `status` and tests).
     pub fn saga(store: &StateStore, run_id: &RunId) -> chaoseater_schemas::Result<Option<Saga>> {
-        Ok(store.get(&Self::run_key(run_id))?.and_then(|v| serde_json::from_slice(&v).ok()))
+        store.get_json(&Self::run_key(run_id))
     }
 
     /// Every saga in the store.
     pub fn sagas(store: &StateStore) -> chaoseater_schemas::Result<Vec<Saga>> {
-        Ok(store.scan_prefix(b"run/")?.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect())
+        Ok(store.scan_json(b"run/")?.into_iter().map(|(_, saga)| saga).collect())
     }
 
     fn load(state: &StateView<'_>, run_id: &RunId) -> Result<Option<Saga>, ApplyError> {
-        match state.get(&Self::run_key(run_id))? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(json_err)?)),
-            None => Ok(None),
-        }
+        Ok(state.get_json(&Self::run_key(run_id))?)
     }
 
     fn save(state: &mut StateView<'_>, saga: &Saga) -> Result<(), ApplyError> {
-        let bytes = serde_json::to_vec(saga).map_err(json_err)?;
-        state.put(Self::run_key(&saga.run_id), bytes);
-        Ok(())
+        Ok(state.put_json(Self::run_key(&saga.run_id), saga)?)
     }
 
     /// The regions registered, as this batch sees them.
     fn regions(state: &StateView<'_>) -> Result<Vec<RegionEntry>, ApplyError> {
-        let entries = state.scan_prefix(b"region/")?;
-        Ok(entries.iter().filter_map(|(_, value)| serde_json::from_slice(value).ok()).collect())
+        Ok(state.scan_json(b"region/")?.into_iter().map(|(_, entry)| entry).collect())
     }
 
-    fn reject(state: &mut StateView<'_>, run_id: &RunId, reason: String) -> Vec<Event> {
+    fn reject(state: &mut StateView<'_>, run_id: &RunId, reason: String, now: TimestampMs) -> Vec<Event> {
         let reason = limits::truncate(&reason, limits::MAX_REASON_LEN).into_owned();
         state.put(format!("rejected/{run_id}").into_bytes(), reason.clone().into_bytes());
         tracing::warn!(run = %run_id, %reason, "run rejected");
         vec![Event::RunRejected(RunRejected {
             event_id: EventId::derive("RunRejected", &[run_id.as_str()]),
-            occurred_at: TimestampMs::now(),
+            occurred_at: now,
             run_id: run_id.clone(),
             reason,
         })]
     }
 
-    fn requested(&self, r: &RunRequested, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
+    fn requested(
+        &self,
+        r: &RunRequested,
+        state: &mut StateView<'_>,
+        now: TimestampMs,
+    ) -> Result<Vec<Event>, ApplyError> {
         if Self::load(state, &r.run_id)?.is_some()
             || state.get(format!("rejected/{}", r.run_id).as_bytes())?.is_some()
             || state.get(&Self::waiting_key(&r.run_id))?.is_some()
@@ -104,23 +103,24 @@ impl Orchestrator {
             return Err(Rejection(format!("invalid RunRequested: {e}")).into());
         }
         if let Err(e) = limits::check_run_request(r) {
-            return Ok(Self::reject(state, &r.run_id, format!("invalid request: {e}")));
+            return Ok(Self::reject(state, &r.run_id, format!("invalid request: {e}"), now));
         }
         let params = serde_json::to_value(&r.experiment.parameters).map_err(json_err)?;
         let empty = serde_json::Map::new();
         if let Err(e) =
             faults::validate(r.experiment.layer, &r.experiment.fault_type, params.as_object().unwrap_or(&empty))
         {
-            return Ok(Self::reject(state, &r.run_id, format!("invalid experiment: {}: {}", e.field, e.message)));
+            return Ok(Self::reject(state, &r.run_id, format!("invalid experiment: {}: {}", e.field, e.message), now));
         }
         if r.experiment.duration_ms <= 0 {
-            return Ok(Self::reject(state, &r.run_id, "invalid experiment: duration must be positive".to_owned()));
+            return Ok(Self::reject(state, &r.run_id, "invalid experiment: duration must be positive".to_owned(), now));
         }
         if r.mode == RunMode::Parallel && r.max_concurrent < 1 {
             return Ok(Self::reject(
                 state,
                 &r.run_id,
                 format!("max_concurrent must be at least 1, got {}", r.max_concurrent),
+                now,
             ));
         }
         if r.mode == RunMode::BlastRadius && !(r.blast_radius_percent > 0.0 && r.blast_radius_percent <= 100.0) {
@@ -128,14 +128,15 @@ impl Orchestrator {
                 state,
                 &r.run_id,
                 format!("blast_radius_percent must be in (0, 100], got {}", r.blast_radius_percent),
+                now,
             ));
         }
-        match Self::start(r, state)? {
+        match Self::start(r, state, now)? {
             Ok(events) => Ok(events),
             Err(_) => {
                 // The registry may not have caught up with a region registered a moment ago: wait a little.
-                let waiting = Waiting { request: r.clone(), since_ms: TimestampMs::now().0 };
-                state.put(Self::waiting_key(&r.run_id), serde_json::to_vec(&waiting).map_err(json_err)?);
+                let waiting = Waiting { request: r.clone(), since_ms: now.0 };
+                state.put_json(Self::waiting_key(&r.run_id), &waiting)?;
                 Ok(Vec::new())
             }
         }
@@ -146,7 +147,11 @@ impl Orchestrator {
     }
 
     /// Starts the run if every region it names is registered; otherwise says which is missing.
-    fn start(r: &RunRequested, state: &mut StateView<'_>) -> Result<Result<Vec<Event>, String>, ApplyError> {
+    fn start(
+        r: &RunRequested,
+        state: &mut StateView<'_>,
+        now: TimestampMs,
+    ) -> Result<Result<Vec<Event>, String>, ApplyError> {
         let registered = Self::regions(state)?;
         if registered.is_empty() {
             return Ok(Err("no regions are registered (chaoseater region add ...)".to_owned()));
@@ -169,7 +174,6 @@ impl Orchestrator {
             picked
         };
         let chosen = choose(r.mode, candidates, all, r.blast_radius_percent);
-        let now = TimestampMs::now();
         let mut saga = Saga {
             run_id: r.run_id.clone(),
             experiment: r.experiment.clone(),
@@ -200,8 +204,7 @@ impl Orchestrator {
     }
 
     fn waiting(state: &StateView<'_>) -> Result<Vec<Waiting>, ApplyError> {
-        let entries = state.scan_prefix(b"waiting/")?;
-        Ok(entries.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect())
+        Ok(state.scan_json(b"waiting/")?.into_iter().map(|(_, waiting)| waiting).collect())
     }
 
     /// Advances `saga` and turns its steps into events.
@@ -237,25 +240,25 @@ impl Orchestrator {
             .collect()
     }
 
-    fn result(&self, r: &RegionResult, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
+    fn result(&self, r: &RegionResult, state: &mut StateView<'_>, now: TimestampMs) -> Result<Vec<Event>, ApplyError> {
         let Some(mut saga) = Self::load(state, &r.run_id)? else { return Ok(Vec::new()) };
         let duration = (r.finished_at.0 - r.started_at.0).max(0);
         if !saga.record(&r.region, &r.dispatch_id, r.status, r.resilience_score, duration, r.message.clone()) {
             return Ok(Vec::new());
         }
-        let out = Self::steps(&mut saga, TimestampMs::now());
+        let out = Self::steps(&mut saga, now);
         Self::save(state, &saga)?;
         Ok(out)
     }
 
-    fn abort(&self, a: &AbortRequested, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
+    fn abort(&self, a: &AbortRequested, state: &mut StateView<'_>, now: TimestampMs) -> Result<Vec<Event>, ApplyError> {
         let Some(mut saga) = Self::load(state, &a.run_id)? else { return Ok(Vec::new()) };
         if saga.completed {
             return Ok(Vec::new());
         }
         saga.abort(&a.reason);
         tracing::info!(run = %a.run_id, reason = %a.reason, "run aborting");
-        let out = Self::steps(&mut saga, TimestampMs::now());
+        let out = Self::steps(&mut saga, now);
         Self::save(state, &saga)?;
         Ok(out)
     }
@@ -295,23 +298,24 @@ impl Processor for Orchestrator {
                 continue;
             }
             state.remove(Self::waiting_key(&waiting.request.run_id));
-            match Self::start(&waiting.request, state)? {
+            match Self::start(&waiting.request, state, now)? {
                 Ok(events) => out.extend(events),
-                Err(reason) => out.extend(Self::reject(state, &waiting.request.run_id, reason)),
+                Err(reason) => out.extend(Self::reject(state, &waiting.request.run_id, reason, now)),
             }
         }
         Ok(out)
     }
 
-    fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
+    fn apply(&mut self, event: &Event, origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
+        let now = origin.now;
         match event {
             Event::RegionRegistered(e) => {
                 let entry = RegionEntry { name: e.region.clone(), endpoint: e.endpoint.clone(), priority: e.priority };
-                state.put(Self::region_key(&e.region), serde_json::to_vec(&entry).map_err(json_err)?);
+                state.put_json(Self::region_key(&e.region), &entry)?;
                 // Runs waiting for a region may start now.
                 let mut out = Vec::new();
                 for waiting in Self::waiting(state)? {
-                    if let Ok(events) = Self::start(&waiting.request, state)? {
+                    if let Ok(events) = Self::start(&waiting.request, state, now)? {
                         out.extend(events);
                     }
                 }
@@ -321,9 +325,9 @@ impl Processor for Orchestrator {
                 state.remove(Self::region_key(&e.region));
                 Ok(Vec::new())
             }
-            Event::RunRequested(r) => self.requested(r, state),
-            Event::RegionResult(r) => self.result(r, state),
-            Event::AbortRequested(a) => self.abort(a, state),
+            Event::RunRequested(r) => self.requested(r, state, now),
+            Event::RegionResult(r) => self.result(r, state, now),
+            Event::AbortRequested(a) => self.abort(a, state, now),
             _ => Ok(Vec::new()),
         }
     }

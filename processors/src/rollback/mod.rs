@@ -12,7 +12,7 @@
 
 mod machine;
 
-use chaoseater_schemas::bus::{ApplyError, Origin, Processor, Rejection, StateView};
+use chaoseater_schemas::bus::{ApplyError, Origin, Processor, StateView};
 use chaoseater_schemas::events::{
     CircuitState, Event, HealthStatus, RollbackAction, RollbackCompleted, RollbackFailed, RollbackPaused,
     RollbackStarted, RollbackStepRequested, RollbackTrigger,
@@ -34,10 +34,6 @@ pub struct ActiveRun {
 #[derive(Debug, Default)]
 pub struct RollbackProcessor;
 
-fn state_err(e: impl std::fmt::Display) -> Rejection {
-    Rejection(format!("rollback state: {e}"))
-}
-
 fn run_key(run: &RunId, region: &RegionName) -> Vec<u8> {
     format!("run/{run}/{region}").into_bytes()
 }
@@ -51,12 +47,11 @@ fn rollback_key(run: &RunId, region: &RegionName) -> Vec<u8> {
 }
 
 fn load<T: serde::de::DeserializeOwned>(state: &StateView<'_>, key: &[u8]) -> Result<Option<T>, ApplyError> {
-    Ok(state.get(key)?.and_then(|v| serde_json::from_slice(&v).ok()))
+    Ok(state.get_json(key)?)
 }
 
 fn save<T: Serialize>(state: &mut StateView<'_>, key: Vec<u8>, value: &T) -> Result<(), ApplyError> {
-    state.put(key, serde_json::to_vec(value).map_err(state_err)?);
-    Ok(())
+    Ok(state.put_json(key, value)?)
 }
 
 impl RollbackProcessor {
@@ -297,8 +292,7 @@ impl Processor for RollbackProcessor {
     /// Rollbacks past their timeout fail.
     fn tick(&mut self, now: TimestampMs, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         let mut out = Vec::new();
-        for (key, value) in state.scan_prefix(b"rb/")? {
-            let Ok(rollback) = serde_json::from_slice::<Rollback>(&value) else { continue };
+        for (key, rollback) in state.scan_json::<Rollback>(b"rb/")? {
             if rollback.is_final() || now.0 < rollback.deadline {
                 continue;
             }

@@ -1,5 +1,5 @@
-//! The agent's HTTP API (DESIGN.md, "Region agent"). Mutating routes need the bearer token, checked by
-//! a layer before the body is read; bodies are capped at [`MAX_BODY_BYTES`].
+//! The agent's HTTP API. Mutating routes need the bearer token, checked by a layer before the body is
+//! read; bodies are capped at [`MAX_BODY_BYTES`].
 
 use std::sync::Arc;
 use std::time::Duration;

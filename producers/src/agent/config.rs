@@ -168,11 +168,34 @@ impl AgentConfig {
 
     pub fn parse(text: &str) -> Result<Self, String> {
         let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
-        config.check()?;
+        config.validate()?;
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Every default, in front of `upstream`, probing with the labelled set at `probe_set` (a file or an
+    /// `http://` URL): what a file naming only those two gives. Check it with [`AgentConfig::validate`].
+    pub fn new(upstream: impl Into<String>, probe_set: impl Into<String>) -> Self {
+        Self {
+            listen: default_listen(),
+            proxy_listen: default_proxy_listen(),
+            upstream: upstream.into(),
+            alternates: BTreeMap::new(),
+            protocol: Protocol::default(),
+            records_pointer: None,
+            predictions_pointer: None,
+            state_dir: default_state_dir(),
+            token_file: None,
+            token_env: default_token_env(),
+            probe: ProbeConfig::new(probe_set),
+            slo: SloConfig::default(),
+            caps: Caps::default(),
+            host: HostConfig::default(),
+            limits: AgentLimits::default(),
+        }
+    }
+
+    /// Checks what serde cannot: URLs, ranges, the settings that need each other.
+    pub fn validate(&self) -> Result<(), String> {
         for (name, url) in
             std::iter::once(("upstream", &self.upstream)).chain(self.alternates.iter().map(|(k, v)| (k.as_str(), v)))
         {
@@ -222,6 +245,20 @@ impl AgentConfig {
 }
 
 impl ProbeConfig {
+    /// The defaults, probing with the labelled set at `set`.
+    pub fn new(set: impl Into<String>) -> Self {
+        Self {
+            set: set.into(),
+            endpoint: None,
+            path: None,
+            interval_ms: default_interval_ms(),
+            batch_size: default_batch_size(),
+            timeout_ms: default_timeout_ms(),
+            baseline_ms: default_baseline_ms(),
+            window_ms: default_window_ms(),
+        }
+    }
+
     pub fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms)
     }

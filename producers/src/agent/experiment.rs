@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chaoseater_schemas::experiment::Layer;
+use chaoseater_schemas::sync::lock;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 use tokio::sync::watch;
@@ -122,13 +123,11 @@ impl Experiment {
     }
 
     pub fn phase(&self) -> Phase {
-        self.progress.lock().map(|p| p.phase).unwrap_or(Phase::Failed)
+        lock(&self.progress).phase
     }
 
     fn set_phase(&self, phase: Phase) {
-        if let Ok(mut p) = self.progress.lock() {
-            p.phase = phase;
-        }
+        lock(&self.progress).phase = phase;
         tracing::info!(experiment = %self.id, phase = ?phase, "experiment phase");
     }
 
@@ -145,7 +144,7 @@ impl Experiment {
         match self.phase() {
             Phase::Injecting | Phase::Holding => {
                 if let Some(step) = step {
-                    let Ok(mut p) = self.progress.lock() else { return Err("experiment state poisoned".into()) };
+                    let mut p = lock(&self.progress);
                     if p.applied_steps.contains(&step) {
                         return Ok(false);
                     }
@@ -165,7 +164,7 @@ impl Experiment {
         if !matches!(self.phase(), Phase::Injecting | Phase::Holding) {
             return None;
         }
-        let recorder = self.recorder.lock().ok()?.clone()?;
+        let recorder = lock(&self.recorder).clone()?;
         let now = recorder.now();
         let recent: Vec<bool> = recorder
             .samples()
@@ -177,7 +176,7 @@ impl Experiment {
     }
 
     pub fn outcome(&self) -> Option<Outcome> {
-        self.progress.lock().ok().and_then(|p| p.outcome.clone())
+        lock(&self.progress).outcome.clone()
     }
 
     /// Waits until the experiment has an outcome.
@@ -192,7 +191,8 @@ impl Experiment {
             experiment = %self.id, status = ?outcome.status, score = ?outcome.resilience_score,
             error = outcome.error.as_deref().unwrap_or(""), "experiment finished"
         );
-        if let Ok(mut p) = self.progress.lock() {
+        {
+            let mut p = lock(&self.progress);
             p.phase = outcome.status;
             p.outcome = Some(outcome);
         }
@@ -201,7 +201,7 @@ impl Experiment {
 
     /// The JSON the status endpoint shows.
     pub fn view(&self, traffic: TrafficSnapshot) -> Json {
-        let p = self.progress.lock().map(|p| p.clone()).ok();
+        let p = lock(&self.progress).clone();
         let control = *self.control.borrow();
         let since = |now: u64, then: u64| now.saturating_sub(then);
         let t0 = self.traffic_at_start;
@@ -212,10 +212,10 @@ impl Experiment {
             "fault_type": self.request.fault_type,
             "parameters": self.request.parameters,
             "duration": self.request.duration,
-            "status": p.as_ref().map(|p| p.phase),
+            "status": p.phase,
             "rolled_back_percentage": control.rolled_back,
             "hold_s": self.request.hold_s,
-            "mechanism": p.as_ref().and_then(|p| p.mechanism.clone()),
+            "mechanism": p.mechanism,
             "started_at_ms": self.started_at_ms,
             "traffic": {
                 "requests": since(traffic.requests, t0.requests),
@@ -224,11 +224,11 @@ impl Experiment {
                 "unrecognised": since(traffic.unrecognised, t0.unrecognised),
                 "connections_dropped": since(traffic.connections_dropped, t0.connections_dropped),
             },
-            "rollback_steps": p.as_ref().map(|p| p.rollback_steps.iter().map(|(pct, t)| json!({
+            "rollback_steps": p.rollback_steps.iter().map(|(pct, t)| json!({
                 "percentage": pct, "requests": since(t.requests, t0.requests), "faulted": since(t.faulted, t0.faulted),
                 "bypassed": since(t.bypassed, t0.bypassed),
-            })).collect::<Vec<_>>()),
-            "result": p.and_then(|p| p.outcome),
+            })).collect::<Vec<_>>(),
+            "result": p.outcome,
         })
     }
 }
@@ -289,9 +289,7 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
     let config = &core.config;
     let window = Duration::from_millis(config.probe.window_ms);
     let recorder = Arc::new(Recorder::new());
-    if let Ok(mut r) = experiment.recorder.lock() {
-        *r = Some(recorder.clone());
-    }
+    *lock(&experiment.recorder) = Some(recorder.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let prober = tokio::spawn(probe::run(core.probe.clone(), recorder.clone(), config.probe.interval(), stop_rx));
     let mut control = experiment.control.subscribe();
@@ -372,9 +370,8 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
                 let c = *control.borrow_and_update();
                 if c.abort { aborted = true; break; }
                 injected.scale(c.rolled_back);
-                if let Ok(mut p) = experiment.progress.lock() {
-                    p.rollback_steps.push((c.rolled_back, core.proxy.traffic()));
-                }
+                let traffic = core.proxy.traffic();
+                lock(&experiment.progress).rollback_steps.push((c.rolled_back, traffic));
                 tracing::info!(experiment = %experiment.id, rolled_back = c.rolled_back, "rollback step applied");
                 if c.rolled_back >= 100.0 { break; }
             }
@@ -444,14 +441,10 @@ async fn inject(core: &Arc<AgentCore>, experiment: &Arc<Experiment>, seed: u64) 
             .await
             .map_err(|e| format!("applying the fault failed: {e}"))?
             .map_err(|e| format!("cannot apply {}: {e}", experiment.request.fault_type))?;
-        if let Ok(mut p) = experiment.progress.lock() {
-            p.mechanism = Some(host.mechanism.clone());
-        }
+        lock(&experiment.progress).mechanism = Some(host.mechanism.clone());
         Ok(Injected { proxy: None, host: Some(host) })
     } else {
-        if let Ok(mut p) = experiment.progress.lock() {
-            p.mechanism = Some(format!("proxy on {}", core.proxy_addr));
-        }
+        lock(&experiment.progress).mechanism = Some(format!("proxy on {}", core.proxy_addr));
         Ok(Injected { proxy: Some(core.proxy.install(fault, seed)), host: None })
     }
 }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::AgentConfig;
 use super::faults::{DiskFill, Fault};
+use chaoseater_schemas::sync::lock;
 
 const MB: u64 = 1 << 20;
 
@@ -72,15 +73,13 @@ impl Journal {
                 tracing::warn!(?leftover, "reverted a leftover of a previous run");
             }
         }
-        if let Ok(mut entries) = journal.entries.lock() {
-            *entries = kept;
-        }
+        *lock(&journal.entries) = kept;
         journal.save()?;
         Ok((journal, old))
     }
 
     fn save(&self) -> std::io::Result<()> {
-        let entries = self.entries.lock().map(|e| e.clone()).unwrap_or_default();
+        let entries = lock(&self.entries).clone();
         let tmp = self.path.with_extension("json.tmp");
         let mut file = File::create(&tmp)?;
         file.write_all(&serde_json::to_vec_pretty(&entries).unwrap_or_default())?;
@@ -90,9 +89,7 @@ impl Journal {
 
     /// Records `leftover` durably before it is created.
     pub fn record(&self, leftover: Leftover) -> std::io::Result<()> {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.push(leftover);
-        }
+        lock(&self.entries).push(leftover);
         self.save()
     }
 
@@ -102,16 +99,14 @@ impl Journal {
             tracing::error!(?leftover, error = %e, "revert failed; left in the journal for the next start");
             return;
         }
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.retain(|e| e != leftover);
-        }
+        lock(&self.entries).retain(|e| e != leftover);
         if let Err(e) = self.save() {
             tracing::error!(error = %e, "could not rewrite the journal");
         }
     }
 
     pub fn entries(&self) -> Vec<Leftover> {
-        self.entries.lock().map(|e| e.clone()).unwrap_or_default()
+        lock(&self.entries).clone()
     }
 }
 
@@ -173,9 +168,7 @@ impl HostFault {
                 f.full_bytes = mb * MB;
                 let mut buffer = Vec::with_capacity(f.full_bytes as usize);
                 buffer.resize(f.full_bytes as usize, 0xA5u8);
-                if let Ok(mut memory) = f.memory.lock() {
-                    *memory = buffer;
-                }
+                *lock(&f.memory) = buffer;
                 Ok(f)
             }
             Fault::MemoryLeak { mb_per_second } => {
@@ -299,7 +292,8 @@ impl HostFault {
     pub fn scale(&self, remaining: f64) {
         let remaining = remaining.clamp(0.0, 1.0);
         self.intensity_bp.store((remaining * 10_000.0).round() as u64, Ordering::Relaxed);
-        if let Ok(mut memory) = self.memory.lock() {
+        {
+            let mut memory = lock(&self.memory);
             let keep = (self.full_bytes.max(memory.len() as u64) as f64 * remaining) as usize;
             if keep < memory.len() {
                 memory.truncate(keep);
@@ -320,9 +314,7 @@ impl Drop for HostFault {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        if let Ok(mut memory) = self.memory.lock() {
-            *memory = Vec::new();
-        }
+        *lock(&self.memory) = Vec::new();
         for leftover in self.leftovers.drain(..) {
             self.journal.revert(&leftover);
         }
@@ -333,17 +325,16 @@ impl Drop for HostFault {
 fn leak(rate: f64, cap_mb: u64, stop: &AtomicBool, intensity: &AtomicU64, memory: &Mutex<Vec<u8>>) {
     let started = Instant::now();
     // Reserved, not touched: only the pages written below count toward the resident set.
-    if let Ok(mut held) = memory.lock() {
-        held.reserve_exact((cap_mb * MB) as usize);
-    }
+    lock(memory).reserve_exact((cap_mb * MB) as usize);
     while !stop.load(Ordering::Relaxed) {
         let share = intensity.load(Ordering::Relaxed) as f64 / 10_000.0;
         let due = ((started.elapsed().as_secs_f64() * rate * MB as f64) as u64).min(cap_mb * MB) as f64 * share;
         let due = due as usize;
-        if let Ok(mut held) = memory.lock()
-            && held.len() < due
         {
-            held.resize(due, 0x5A);
+            let mut held = lock(memory);
+            if held.len() < due {
+                held.resize(due, 0x5A);
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }

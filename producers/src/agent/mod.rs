@@ -1,6 +1,6 @@
 //! The region agent (`chaoseater agent`): a fault-injecting proxy in front of the pipeline under test,
 //! host-level injectors, steady-state probes, and the HTTP API the dispatcher (or the Python tool's
-//! client) drives. See DESIGN.md, "Region agent", and shared/faults.md.
+//! client) drives. The fault catalogue is `chaoseater_schemas::faults`.
 
 pub mod api;
 pub mod config;
@@ -20,6 +20,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use chaoseater_schemas::experiment::Layer;
 use chaoseater_schemas::limits;
+use chaoseater_schemas::sync::lock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -116,8 +117,7 @@ impl AgentCore {
         }
         let fault = Fault::parse(layer, &request.fault_type, &request.parameters, &self.config)
             .map_err(|e| bad(format!("{}: {}", e.field, e.message)))?;
-        let mut active =
-            self.active.lock().map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "state lock".to_owned()))?;
+        let mut active = lock(&self.active);
         if let Some(running) = active.as_ref() {
             return Err((StatusCode::CONFLICT, format!("experiment {} is still running on this agent", running.id)));
         }
@@ -126,9 +126,7 @@ impl AgentCore {
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("recording the experiment id: {e}")))?;
         let experiment = Arc::new(Experiment::new(id.clone(), request, layer, fault, self.proxy.traffic()));
         *active = Some(experiment.clone());
-        if let Ok(mut all) = self.experiments.lock() {
-            all.insert(id.clone(), experiment.clone());
-        }
+        lock(&self.experiments).insert(id.clone(), experiment.clone());
         tracing::info!(experiment = %id, fault_type = %experiment.request.fault_type, "experiment accepted");
         tokio::spawn(experiment::run(self.clone(), experiment.clone()));
         Ok(experiment)
@@ -144,23 +142,22 @@ impl AgentCore {
     }
 
     fn release(&self, id: &str) {
-        if let Ok(mut active) = self.active.lock()
-            && active.as_ref().is_some_and(|e| e.id == id)
-        {
+        let mut active = lock(&self.active);
+        if active.as_ref().is_some_and(|e| e.id == id) {
             *active = None;
         }
     }
 
     pub fn active(&self) -> Option<Arc<Experiment>> {
-        self.active.lock().ok().and_then(|a| a.clone())
+        lock(&self.active).clone()
     }
 
     pub fn experiment(&self, id: &str) -> Option<Arc<Experiment>> {
-        self.experiments.lock().ok().and_then(|all| all.get(id).cloned())
+        lock(&self.experiments).get(id).cloned()
     }
 
     pub fn experiments(&self) -> Vec<Arc<Experiment>> {
-        self.experiments.lock().map(|all| all.values().cloned().collect()).unwrap_or_default()
+        lock(&self.experiments).values().cloned().collect()
     }
 
     /// One probe through the proxy: the target as its clients see it, faults included.

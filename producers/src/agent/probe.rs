@@ -19,6 +19,7 @@ use super::config::{AgentConfig, Protocol, SloConfig};
 use super::payload::{Prediction, Predictions};
 use crate::demo_target::ProbeSet;
 use crate::http::HttpClient;
+use chaoseater_schemas::sync::lock;
 
 /// Version of the score formula in every result (1: the Python tool's).
 pub const SCORE_VERSION: i32 = 1;
@@ -206,13 +207,13 @@ impl Recorder {
     }
 
     pub fn samples(&self) -> Vec<Sample> {
-        self.samples.lock().map(|s| s.clone()).unwrap_or_default()
+        lock(&self.samples).clone()
     }
 
     /// Everything sent before this instant has an outcome.
     pub fn settled_until(&self) -> Duration {
         let now = self.now();
-        self.inflight.lock().ok().and_then(|i| i.values().min().copied()).map_or(now, |oldest| oldest.min(now))
+        lock(&self.inflight).values().min().copied().map_or(now, |oldest| oldest.min(now))
     }
 }
 
@@ -240,20 +241,14 @@ pub async fn run(
         let id = n;
         n += 1;
         let sent = recorder.now();
-        if let Ok(mut inflight) = recorder.inflight.lock() {
-            inflight.insert(id, sent);
-        }
+        lock(&recorder.inflight).insert(id, sent);
         tasks.spawn(async move {
             let started = Instant::now();
             let (ok, correct, total, error) = target.probe(id as usize).await;
             let batch = id as usize % target.batches();
             let sample = Sample { sent, batch, latency: started.elapsed(), ok, correct, total, error };
-            if let Ok(mut samples) = recorder.samples.lock() {
-                samples.push(sample);
-            }
-            if let Ok(mut inflight) = recorder.inflight.lock() {
-                inflight.remove(&id);
-            }
+            lock(&recorder.samples).push(sample);
+            lock(&recorder.inflight).remove(&id);
         });
         while tasks.try_join_next().is_some() {}
     }

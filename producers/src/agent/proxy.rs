@@ -22,6 +22,7 @@ use super::payload::{self, Batch, ColumnStats, Predictions};
 use super::upstream::{Links, send_upstream};
 use crate::http::{MAX_BODY_BYTES, error_response};
 use crate::rng::Rng;
+use chaoseater_schemas::sync::lock;
 
 /// How long the proxy waits for the upstream: generous, since slow models are what we measure.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
@@ -42,10 +43,10 @@ pub struct ActiveFault {
 
 impl ActiveFault {
     fn chance(&self, p: f64) -> bool {
-        self.rng.lock().map(|mut r| r.chance(p)).unwrap_or(false)
+        lock(&self.rng).chance(p)
     }
-    fn with_rng<T>(&self, f: impl FnOnce(&mut Rng) -> T) -> Option<T> {
-        self.rng.lock().ok().map(|mut r| f(&mut r))
+    fn with_rng<T>(&self, f: impl FnOnce(&mut Rng) -> T) -> T {
+        f(&mut lock(&self.rng))
     }
 }
 
@@ -409,7 +410,7 @@ async fn before_forward(
     let early = |status, message: String| Ok(Some(error_response(status, &message)));
     match &active.fault {
         Fault::NetworkLatency { latency, jitter } => {
-            let delay = active.with_rng(|r| jittered(*latency, *jitter, r)).unwrap_or(*latency);
+            let delay = active.with_rng(|r| jittered(*latency, *jitter, r));
             tokio::time::sleep(delay).await;
         }
         Fault::PacketLoss { rate } if active.chance(*rate) => {
@@ -483,7 +484,7 @@ async fn before_forward(
         | Fault::DuplicateRecords { .. } => {
             let rewritten = parse(body).and_then(|mut json| {
                 let mut batch = Batch::read(&json, state.protocol, state.records_pointer.as_deref(), &state.features)?;
-                active.with_rng(|rng| rewrite(&active.fault, &mut batch.rows, &state.stats, rng))?;
+                active.with_rng(|rng| rewrite(&active.fault, &mut batch.rows, &state.stats, rng));
                 batch.write(&mut json);
                 Some(json)
             });
@@ -532,7 +533,7 @@ async fn after_forward(state: &ProxyState, active: &ActiveFault, status: StatusC
     let rewritten = match &active.fault {
         Fault::SlowInference { latency, variance } => {
             let spread = latency.mul_f64(*variance);
-            let delay = active.with_rng(|r| jittered(*latency, spread, r)).unwrap_or(*latency);
+            let delay = active.with_rng(|r| jittered(*latency, spread, r));
             tokio::time::sleep(delay).await;
             return;
         }

@@ -37,7 +37,8 @@ use tokio::sync::{mpsc, watch};
 
 pub use tokens::AgentTokens;
 
-use chaoseater_schemas::limits;
+use chaoseater_schemas::sync::lock;
+use chaoseater_schemas::{Error, limits};
 
 use crate::http::HttpClient;
 
@@ -80,10 +81,6 @@ pub struct Dispatcher {
 
 /// Longest endpoint URL a registration may carry.
 pub const MAX_ENDPOINT_LEN: usize = 2_048;
-
-fn state_err(e: impl std::fmt::Display) -> Rejection {
-    Rejection(format!("dispatcher state: {e}"))
-}
 
 impl Dispatcher {
     pub const NAME: &'static str = "dispatcher";
@@ -153,9 +150,7 @@ impl Dispatcher {
     }
 
     fn region_entry(state: &StateView<'_>, region: &RegionName) -> Result<Option<RegionEntry>, ApplyError> {
-        Ok(state
-            .get(format!("region/{region}").as_bytes())?
-            .and_then(|v| serde_json::from_slice::<RegionEntry>(&v).ok()))
+        Ok(state.get_json(format!("region/{region}").as_bytes())?)
     }
 
     fn held_key(id: &str) -> Vec<u8> {
@@ -187,10 +182,11 @@ impl Dispatcher {
         let mut out = Vec::new();
         for (key, since) in state.scan_prefix(prefix)? {
             let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-            let since = since.as_slice().try_into().map(i64::from_be_bytes).unwrap_or(0);
-            if let Some(bytes) = state.get(&Self::dispatch_key(&id))?
-                && let Ok(d) = serde_json::from_slice::<RegionDispatched>(&bytes)
-            {
+            let since = since.as_slice().try_into().map(i64::from_be_bytes).map_err(|_| Error::CorruptState {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: format!("{} bytes where a big-endian i64 belongs", since.len()),
+            })?;
+            if let Some(d) = state.get_json::<RegionDispatched>(&Self::dispatch_key(&id))? {
                 out.push((d, since));
             }
         }
@@ -199,7 +195,7 @@ impl Dispatcher {
 
     /// Registered regions, as committed.
     pub fn regions(store: &StateStore) -> chaoseater_schemas::Result<Vec<RegionEntry>> {
-        Ok(store.scan_prefix(b"region/")?.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect())
+        Ok(store.scan_json(b"region/")?.into_iter().map(|(_, entry)| entry).collect())
     }
 
     /// Dispatches recorded and not yet answered, with their region's endpoint, as committed (those still
@@ -207,8 +203,7 @@ impl Dispatcher {
     pub fn unfinished(store: &StateStore) -> chaoseater_schemas::Result<Vec<Work>> {
         let regions = Self::regions(store)?;
         let mut out = Vec::new();
-        for (_, value) in store.scan_prefix(b"dispatch/")? {
-            let Ok(d) = serde_json::from_slice::<RegionDispatched>(&value) else { continue };
+        for (_, d) in store.scan_json::<RegionDispatched>(b"dispatch/")? {
             if let Some(region) = regions.iter().find(|r| r.name == d.region)
                 && store.get(&Self::unrouted_key(d.dispatch_id.as_str()))?.is_none()
                 && store.get(&Self::held_key(d.dispatch_id.as_str()))?.is_none()
@@ -216,8 +211,7 @@ impl Dispatcher {
                 out.push(Work::Run { endpoint: region.endpoint.clone(), dispatch: Box::new(d) });
             }
         }
-        for (_, value) in store.scan_prefix(b"step/")? {
-            let Ok(step) = serde_json::from_slice::<RollbackStepRequested>(&value) else { continue };
+        for (_, step) in store.scan_json::<RollbackStepRequested>(b"step/")? {
             if let Some(region) = regions.iter().find(|r| r.name == step.region) {
                 out.push(Work::Step { step: Box::new(step), region: region.clone() });
             }
@@ -239,14 +233,14 @@ impl Processor for Dispatcher {
         vec![Topic::Regions]
     }
 
-    fn apply(&mut self, event: &Event, _origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
+    fn apply(&mut self, event: &Event, origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         match event {
             Event::RegionRegistered(e) => {
                 self.check_registration(state, &e.region, &e.endpoint)?;
                 // Kept after a RegionRemoved: removing and registering again is a move too.
                 state.put(Self::pinned_key(&e.region), e.endpoint.clone().into_bytes());
                 let entry = RegionEntry { name: e.region.clone(), endpoint: e.endpoint.clone(), priority: e.priority };
-                state.put(format!("region/{}", e.region).into_bytes(), serde_json::to_vec(&entry).map_err(state_err)?);
+                state.put_json(format!("region/{}", e.region).into_bytes(), &entry)?;
                 for (dispatch, _) in Self::unrouted(state)? {
                     if dispatch.region == e.region {
                         state.remove(Self::unrouted_key(dispatch.dispatch_id.as_str()));
@@ -261,22 +255,18 @@ impl Processor for Dispatcher {
                 {
                     return Ok(Vec::new());
                 }
-                let endpoint = state
-                    .get(format!("region/{}", d.region).as_bytes())?
-                    .and_then(|v| serde_json::from_slice::<RegionEntry>(&v).ok())
-                    .map(|r| r.endpoint);
-                state.put(key, serde_json::to_vec(d).map_err(state_err)?);
+                let endpoint = Self::region_entry(state, &d.region)?.map(|r| r.endpoint);
+                state.put_json(key, d)?;
                 if Self::circuit_blocks(state, &d.region)? {
                     // No new dispatches to a region whose circuit is not closed: held until it closes.
-                    state.put(Self::held_key(d.dispatch_id.as_str()), TimestampMs::now().0.to_be_bytes().to_vec());
+                    state.put(Self::held_key(d.dispatch_id.as_str()), origin.now.0.to_be_bytes().to_vec());
                     tracing::warn!(region = %d.region, dispatch = %d.dispatch_id, "circuit not closed; dispatch held");
                     return Ok(Vec::new());
                 }
                 match endpoint {
                     Some(endpoint) => self.queued.push(Work::Run { dispatch: Box::new(d.clone()), endpoint }),
                     // The registration may be a moment behind in this consumer: wait for it (see `tick`).
-                    None => state
-                        .put(Self::unrouted_key(d.dispatch_id.as_str()), TimestampMs::now().0.to_be_bytes().to_vec()),
+                    None => state.put(Self::unrouted_key(d.dispatch_id.as_str()), origin.now.0.to_be_bytes().to_vec()),
                 }
             }
             Event::AbortRequested(a) => self.queued.push(Work::Abort { run_id: a.run_id.clone() }),
@@ -287,7 +277,7 @@ impl Processor for Dispatcher {
                 }
                 match Self::region_entry(state, &step.region)? {
                     Some(region) => {
-                        state.put(key, serde_json::to_vec(step).map_err(state_err)?);
+                        state.put_json(key, step)?;
                         self.queued.push(Work::Step { step: Box::new(step.clone()), region });
                     }
                     None => {
@@ -482,9 +472,7 @@ impl Workers {
     fn handle(&self, work: Work) -> Option<Task> {
         match work {
             Work::Abort { run_id } => {
-                if let Ok(running) = self.running.lock()
-                    && let Some(switches) = running.get(&run_id)
-                {
+                if let Some(switches) = lock(&self.running).get(&run_id) {
                     tracing::info!(run = %run_id, regions = switches.len(), "aborting regions in flight");
                     switches.iter().for_each(|(_, s)| {
                         s.send_replace(true);
@@ -498,9 +486,10 @@ impl Workers {
             }
             Work::Run { dispatch, endpoint } => {
                 let (abort_tx, abort_rx) = watch::channel(false);
-                if let Ok(mut running) = self.running.lock() {
-                    running.entry(dispatch.run_id.clone()).or_default().push((dispatch.region.clone(), abort_tx));
-                }
+                lock(&self.running)
+                    .entry(dispatch.run_id.clone())
+                    .or_default()
+                    .push((dispatch.region.clone(), abort_tx));
                 let this = self.clone();
                 let task = async move {
                     let token = this.tokens.for_region(&dispatch.region);
@@ -515,9 +504,8 @@ impl Workers {
                             .await;
                     tracing::info!(run = %dispatch.run_id, region = %dispatch.region, status = ?result.status, score = ?result.resilience_score, "region finished");
                     this.publish(Event::RegionResult(result)).await;
-                    if let Ok(mut running) = this.running.lock()
-                        && let Some(switches) = running.get_mut(&dispatch.run_id)
-                    {
+                    let mut running = lock(&this.running);
+                    if let Some(switches) = running.get_mut(&dispatch.run_id) {
                         switches.retain(|(_, s)| !s.is_closed());
                         if switches.is_empty() {
                             running.remove(&dispatch.run_id);

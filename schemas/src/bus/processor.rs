@@ -15,26 +15,35 @@ use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tracing::{debug, error, info, warn};
 
 use super::BusContext;
 use super::consumer::{EventConsumer, Positions, Received, StartFrom};
 use super::dead_letter::{DeadLetterDuty, dead_letter, misplaced};
 use super::producer::{EventProducer, RawMessage};
-use super::state::{Applied, Commit, OutboxEntry, RunnerStats, StateStore};
+use super::state::{Applied, Commit, OutboxEntry, RunnerStats, StateStore, parse_state};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::ids::TimestampMs;
 use crate::limits::truncate;
 use crate::topics::{Topic, headers};
 
-/// Where an event came from.
+/// Where an event came from, and when it is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// The runner's clock as it applies the batch (one reading per batch): the time a processor
+    /// stamps and measures deadlines by, so that no processor reads the wall clock itself and tests
+    /// set the time ([`RunnerOptions::clock`]).
+    pub now: TimestampMs,
 }
+
+/// The runner's clock: the wall clock in production, a test's own in tests.
+pub type Clock = fn() -> TimestampMs;
 
 /// Why a processor refused an event: it goes to the DLQ with this reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +59,11 @@ pub enum ApplyError {
     /// the batch is applied again.
     #[error("transient: {0}")]
     Transient(Error),
+    /// The processor cannot go on (its own state does not parse): nothing is committed and the runner
+    /// stops with this error, since neither a retry nor the DLQ can mend it (`serve` shows the
+    /// processor degraded and restarts it).
+    #[error("fatal: {0}")]
+    Fatal(Error),
 }
 
 impl From<Rejection> for ApplyError {
@@ -62,7 +76,11 @@ impl From<Rejection> for ApplyError {
 /// else the crate's error names is bad input.
 impl From<Error> for ApplyError {
     fn from(e: Error) -> Self {
-        if e.is_retryable() { ApplyError::Transient(e) } else { ApplyError::Rejected(Rejection(e.to_string())) }
+        match e {
+            Error::CorruptState { .. } => ApplyError::Fatal(e),
+            e if e.is_retryable() => ApplyError::Transient(e),
+            e => ApplyError::Rejected(Rejection(e.to_string())),
+        }
     }
 }
 
@@ -151,6 +169,29 @@ impl<'a> StateView<'a> {
     pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
         self.pending.insert(key.into(), None);
     }
+
+    /// The value at `key` as JSON of type `T`. A value that does not parse is corrupt state: an error
+    /// ([`Error::CorruptState`], which stops the runner), never taken as absent.
+    pub fn get_json<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        self.get(key)?.map(|bytes| parse_state(key, &bytes)).transpose()
+    }
+
+    /// Every value under `prefix` as JSON of type `T`, with its key, in key order; corrupt state is an
+    /// error, as in [`StateView::get_json`].
+    pub fn scan_json<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>> {
+        self.scan_prefix(prefix)?.into_iter().map(|(k, v)| parse_state(&k, &v).map(|t| (k, t))).collect()
+    }
+
+    /// Sets `key` to `value` as JSON.
+    pub fn put_json<T: Serialize + ?Sized>(&mut self, key: impl Into<Vec<u8>>, value: &T) -> Result<()> {
+        let key = key.into();
+        let bytes = serde_json::to_vec(value).map_err(|e| Error::CorruptState {
+            key: String::from_utf8_lossy(&key).into_owned(),
+            reason: format!("cannot be written as JSON: {e}"),
+        })?;
+        self.put(key, bytes);
+        Ok(())
+    }
 }
 
 /// Tuning of the loop.
@@ -170,6 +211,8 @@ pub struct RunnerOptions {
     /// How often a transient failure is retried (with a doubling backoff) before the runner gives up
     /// and returns the error to its supervisor.
     pub retries: u32,
+    /// Where `apply` ([`Origin::now`]), `tick` and the dedupe window get the time.
+    pub clock: Clock,
 }
 
 /// The first wait after a transient failure; it doubles up to [`MAX_BACKOFF`].
@@ -193,6 +236,7 @@ impl Default for RunnerOptions {
             dedupe_window: DEFAULT_DEDUPE_WINDOW,
             dead_letters: DeadLetterDuty::All,
             retries: 8,
+            clock: TimestampMs::now,
         }
     }
 }
@@ -356,10 +400,11 @@ impl<P: Processor> ProcessorRunner<P> {
         let mut commit = Commit::default();
         let mut dead: Vec<(&Received, RawMessage)> = Vec::new();
         let mut seen_in_batch = std::collections::HashSet::new();
+        let now = (self.options.clock)();
         for message in batch {
             commit.offsets.insert((message.topic.to_string(), message.partition), message.offset + 1);
             let origin =
-                Origin { topic: message.topic.to_string(), partition: message.partition, offset: message.offset };
+                Origin { topic: message.topic.to_string(), partition: message.partition, offset: message.offset, now };
             let role = self.ctx.topics.role_of(&origin.topic);
             let duty = self.options.dead_letters.covers(role);
             let event = match codec.decode(message.payload.as_deref().unwrap_or_default()) {
@@ -404,7 +449,7 @@ impl<P: Processor> ProcessorRunner<P> {
                     warn!(topic = %origin.topic, offset = origin.offset, event_id = %truncate(&id, 128), reason = %truncate(&reason, 512), "Dead-lettered an invalid event.");
                     dead.push((message, dead_letter(&self.ctx, message, &reason, name)));
                 }
-                Err(ApplyError::Transient(e)) => return Err(e),
+                Err(ApplyError::Transient(e) | ApplyError::Fatal(e)) => return Err(e),
             }
         }
         // Those published by an earlier try at this batch are not published again.
@@ -437,8 +482,8 @@ impl<P: Processor> ProcessorRunner<P> {
             return;
         }
         self.forgot_at = Some(std::time::Instant::now());
-        let (store, window) = (self.store.clone(), self.options.dedupe_window);
-        self.forgetting = Some(tokio::task::spawn_blocking(move || store.forget_applied(window, TimestampMs::now().0)));
+        let (store, window, now) = (self.store.clone(), self.options.dedupe_window, (self.options.clock)());
+        self.forgetting = Some(tokio::task::spawn_blocking(move || store.forget_applied(window, now.0)));
     }
 
     /// Waits for the pass under way, if any, and reports it. A failed pass is retried at the next one:
@@ -475,8 +520,12 @@ impl<P: Processor> ProcessorRunner<P> {
         let mut commit = Commit::default();
         let outputs = {
             let mut view = StateView { store: &self.store, pending: &mut commit.state };
-            match self.processor.tick(TimestampMs::now(), &mut view) {
+            match self.processor.tick((self.options.clock)(), &mut view) {
                 Ok(outputs) => outputs,
+                Err(ApplyError::Fatal(e)) => {
+                    self.processor.on_discard();
+                    return Err(e);
+                }
                 Err(e) => {
                     self.processor.on_discard();
                     warn!(processor = self.processor.name(), error = %e, "A tick failed; nothing of it was committed.");

@@ -43,7 +43,7 @@ impl std::fmt::Debug for EventProducer {
 }
 
 impl EventProducer {
-    /// A producer with the guarantees of DESIGN.md: idempotent and `acks=all`, batching with a short linger.
+    /// An idempotent `acks=all` producer, batching with a short linger (ARCHITECTURE.md, "Guarantees").
     pub fn new(ctx: &BusContext) -> Result<Self> {
         let mut config = ctx.client_config();
         config

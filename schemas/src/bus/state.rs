@@ -15,6 +15,12 @@ use sled::{Transactional, Tree};
 use super::consumer::Positions;
 use crate::error::{Error, Result};
 
+/// Parses a stored JSON value; what does not parse is [`Error::CorruptState`] naming the key.
+pub fn parse_state<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::CorruptState { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
+}
+
 /// An event waiting to be published, already encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
@@ -150,6 +156,17 @@ impl StateStore {
             .scan_prefix(prefix)
             .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Error::from))
             .collect()
+    }
+
+    /// The committed value at `key` as JSON of type `T`; corrupt state is an error, never absent (see
+    /// [`StateView::get_json`](super::StateView::get_json)).
+    pub fn get_json<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        self.get(key)?.map(|bytes| parse_state(key, &bytes)).transpose()
+    }
+
+    /// Every committed value under `prefix` as JSON of type `T`, with its key, in key order.
+    pub fn scan_json<T: serde::de::DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>> {
+        self.scan_prefix(prefix)?.into_iter().map(|(k, v)| parse_state(&k, &v).map(|t| (k, t))).collect()
     }
 
     /// Writes a key outside any batch: for bookkeeping a component does beside its event transactions

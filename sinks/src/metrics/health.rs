@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
 use chaoseater_schemas::limits::truncate;
+use chaoseater_schemas::sync::lock;
 
 use super::names::{PROCESSOR_RESTARTS_TOTAL as RESTARTS_METRIC, PROCESSOR_UP as UP_METRIC};
 
@@ -30,7 +31,7 @@ impl ServiceHealth {
 
     fn with(&self, f: impl FnOnce(&mut BTreeMap<String, ProcessorHealth>)) {
         // A poisoned lock means a panic mid-update of plain counters: the data is still usable.
-        let mut map = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = lock(&self.inner);
         f(&mut map);
     }
 
@@ -55,13 +56,13 @@ impl ServiceHealth {
 
     /// Whether every processor runs.
     pub fn healthy(&self) -> bool {
-        let map = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = lock(&self.inner);
         map.values().all(|p| p.up)
     }
 
     /// `/health`'s body: `ok` or `degraded`, and each processor's state.
     pub fn report(&self) -> serde_json::Value {
-        let map = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = lock(&self.inner);
         let processors: serde_json::Map<String, serde_json::Value> = map
             .iter()
             .map(|(name, p)| {
@@ -79,7 +80,7 @@ impl ServiceHealth {
 
     /// The two metrics in the text exposition format.
     pub fn render(&self) -> String {
-        let map = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = lock(&self.inner);
         let mut out = String::new();
         let _ = writeln!(out, "# HELP {RESTARTS_METRIC} Restarts of a processor after it failed.");
         let _ = writeln!(out, "# TYPE {RESTARTS_METRIC} counter");

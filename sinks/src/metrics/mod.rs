@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use chaoseater_schemas::bus::{ApplyError, Origin, Processor, StateView};
 use chaoseater_schemas::events::{CircuitState, Event, RegionResult};
+use chaoseater_schemas::sync::lock;
 use chaoseater_schemas::topics::Topic;
 
 mod health;
@@ -88,9 +89,7 @@ impl MetricsView {
     }
 
     fn with(&self, f: impl FnOnce(&mut Series)) {
-        if let Ok(mut series) = self.inner.lock() {
-            f(&mut series);
-        }
+        f(&mut lock(&self.inner));
     }
 
     /// Applies one event to the metrics.
@@ -177,7 +176,7 @@ impl MetricsView {
 
     /// The text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
-        let Ok(series) = self.inner.lock() else { return String::new() };
+        let series = lock(&self.inner);
         let mut out = String::new();
         for (name, kind, help) in METRICS {
             if *name == ERROR_COUNT_DEPRECATED && !self.deprecated_names {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chaoseater_schemas::bus::{ApplyError, Origin, Processor, Rejection, StateStore, StateView};
+use chaoseater_schemas::bus::{ApplyError, Origin, Processor, StateStore, StateView};
 use chaoseater_schemas::events::Event;
 use chaoseater_schemas::topics::Topic;
 use serde_json::{Value as Json, json};
@@ -41,17 +41,13 @@ const OUTBOX: &[u8] = b"gout/";
 const PARKED: &[u8] = b"gparked/";
 const SEQ: &[u8] = b"gseq";
 
-fn state_err(e: impl std::fmt::Display) -> Rejection {
-    Rejection(format!("grafana sink state: {e}"))
-}
-
 /// Queues `items` in the outbox of `state`.
 fn enqueue(state: &mut StateView<'_>, items: Vec<Outgoing>) -> Result<(), ApplyError> {
     let mut seq = state.get(SEQ)?.and_then(|v| v.as_slice().try_into().ok().map(u64::from_be_bytes)).unwrap_or(0);
     for item in items {
         let mut key = OUTBOX.to_vec();
         key.extend_from_slice(&seq.to_be_bytes());
-        state.put(key, serde_json::to_vec(&item).map_err(state_err)?);
+        state.put_json(key, &item)?;
         seq += 1;
     }
     state.put(SEQ.to_vec(), seq.to_be_bytes().to_vec());

@@ -5,6 +5,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use chaoseater_schemas::bus::state::Commit;
 use chaoseater_schemas::bus::{Origin, Processor, StateStore, StateView};
 use chaoseater_schemas::events::{Event, EventKind};
+use chaoseater_schemas::ids::TimestampMs;
 use chaoseater_schemas::samples;
 
 use super::*;
@@ -73,7 +74,7 @@ fn feed(sink: &mut GrafanaSink, store: &StateStore, events: &[Event]) {
         let mut view = StateView::new(store, &mut pending);
         sink.tick(chaoseater_schemas::ids::TimestampMs::now(), &mut view).expect("tick");
         for (i, e) in events.iter().enumerate() {
-            let origin = Origin { topic: "t".into(), partition: 0, offset: i as i64 };
+            let origin = Origin { topic: "t".into(), partition: 0, offset: i as i64, now: TimestampMs(0) };
             sink.apply(e, &origin, &mut view).expect("apply");
         }
     }
