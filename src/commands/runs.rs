@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use chaoseater_producers::dispatcher::RegionEntry;
 use chaoseater_producers::dispatcher::health;
 use chaoseater_producers::http::HttpClient;
+use chaoseater_schemas::bus::regions::{RegionEntry, Registry};
 use chaoseater_schemas::bus::{EventConsumer, EventProducer};
 use chaoseater_schemas::events::{
     AbortRequested, CircuitStateChanged, Event, RegionHealthSampled, RegionRegistered, RegionRemoved,
@@ -79,27 +79,16 @@ pub async fn region(command: RegionCommand, config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// The registry as the regions topic tells it now.
+/// The registry as the regions topic tells it now, highest priority first.
 async fn registry(ctx: &chaoseater_schemas::bus::BusContext) -> Result<Vec<RegionEntry>> {
     let topic = ctx.topics.name(Topic::Regions);
-    let mut regions: BTreeMap<String, RegionEntry> = BTreeMap::new();
+    let mut registry = Registry::default();
     for message in EventConsumer::read_to_end(ctx, "chaoseater-region-list", &[&topic]).await? {
-        match message.payload.as_deref().map(|p| ctx.codec.decode(p)) {
-            Some(Ok(Event::RegionRegistered(r))) => {
-                regions.insert(
-                    r.region.to_string(),
-                    RegionEntry { name: r.region, endpoint: r.endpoint, priority: r.priority },
-                );
-            }
-            Some(Ok(Event::RegionRemoved(r))) => {
-                regions.remove(r.region.as_str());
-            }
-            _ => {}
+        if let Some(Ok(event)) = message.payload.as_deref().map(|p| ctx.codec.decode(p)) {
+            registry.apply(&event);
         }
     }
-    let mut out: Vec<RegionEntry> = regions.into_values().collect();
-    out.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.name.as_str().cmp(b.name.as_str())));
-    Ok(out)
+    Ok(registry.by_priority())
 }
 
 pub async fn run(args: RunArgs, config: &Config) -> Result<()> {

@@ -9,12 +9,12 @@
 
 mod saga;
 
-use chaoseater_schemas::bus::{ApplyError, Origin, Processor, Rejection, StateStore, StateView};
+use chaoseater_schemas::bus::{ApplyError, Origin, Processor, Rejection, StateStore, StateView, regions};
 use chaoseater_schemas::events::{
     AbortRequested, Event, RegionDispatched, RegionResult, RunCompleted, RunRejected, RunRequested, RunStarted,
 };
 use chaoseater_schemas::experiment::RunMode;
-use chaoseater_schemas::ids::{EventId, RegionName, RunId, TimestampMs};
+use chaoseater_schemas::ids::{EventId, RunId, TimestampMs};
 use chaoseater_schemas::topics::Topic;
 use chaoseater_schemas::{faults, limits};
 pub use saga::{RegionEntry, RegionState, Saga, SagaRegion, Step, choose, dispatch_id};
@@ -45,10 +45,6 @@ impl Orchestrator {
         format!("run/{run_id}").into_bytes()
     }
 
-    fn region_key(name: &RegionName) -> Vec<u8> {
-        format!("region/{name}").into_bytes()
-    }
-
     /// A run's saga as committed (for `status` and tests).
     pub fn saga(store: &StateStore, run_id: &RunId) -> chaoseater_schemas::Result<Option<Saga>> {
         store.get_json(&Self::run_key(run_id))
@@ -69,7 +65,7 @@ impl Orchestrator {
 
     /// The regions registered, as this batch sees them.
     fn regions(state: &StateView<'_>) -> Result<Vec<RegionEntry>, ApplyError> {
-        Ok(state.scan_json(b"region/")?.into_iter().map(|(_, entry)| entry).collect())
+        Ok(regions::all(state)?)
     }
 
     fn reject(state: &mut StateView<'_>, run_id: &RunId, reason: String, now: TimestampMs) -> Vec<Event> {
@@ -309,9 +305,8 @@ impl Processor for Orchestrator {
     fn apply(&mut self, event: &Event, origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         let now = origin.now;
         match event {
-            Event::RegionRegistered(e) => {
-                let entry = RegionEntry { name: e.region.clone(), endpoint: e.endpoint.clone(), priority: e.priority };
-                state.put_json(Self::region_key(&e.region), &entry)?;
+            Event::RegionRegistered(_) => {
+                regions::fold(state, event)?;
                 // Runs waiting for a region may start now.
                 let mut out = Vec::new();
                 for waiting in Self::waiting(state)? {
@@ -321,8 +316,8 @@ impl Processor for Orchestrator {
                 }
                 Ok(out)
             }
-            Event::RegionRemoved(e) => {
-                state.remove(Self::region_key(&e.region));
+            Event::RegionRemoved(_) => {
+                regions::fold(state, event)?;
                 Ok(Vec::new())
             }
             Event::RunRequested(r) => self.requested(r, state, now),

@@ -6,13 +6,7 @@ use chaoseater_schemas::experiment::{ExperimentSpec, RunMode};
 use chaoseater_schemas::ids::{DispatchId, RegionName, RunId};
 use serde::{Deserialize, Serialize};
 
-/// A registered region, as the orchestrator knows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RegionEntry {
-    pub name: RegionName,
-    pub endpoint: String,
-    pub priority: i32,
-}
+pub use chaoseater_schemas::bus::regions::RegionEntry;
 
 /// Where one region of a run stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -26,13 +26,14 @@ pub mod tokens;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use chaoseater_schemas::bus::{ApplyError, EventProducer, Origin, Processor, Rejection, StateStore, StateView};
+use chaoseater_schemas::bus::{
+    ApplyError, EventProducer, Origin, Processor, Rejection, StateStore, StateView, regions,
+};
 use chaoseater_schemas::events::{
     CircuitState, Event, FaultHeld, RegionDispatched, RollbackStepApplied, RollbackStepRequested,
 };
 use chaoseater_schemas::ids::{EventId, RegionName, RunId, TimestampMs};
 use chaoseater_schemas::topics::Topic;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 pub use tokens::AgentTokens;
@@ -45,13 +46,7 @@ use crate::http::HttpClient;
 /// How long a dispatch waits for its region's registration before it fails.
 pub const REGION_WAIT_MS: i64 = 5_000;
 
-/// A region as the dispatcher knows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RegionEntry {
-    pub name: RegionName,
-    pub endpoint: String,
-    pub priority: i32,
-}
+pub use chaoseater_schemas::bus::regions::RegionEntry;
 
 /// Work for the worker pool, handed over after the commit that recorded it.
 #[derive(Debug, Clone)]
@@ -150,7 +145,7 @@ impl Dispatcher {
     }
 
     fn region_entry(state: &StateView<'_>, region: &RegionName) -> Result<Option<RegionEntry>, ApplyError> {
-        Ok(state.get_json(format!("region/{region}").as_bytes())?)
+        Ok(regions::get(state, region)?)
     }
 
     fn held_key(id: &str) -> Vec<u8> {
@@ -195,7 +190,7 @@ impl Dispatcher {
 
     /// Registered regions, as committed.
     pub fn regions(store: &StateStore) -> chaoseater_schemas::Result<Vec<RegionEntry>> {
-        Ok(store.scan_json(b"region/")?.into_iter().map(|(_, entry)| entry).collect())
+        regions::committed(store)
     }
 
     /// Dispatches recorded and not yet answered, with their region's endpoint, as committed (those still
@@ -239,8 +234,7 @@ impl Processor for Dispatcher {
                 self.check_registration(state, &e.region, &e.endpoint)?;
                 // Kept after a RegionRemoved: removing and registering again is a move too.
                 state.put(Self::pinned_key(&e.region), e.endpoint.clone().into_bytes());
-                let entry = RegionEntry { name: e.region.clone(), endpoint: e.endpoint.clone(), priority: e.priority };
-                state.put_json(format!("region/{}", e.region).into_bytes(), &entry)?;
+                regions::fold(state, event)?;
                 for (dispatch, _) in Self::unrouted(state)? {
                     if dispatch.region == e.region {
                         state.remove(Self::unrouted_key(dispatch.dispatch_id.as_str()));
@@ -248,7 +242,7 @@ impl Processor for Dispatcher {
                     }
                 }
             }
-            Event::RegionRemoved(e) => state.remove(format!("region/{}", e.region).into_bytes()),
+            Event::RegionRemoved(_) => regions::fold(state, event)?,
             Event::RegionDispatched(d) => {
                 let key = Self::dispatch_key(d.dispatch_id.as_str());
                 if state.get(&key)?.is_some() || state.get(format!("answered/{}", d.dispatch_id).as_bytes())?.is_some()

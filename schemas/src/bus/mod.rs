@@ -8,6 +8,7 @@
 //! - [`dead_letter`]: the DLQ copy of a bad message, cut to fit the broker, and which consumer writes it.
 //! - [`processor`]: the loop that ties them together: consume a batch, apply it, dead-letter what cannot
 //!   be decoded or is invalid, commit state + offsets + outbox atomically, then publish the outbox.
+//! - [`regions`]: the region registry, folded from the regions topic the same way by every reader.
 //! - [`admin`]: topic creation and listing on a real broker.
 //! - [`embedded`]: librdkafka's in-process mock cluster for `demo` and `serve` without a broker.
 
@@ -18,6 +19,7 @@ pub mod dead_letter;
 pub mod embedded;
 pub mod processor;
 pub mod producer;
+pub mod regions;
 pub mod state;
 
 pub use consumer::{EventConsumer, MessageHeaders, Received, StartFrom};

@@ -296,6 +296,7 @@ impl<P: Processor> ProcessorRunner<P> {
         let name = self.processor.name();
         let topics: Vec<String> = self.processor.topics().into_iter().map(|t| self.ctx.topics.name(t)).collect();
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        // Headers are read back only for the messages dead-lettered (see `dead_letters`).
         let consumer = EventConsumer::assign(
             &self.ctx,
             &format!("chaoseater-{name}"),
@@ -303,7 +304,8 @@ impl<P: Processor> ProcessorRunner<P> {
             &positions,
             self.options.start_from,
         )
-        .await?;
+        .await?
+        .without_headers();
         info!(processor = name, topics = ?topics, resumed_partitions = positions.len(), "Processor started.");
         let first: Vec<String> = self.processor.applied_first().into_iter().map(|t| self.ctx.topics.name(t)).collect();
         // Tables first: until the applied-first topics are read up to where they ended at start-up, other
@@ -396,9 +398,8 @@ impl<P: Processor> ProcessorRunner<P> {
     /// One try at a batch: apply every event, publish the dead letters, commit. Returns what it did.
     async fn apply_and_commit(&mut self, batch: &[Received]) -> Result<RunnerStats> {
         let codec = self.ctx.codec.clone();
-        let name = self.processor.name();
         let mut commit = Commit::default();
-        let mut dead: Vec<(&Received, RawMessage)> = Vec::new();
+        let mut dead: Vec<(&Received, String)> = Vec::new();
         let mut seen_in_batch = std::collections::HashSet::new();
         let now = (self.options.clock)();
         for message in batch {
@@ -412,7 +413,7 @@ impl<P: Processor> ProcessorRunner<P> {
                 Err(err) => {
                     if duty {
                         warn!(topic = %origin.topic, partition = origin.partition, offset = origin.offset, error = %err, "Dead-lettered an undecodable message.");
-                        dead.push((message, dead_letter(&self.ctx, message, &err.to_string(), name)));
+                        dead.push((message, err.to_string()));
                     }
                     continue;
                 }
@@ -420,7 +421,7 @@ impl<P: Processor> ProcessorRunner<P> {
             if let Some(reason) = misplaced(&self.ctx.topics, &origin.topic, role, &event) {
                 if duty {
                     warn!(topic = %origin.topic, offset = origin.offset, kind = event.kind().name(), "Dead-lettered an event on a topic it does not belong to.");
-                    dead.push((message, dead_letter(&self.ctx, message, &reason, name)));
+                    dead.push((message, reason));
                 }
                 continue;
             }
@@ -447,7 +448,7 @@ impl<P: Processor> ProcessorRunner<P> {
                 }
                 Err(ApplyError::Rejected(Rejection(reason))) => {
                     warn!(topic = %origin.topic, offset = origin.offset, event_id = %truncate(&id, 128), reason = %truncate(&reason, 512), "Dead-lettered an invalid event.");
-                    dead.push((message, dead_letter(&self.ctx, message, &reason, name)));
+                    dead.push((message, reason));
                 }
                 Err(ApplyError::Transient(e) | ApplyError::Fatal(e)) => return Err(e),
             }
@@ -458,7 +459,7 @@ impl<P: Processor> ProcessorRunner<P> {
         });
         // Dead letters are acknowledged before the offsets move past them, so none can be lost.
         if !dead.is_empty() {
-            let letters: Vec<RawMessage> = dead.iter().map(|(_, letter)| letter.clone()).collect();
+            let letters = self.dead_letters(&dead).await?;
             self.producer.publish_raw(&letters).await?;
             for (m, _) in &dead {
                 let through = self.dead_through.entry((m.topic.to_string(), m.partition)).or_insert(0);
@@ -469,6 +470,37 @@ impl<P: Processor> ProcessorRunner<P> {
         let stats = commit.stats;
         self.store.commit(commit)?;
         Ok(stats)
+    }
+
+    /// The DLQ copies of `dead` (message, reason), each with its original headers: the consumer skips
+    /// headers, so those are read back from the log here (dead letters are rare).
+    async fn dead_letters(&self, dead: &[(&Received, String)]) -> Result<Vec<RawMessage>> {
+        let unread: Vec<(&str, i32, i64)> = dead
+            .iter()
+            .filter(|(m, _)| !m.headers.were_read())
+            .map(|(m, _)| (&*m.topic, m.partition, m.offset))
+            .collect();
+        let found = if unread.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            EventConsumer::headers_of(&self.ctx, &unread).await?
+        };
+        let name = self.processor.name();
+        Ok(dead
+            .iter()
+            .map(|(m, reason)| match found.get(&(m.topic.to_string(), m.partition, m.offset)) {
+                Some(headers) => {
+                    let original = Received { headers: headers.clone(), ..(*m).clone() };
+                    dead_letter(&self.ctx, &original, reason, name)
+                }
+                None => {
+                    if !m.headers.were_read() {
+                        warn!(topic = %m.topic, partition = m.partition, offset = m.offset, "Dead-lettered without the original headers: the log no longer holds the message.");
+                    }
+                    dead_letter(&self.ctx, m, reason, name)
+                }
+            })
+            .collect())
     }
 
     /// Starts a pass forgetting applied ids older than the dedupe window, on a blocking thread beside
