@@ -119,9 +119,9 @@ const MAX_EMPTY_ITEMS: usize = 1 << 16;
 /// both readers refuse the same oversized values.
 const MAX_LENGTH: usize = super::MAX_ALLOCATION_BYTES;
 
-/// Why bytes did not decode.
+/// Why bytes did not decode, or (for the direct writer) why a value could not be placed.
 #[derive(Debug)]
-pub(crate) struct DatumError(String);
+pub(crate) struct DatumError(pub(crate) String);
 
 impl fmt::Display for DatumError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -132,6 +132,12 @@ impl fmt::Display for DatumError {
 impl std::error::Error for DatumError {}
 
 impl de::Error for DatumError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        DatumError(msg.to_string())
+    }
+}
+
+impl serde::ser::Error for DatumError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
         DatumError(msg.to_string())
     }

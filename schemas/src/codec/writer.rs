@@ -12,8 +12,6 @@
 //! and `Codec::encode` then takes apache-avro's path. So the bytes never depend on which path wrote them;
 //! the tests check that every sample event takes this path and gets the same bytes from both.
 
-use std::fmt;
-
 use serde::Serialize;
 use serde::ser::{self, Impossible};
 
@@ -21,22 +19,7 @@ use super::datum::Plan;
 use super::{write_bytes, write_long};
 
 /// Why the direct writer could not place a value; the caller falls back to apache-avro.
-#[derive(Debug)]
-pub(crate) struct Refused(pub(crate) String);
-
-impl fmt::Display for Refused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
-
-impl ser::Error for Refused {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
-        Refused(msg.to_string())
-    }
-}
+pub(crate) use super::datum::DatumError as Refused;
 
 type Result<T> = std::result::Result<T, Refused>;
 
