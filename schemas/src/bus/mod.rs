@@ -21,6 +21,7 @@ pub mod processor;
 pub mod producer;
 pub mod regions;
 pub mod state;
+pub mod view;
 
 pub use consumer::{EventConsumer, MessageHeaders, Received, StartFrom};
 pub use context::BusContext;
