@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chaoseater_net::http::HttpClient;
 use chaoseater_producers::agent::{Agent, AgentConfig};
 use chaoseater_producers::demo_target::{self, DemoTarget, DemoTargetConfig};
-use chaoseater_producers::http::HttpClient;
 use hyper::Method;
 use serde_json::{Value, json};
 
@@ -92,10 +92,10 @@ impl Toxiproxy {
         if let Ok(path) = std::env::var("CHAOSEATER_TOXIPROXY") {
             return Ok(path);
         }
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/toxiproxy.sh");
-        let out = Command::new("bash").arg(script).stderr(Stdio::inherit()).output().map_err(|e| e.to_string())?;
+        let script = chaoseater_schemas::package_dir!().join("benches/toxiproxy.sh");
+        let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().map_err(|e| e.to_string())?;
         if !out.status.success() {
-            return Err(format!("{script} failed"));
+            return Err(format!("{} failed", script.display()));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
@@ -220,7 +220,7 @@ async fn main() {
     tokio::spawn(demo_target::serve(
         Arc::new(DemoTarget::new(DemoTargetConfig::default())),
         listener,
-        std::future::pending(),
+        chaoseater_schemas::bus::Shutdown::new(),
     ));
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("token"), TOKEN).expect("token");

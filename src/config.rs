@@ -5,6 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use chaoseater_processors::circuit::CircuitConfig;
+use chaoseater_processors::history::HistoryConfig;
+use chaoseater_producers::dispatcher::DispatcherConfig;
+use chaoseater_schemas::bus::RunnerConfig;
+use chaoseater_sinks::SinksConfig;
 use serde::Deserialize;
 
 /// The configuration file, every field optional: what is absent keeps its default.
@@ -32,249 +37,16 @@ pub struct FileConfig {
     pub sinks: SinksConfig,
     /// The circuit breakers.
     #[serde(default)]
-    pub circuit: CircuitFileConfig,
+    pub circuit: CircuitConfig,
     /// The Parquet history.
     #[serde(default)]
     pub history: HistoryConfig,
-    /// The event processors.
+    /// How every processor consumes.
     #[serde(default)]
-    pub processors: ProcessorsConfig,
+    pub processors: RunnerConfig,
     /// Limits of one SQL query (memory, time): `sql` and every history question.
     #[serde(default)]
     pub sql: chaoseater_processors::analytics::QueryLimits,
-}
-
-/// How the processors consume.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProcessorsConfig {
-    /// Hours an applied event's id is remembered to drop a duplicate of it, in event time behind the
-    /// newest event applied.
-    #[serde(default = "default_dedupe_window_h")]
-    pub dedupe_window_h: f64,
-}
-
-fn default_dedupe_window_h() -> f64 {
-    chaoseater_schemas::bus::DEFAULT_DEDUPE_WINDOW.as_secs_f64() / 3600.0
-}
-
-impl Default for ProcessorsConfig {
-    fn default() -> Self {
-        Self { dedupe_window_h: default_dedupe_window_h() }
-    }
-}
-
-impl ProcessorsConfig {
-    pub fn runner_options(&self) -> chaoseater_schemas::bus::RunnerOptions {
-        chaoseater_schemas::bus::RunnerOptions {
-            dedupe_window: std::time::Duration::from_secs_f64(self.dedupe_window_h * 3600.0),
-            ..Default::default()
-        }
-    }
-}
-
-/// Where the Parquet history lives and when the materializer writes it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryConfig {
-    /// The history directory (default: `history/` in the state directory).
-    #[serde(default)]
-    pub dir: Option<PathBuf>,
-    /// Write a segment when this many rows are buffered.
-    #[serde(default = "default_history_rows")]
-    pub max_rows: usize,
-    /// Write a segment when the oldest buffered event is this old (seconds).
-    #[serde(default = "default_history_age")]
-    pub max_age_s: f64,
-}
-
-fn default_history_rows() -> usize {
-    100_000
-}
-
-fn default_history_age() -> f64 {
-    10.0
-}
-
-impl Default for HistoryConfig {
-    fn default() -> Self {
-        Self { dir: None, max_rows: default_history_rows(), max_age_s: default_history_age() }
-    }
-}
-
-impl HistoryConfig {
-    pub fn options(&self) -> chaoseater_processors::history::HistoryOptions {
-        chaoseater_processors::history::HistoryOptions {
-            max_rows: self.max_rows,
-            max_age: std::time::Duration::from_secs_f64(self.max_age_s),
-            ..Default::default()
-        }
-    }
-}
-
-/// When a region's circuit opens and closes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CircuitFileConfig {
-    /// Consecutive failed (or degraded) health samples that open the circuit.
-    #[serde(default = "default_failures_to_open")]
-    pub failures_to_open: u32,
-    /// Share of non-healthy samples over the last `window` above which it opens.
-    #[serde(default = "default_error_rate")]
-    pub error_rate_threshold: f64,
-    #[serde(default = "default_window")]
-    pub window: usize,
-    /// Seconds open before probes are let through (half-open).
-    #[serde(default = "default_cooldown")]
-    pub cooldown_s: f64,
-    /// Consecutive healthy samples in half-open that close it.
-    #[serde(default = "default_probes_to_close")]
-    pub probes_to_close: u32,
-}
-
-impl Default for CircuitFileConfig {
-    fn default() -> Self {
-        Self {
-            failures_to_open: default_failures_to_open(),
-            error_rate_threshold: default_error_rate(),
-            window: default_window(),
-            cooldown_s: default_cooldown(),
-            probes_to_close: default_probes_to_close(),
-        }
-    }
-}
-
-impl CircuitFileConfig {
-    pub fn to_config(&self) -> chaoseater_processors::circuit::CircuitConfig {
-        chaoseater_processors::circuit::CircuitConfig {
-            failures_to_open: self.failures_to_open,
-            error_rate_threshold: self.error_rate_threshold,
-            window: self.window,
-            cooldown_ms: (self.cooldown_s * 1000.0) as i64,
-            probes_to_close: self.probes_to_close,
-        }
-    }
-}
-
-fn default_failures_to_open() -> u32 {
-    3
-}
-fn default_error_rate() -> f64 {
-    0.5
-}
-fn default_window() -> usize {
-    10
-}
-fn default_cooldown() -> f64 {
-    30.0
-}
-fn default_probes_to_close() -> u32 {
-    2
-}
-
-/// Sink settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinksConfig {
-    /// Where `serve` exposes Prometheus metrics (`/metrics`).
-    #[serde(default = "default_metrics_listen")]
-    pub metrics_listen: std::net::SocketAddr,
-    /// Grafana, for the `grafana` processor and `chaoseater grafana push`.
-    #[serde(default)]
-    pub grafana: Option<GrafanaConfig>,
-    /// Also export the Python tool's metric names that break Prometheus conventions
-    /// (`chaos_error_count`, now `chaos_probe_errors`), for dashboards written for it. Deprecated; with it
-    /// on, `promtool check metrics` reports those names.
-    #[serde(default)]
-    pub deprecated_metric_names: bool,
-}
-
-impl Default for SinksConfig {
-    fn default() -> Self {
-        Self { metrics_listen: default_metrics_listen(), grafana: None, deprecated_metric_names: false }
-    }
-}
-
-/// Where Grafana is. The API key comes from `api_key_file` or `CHAOSEATER_GRAFANA_API_KEY`, never from
-/// this file itself.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrafanaConfig {
-    pub url: String,
-    #[serde(default)]
-    pub api_key_file: Option<PathBuf>,
-    #[serde(default = "default_datasource")]
-    pub datasource_uid: String,
-    #[serde(default = "default_folder")]
-    pub folder_uid: String,
-}
-
-fn default_datasource() -> String {
-    "prometheus".to_owned()
-}
-
-fn default_folder() -> String {
-    "chaoseater".to_owned()
-}
-
-impl GrafanaConfig {
-    /// The sink's target, with the API key read now.
-    pub fn target(&self) -> Result<chaoseater_sinks::grafana::sink::GrafanaTarget> {
-        let api_key = match &self.api_key_file {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("reading the Grafana API key file {}", path.display()))?
-                .trim()
-                .to_owned(),
-            None => std::env::var("CHAOSEATER_GRAFANA_API_KEY").unwrap_or_default(),
-        };
-        if api_key.is_empty() {
-            bail!("no Grafana API key: set [sinks.grafana] api_key_file or CHAOSEATER_GRAFANA_API_KEY");
-        }
-        Ok(chaoseater_sinks::grafana::sink::GrafanaTarget {
-            url: self.url.clone(),
-            api_key,
-            dashboard: chaoseater_sinks::grafana::DashboardOptions {
-                datasource_uid: self.datasource_uid.clone(),
-                ..Default::default()
-            },
-            alerts: chaoseater_sinks::grafana::AlertOptions {
-                folder_uid: self.folder_uid.clone(),
-                datasource_uid: self.datasource_uid.clone(),
-                ..Default::default()
-            },
-        })
-    }
-}
-
-fn default_metrics_listen() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
-}
-
-/// Dispatcher settings. Agent tokens come from `tokens_file` (`region = "token"` lines, optional
-/// `default`) or the environment (`CHAOSEATER_AGENT_TOKEN_<REGION>`, `CHAOSEATER_AGENT_TOKEN`), never
-/// from events; a region's token is sent only to that region's endpoint.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DispatcherConfig {
-    /// TOML file of agent tokens: `region = "token"` lines, and `default` for a token shared by all.
-    pub tokens_file: Option<PathBuf>,
-    /// Seconds between health samples of every region.
-    #[serde(default = "default_health_interval")]
-    pub health_interval_s: f64,
-    /// Endpoints pinned by the operator, region → URL. A region is otherwise pinned to the endpoint it
-    /// was first registered with; moving it to another needs an entry here.
-    #[serde(default)]
-    pub endpoints: std::collections::BTreeMap<String, String>,
-}
-
-impl Default for DispatcherConfig {
-    fn default() -> Self {
-        Self { tokens_file: None, health_interval_s: default_health_interval(), endpoints: Default::default() }
-    }
-}
-
-fn default_health_interval() -> f64 {
-    10.0
 }
 
 /// Schema settings.
@@ -310,16 +82,16 @@ pub struct Config {
     pub schemas: SchemasConfig,
     pub dispatcher: DispatcherConfig,
     pub sinks: SinksConfig,
-    pub circuit: CircuitFileConfig,
+    pub circuit: CircuitConfig,
     pub history: HistoryConfig,
-    pub processors: ProcessorsConfig,
+    pub processors: RunnerConfig,
     pub sql: chaoseater_processors::analytics::QueryLimits,
 }
 
 impl Config {
     /// The history directory: `[history] dir`, else `history/` in the state directory.
     pub fn history_dir(&self) -> PathBuf {
-        self.history.dir.clone().unwrap_or_else(|| self.state_dir.join("history"))
+        self.history.dir_in(&self.state_dir)
     }
 }
 
@@ -395,19 +167,11 @@ impl Config {
         {
             bail!("topic prefix must be letters, digits, '.', '_' or '-', got {:?}", self.topic_prefix);
         }
-        if self.history.max_rows == 0 || !(self.history.max_age_s.is_finite() && self.history.max_age_s > 0.0) {
-            bail!("history.max_rows and history.max_age_s must be positive");
-        }
-        // Above ten years: a window that long is "remember every id", and seconds beyond that overflow.
-        if !(self.processors.dedupe_window_h.is_finite()
-            && self.processors.dedupe_window_h > 0.0
-            && self.processors.dedupe_window_h <= 87_600.0)
-        {
-            bail!("processors.dedupe_window_h must be a positive number of hours (at most 87600)");
-        }
-        if !(self.dispatcher.health_interval_s.is_finite() && self.dispatcher.health_interval_s > 0.0) {
-            bail!("dispatcher.health_interval_s must be a positive number of seconds");
-        }
+        // Each component checks its own section.
+        self.history.validate()?;
+        self.processors.validate()?;
+        self.dispatcher.validate()?;
+        self.circuit.validate()?;
         if self.kafka.contains_key("bootstrap.servers") {
             bail!("set brokers with --brokers, CHAOSEATER_BROKERS or `brokers =`, not kafka.bootstrap.servers");
         }
@@ -480,10 +244,10 @@ mod tests {
             std::fs::write(&file, text).unwrap();
             Config::load(&FlagOverrides { config: Some(file.clone()), ..Default::default() }, env(&[]))
         };
-        let default = load("").unwrap().processors.runner_options().dedupe_window;
+        let default = load("").unwrap().processors.options().dedupe_window;
         assert_eq!(default, chaoseater_schemas::bus::DEFAULT_DEDUPE_WINDOW);
         let c = load("[processors]\ndedupe_window_h = 1.5\n").unwrap();
-        assert_eq!(c.processors.runner_options().dedupe_window, std::time::Duration::from_secs(5_400));
+        assert_eq!(c.processors.options().dedupe_window, std::time::Duration::from_secs(5_400));
         for bad in ["0", "-1", "nan", "inf", "100000"] {
             let err = format!("{:#}", load(&format!("[processors]\ndedupe_window_h = {bad}\n")).unwrap_err());
             assert!(err.contains("dedupe_window_h"), "{bad}: {err}");

@@ -5,14 +5,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::cluster::*;
 use common::*;
 
 fn interop(args: &[&str]) -> std::process::Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/java/interop.sh");
+    let script = chaoseater_schemas::package_dir!().join("tests/java/interop.sh");
     run(Command::new("bash").arg(script).args(args))
 }
 
@@ -22,7 +21,7 @@ fn a_run_published_from_java_completes_and_java_decodes_every_result() {
     c.region("eu-west", "127.0.0.2", 2, "");
     c.region("us-east", "127.0.0.3", 1, "");
     c.serve("ledger,orchestrator,dispatcher");
-    let avro = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/avro");
+    let avro = chaoseater_schemas::package_dir!().join("schemas/avro");
     let avro = avro.to_str().expect("path");
     let run_id = "java-run-1";
 

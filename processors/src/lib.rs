@@ -14,7 +14,10 @@
 //!
 //! - [`history`]: the history materializer, results, health and rollback events as Parquet tables.
 //!
-//! - [`analytics`]: DataFusion over the history: query, trends, compare, summary, read-only SQL. Processors never import producers or sinks: they talk through topics.
+//! - [`analytics`]: DataFusion over the history: query, trends, compare, summary, read-only SQL.
+//!
+//! [`components`] lists the processors `serve` and `demo` run. Processors never import producers or
+//! sinks: they talk through topics.
 
 pub mod analytics;
 pub mod circuit;
@@ -24,3 +27,29 @@ pub mod orchestrator;
 pub mod rollback;
 #[cfg(test)]
 mod testing;
+
+use std::path::Path;
+
+use chaoseater_schemas::bus::{Component, ProcessorComponent};
+
+/// The sections of `chaoseater.toml` this crate's processors read.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    pub circuit: &'a circuit::CircuitConfig,
+    pub history: &'a history::HistoryConfig,
+    /// The state directory (the history's default home).
+    pub state_dir: &'a Path,
+}
+
+/// Every processor of this crate, in the order `serve` gives DLQ duty (the first reader of a topic
+/// copies its bad messages). A new processor is a folder and one entry here.
+pub fn components(settings: Settings<'_>) -> Vec<Box<dyn Component>> {
+    let circuit = settings.circuit.clone();
+    vec![
+        Box::new(ProcessorComponent::new(|| ledger::RunLedger)),
+        Box::new(ProcessorComponent::new(|| orchestrator::Orchestrator)),
+        Box::new(ProcessorComponent::new(move || circuit::CircuitBreaker { config: circuit.clone() })),
+        Box::new(ProcessorComponent::new(|| rollback::RollbackProcessor)),
+        Box::new(history::HistoryComponent::new(settings.history, settings.state_dir)),
+    ]
+}

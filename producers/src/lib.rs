@@ -7,15 +7,22 @@
 //! - [`dispatcher`]: calls region agents for RegionDispatched and rollback steps, publishes results.
 //! - [`agent`]: the region agent (fault-injecting proxy, host injectors, probes, its HTTP API).
 //! - [`demo_target`]: the demo ML target the demo and tests put faults on.
-//! - [`http`]: the pooled client; [`server`]: the accept loop every HTTP server of ours runs (connection
-//!   limit, header-read and idle timeouts, accept backoff).
 //!
-//! Producers never import processors or sinks: they talk through topics.
+//! The HTTP client and the accept loop of every server are `chaoseater-net`'s.
+//!
+//! [`components`] lists what `serve` runs of them. Producers never import processors or sinks: they
+//! talk through topics.
 
 pub mod agent;
 pub mod demo_target;
 pub mod dispatcher;
 pub mod gateway;
-pub mod http;
 pub mod rng;
-pub mod server;
+
+use chaoseater_schemas::bus::Component;
+
+/// Every long-running component of this crate `serve` runs: the dispatcher (its workers and health
+/// monitor come with it). A new one is a folder and one entry here.
+pub fn components(dispatcher: &dispatcher::DispatcherConfig) -> Vec<Box<dyn Component>> {
+    vec![Box::new(dispatcher::DispatcherComponent::new(dispatcher))]
+}

@@ -230,7 +230,7 @@ async fn prediction_faults_rewrite_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_version_routes_to_the_alternate() {
     let rig = Rig::start(Opts { alternates: vec![("canary", "2")], ..Opts::default() }).await;
-    let version = |a: &chaoseater_producers::http::Answer| body(a)["model_version"].clone();
+    let version = |a: &chaoseater_net::http::Answer| body(a)["model_version"].clone();
     assert_eq!(version(&rig.predict(rig.records(1)).await.expect("answer")), "1");
     rig.inject(experiment("model", "wrong_version", json!({"fallback_model": "canary"}), 1.0)).await;
     assert_eq!(version(&rig.predict(rig.records(1)).await.expect("answer")), "2");
@@ -261,7 +261,7 @@ async fn node_failures_crash_hang_and_slow() {
         .http
         .json(Method::POST, &url, Some(&json!({"instances": rig.records(1)})), None, Duration::from_millis(500))
         .await;
-    assert!(matches!(hung, Err(chaoseater_producers::http::HttpError::Timeout(_))), "{hung:?}");
+    assert!(matches!(hung, Err(chaoseater_net::http::HttpError::Timeout(_))), "{hung:?}");
     wait_idle(&rig).await;
     back_to_normal(&rig).await;
 
@@ -413,7 +413,11 @@ async fn gateway_run(resilience: &str) -> Json {
         upstream: Some(format!("http://{}", rig.agent.proxy_addr)),
         ..DemoTargetConfig::default()
     };
-    tokio::spawn(demo_target::serve(std::sync::Arc::new(DemoTarget::new(config)), listener, std::future::pending()));
+    tokio::spawn(demo_target::serve(
+        std::sync::Arc::new(DemoTarget::new(config)),
+        listener,
+        chaoseater_schemas::bus::Shutdown::new(),
+    ));
     rig.run(experiment("infrastructure", "packet_loss", json!({"loss_rate": 0.3}), 1.5)).await
 }
 

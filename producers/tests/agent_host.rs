@@ -179,6 +179,17 @@ fn journal_reverts_what_a_killed_agent_left() {
 }
 
 #[test]
+fn an_unreadable_journal_stops_the_agent_and_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journal.json");
+    let torn = r#"[{"kind":"file","path":"/var/tmp/left.fi"#;
+    std::fs::write(&path, torn).expect("journal");
+    let error = Journal::open(dir.path()).expect_err("refused").to_string();
+    assert!(error.contains("journal.json is unreadable") && error.contains("by hand"), "{error}");
+    assert_eq!(std::fs::read_to_string(&path).expect("kept"), torn, "the journal is left as it was");
+}
+
+#[test]
 fn a_panic_reverts_the_host_fault_through_its_drop_guard() {
     use chaoseater_producers::agent::AgentConfig;
     use chaoseater_producers::agent::faults::{DiskFill, Fault};

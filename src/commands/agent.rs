@@ -67,6 +67,12 @@ async fn target(args: DemoTargetArgs) -> Result<()> {
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("demo-target listening on http://{addr} (resilience: {resilience})");
-    demo_target::serve(target, listener, super::shutdown_signal()).await?;
+    let shutdown = chaoseater_schemas::bus::Shutdown::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        on_signal.trigger();
+    });
+    demo_target::serve(target, listener, shutdown).await?;
     Ok(())
 }

@@ -9,23 +9,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use chaoseater_processors::circuit::CircuitBreaker;
-use chaoseater_processors::history::Materializer;
-use chaoseater_processors::ledger::RunLedger;
-use chaoseater_processors::orchestrator::Orchestrator;
-use chaoseater_processors::rollback::RollbackProcessor;
 use chaoseater_producers::agent::{Agent, AgentConfig};
 use chaoseater_producers::demo_target::{self, DemoTarget, DemoTargetConfig, Resilience};
-use chaoseater_producers::dispatcher::{AgentTokens, Dispatcher};
 use chaoseater_producers::gateway::{RunOverrides, parse_experiments};
 use chaoseater_schemas::bus::producer::RawMessage;
-use chaoseater_schemas::bus::{EventConsumer, EventProducer, StartFrom};
+use chaoseater_schemas::bus::{EventConsumer, EventProducer, Shutdown, StartFrom};
 use chaoseater_schemas::events::{Event, RegionRegistered};
-use chaoseater_schemas::ids::{EventId, RegionName, TimestampMs};
+use chaoseater_schemas::ids::{RegionName, TimestampMs};
 use chaoseater_schemas::topics::Topic;
 use chaoseater_sinks::grafana::AlertOptions;
-use chaoseater_sinks::metrics::{MetricsSink, ServiceHealth, names};
-use tokio::sync::watch;
+use chaoseater_sinks::grafana::sink::GrafanaSink;
+use chaoseater_sinks::metrics::{ServiceHealth, names};
 
 use super::follow::{self, RunView};
 use crate::cli::DemoArgs;
@@ -64,7 +58,7 @@ async fn start_region(
     let listener =
         tokio::net::TcpListener::bind((ip, 0)).await.with_context(|| format!("binding the demo target on {ip}"))?;
     let target = listener.local_addr()?;
-    tokio::spawn(demo_target::serve(Arc::new(DemoTarget::new(config)), listener, std::future::pending()));
+    tokio::spawn(demo_target::serve(Arc::new(DemoTarget::new(config)), listener, Shutdown::new()));
     let dir = state_dir.join("demo").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -128,7 +122,7 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
         .iter()
         .map(|r| {
             Event::RegionRegistered(RegionRegistered {
-                event_id: EventId::derive("RegionRegistered", &[r.name, &at.to_id_part()]),
+                event_id: RegionRegistered::id_for(&RegionName::new(r.name), at),
                 occurred_at: at,
                 region: RegionName::new(r.name),
                 endpoint: format!("http://{}", r.agent.api_addr),
@@ -139,42 +133,33 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
         .collect();
     producer.publish_all(&registrations).await?;
 
+    // Every component `serve` runs by default but the Grafana sink (the demo writes Grafana's files
+    // instead), chosen from the same catalog, with settings sized for a demo: health every 2 s, metrics on a free port, the regions'
+    // token in a tokens file of its own.
     let mut demo_config = config.clone();
     demo_config.dispatcher.health_interval_s = 2.0;
-    let embedded_flag = embedded.is_some();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let names = [
-        RunLedger::NAME,
-        Orchestrator::NAME,
-        CircuitBreaker::NAME,
-        RollbackProcessor::NAME,
-        Materializer::NAME,
-        MetricsSink::NAME,
-        Dispatcher::NAME,
-    ];
-    let mut duties = commands::serve::dead_letter_duties(&names.map(str::to_owned)).into_iter();
-    for name in &names[..5] {
-        let duty = duties.next().unwrap_or_default();
-        tasks.push(commands::serve::spawn_processor(name, &ctx, &demo_config, embedded_flag, duty, stop_rx.clone())?);
+    demo_config.sinks.metrics_listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let tokens_file = config.state_dir.join("demo").join("tokens.toml");
+    let tokens: String = REGIONS.iter().map(|(name, ..)| format!("\"{name}\" = \"{token}\"\n")).collect();
+    std::fs::write(&tokens_file, tokens)?;
+    demo_config.dispatcher.tokens_file = Some(tokens_file);
+    let shutdown = Shutdown::new();
+    let mut handles = Vec::new();
+    let (mut metrics_addr, mut started_names) = (None, Vec::new());
+    let mut catalog = commands::serve::catalog(&demo_config, &ServiceHealth::new());
+    catalog.retain(|c| c.name() != GrafanaSink::NAME);
+    for (component, duty) in commands::serve::select(catalog, None)? {
+        let name = component.name();
+        started_names.push(name);
+        let env = commands::serve::env(&ctx, &demo_config, embedded.is_some(), name, duty);
+        let mut prepared = component.prepare(env).with_context(|| format!("preparing {name}"))?;
+        metrics_addr = metrics_addr.or(prepared.listening());
+        handles.push(prepared.start(shutdown.clone()).with_context(|| format!("starting {name}"))?);
     }
-    let metrics_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let metrics_addr = metrics_listener.local_addr()?;
-    tasks.push(commands::serve::spawn_metrics(
-        &ctx,
-        &demo_config,
-        metrics_listener,
-        stop_rx.clone(),
-        ServiceHealth::new(),
-        duties.next().unwrap_or_default(),
-    )?);
-    let tokens =
-        AgentTokens::load(None, [("CHAOSEATER_AGENT_TOKEN".to_owned(), token.clone())]).map_err(anyhow::Error::msg)?;
-    let store = commands::serve::open_store(&demo_config, embedded_flag, Dispatcher::NAME)?;
-    let duty = duties.next().unwrap_or_default();
-    tasks.push(commands::serve::spawn_dispatcher(&ctx, &demo_config, store, stop_rx, tokens, duty)?);
+    let metrics_addr = metrics_addr.context("the metrics sink did not listen")?;
     println!(
-        "processors ledger, orchestrator, dispatcher (+ health monitor), circuit, rollback, history, metrics (state in {})",
+        "processors {} (the dispatcher with its health monitor; state in {})",
+        started_names.join(", "),
         config.state_dir.display()
     );
     println!("metrics    http://{metrics_addr}/metrics (Prometheus text format, while the demo runs)");
@@ -234,9 +219,9 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     let scraped = scrape(metrics_addr, requests.len()).await;
 
     // Stop everything before reporting: processors, then agents (each reverts what it injected).
-    let _ = stop_tx.send(true);
-    for task in tasks {
-        task.await??;
+    shutdown.trigger();
+    for handle in handles {
+        handle.join().await?;
     }
     for region in regions {
         region.agent.shutdown().await;
@@ -284,7 +269,7 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
 
 /// Fetches the metrics page, waiting until the exporter has seen every run's results.
 async fn scrape(addr: std::net::SocketAddr, runs: usize) -> Result<String> {
-    let client = chaoseater_producers::http::HttpClient::new();
+    let client = chaoseater_net::http::HttpClient::new();
     let url = format!("http://{addr}/metrics");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

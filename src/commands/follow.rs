@@ -1,236 +1,77 @@
 //! Following runs on the event log: what `run`, `status` and `demo` show while regions run, and the
-//! aggregate reports they print at the end.
+//! aggregate reports they print at the end. The run itself is `chaoseater_processors::ledger::RunView`;
+//! this renders it.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use chaoseater_processors::ledger::RollbackView;
+pub use chaoseater_processors::ledger::{RollbackState, RunView};
 use chaoseater_schemas::bus::{BusContext, EventConsumer, StartFrom};
-use chaoseater_schemas::events::{Event, RegionResult, RegionStatus, RunCompleted, RunStatus};
+use chaoseater_schemas::events::{Event, RegionResult};
 use chaoseater_schemas::ids::RunId;
 use chaoseater_schemas::topics::Topic;
 
-/// One region of a run, as the log tells it.
-#[derive(Debug, Clone, Default)]
-pub struct RegionView {
-    pub name: String,
-    pub dispatched_at: Option<i64>,
-    pub result: Option<RegionResult>,
-    pub rollback: Option<RollbackView>,
-}
-
-/// A region's rollback, as the log tells it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RollbackView {
-    pub strategy: String,
-    pub trigger: String,
-    pub planned: Vec<f64>,
-    /// Steps applied at the agent: (step, percentage).
-    pub applied: Vec<(i32, f64)>,
-    pub state: RollbackState,
-}
-
-/// Where a region's rollback stands.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RollbackState {
-    RollingBack,
-    /// A health check failed after a step; `chaoseater rollback resume` goes on.
-    Paused {
-        reason: String,
-    },
-    Completed,
-    Failed {
-        reason: String,
-    },
-}
-
-impl std::fmt::Display for RollbackState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RollbackState::RollingBack => f.write_str("rolling back"),
-            RollbackState::Paused { reason } => write!(f, "paused: {reason}"),
-            RollbackState::Completed => f.write_str("completed"),
-            RollbackState::Failed { reason } => write!(f, "failed: {reason}"),
+/// The line describing what `event` changed in `view` (after [`RunView::apply`] said it did).
+pub fn change_line(event: &Event, view: &RunView) -> Option<String> {
+    let line = match event {
+        Event::RunStarted(s) => {
+            let names: Vec<&str> = s.regions.iter().map(|r| r.as_str()).collect();
+            format!("started in {} ({})", names.join(", "), s.mode.as_str())
         }
-    }
+        Event::RegionDispatched(d) => format!("  {:<12} dispatched", d.region),
+        Event::RegionResult(r) => format!("  {:<12} {}", r.region, result_line(r)),
+        Event::RunCompleted(c) => c.status.as_str().to_owned(),
+        Event::RunRejected(r) => format!("REJECTED: {}", r.reason),
+        Event::FaultHeld(h) => format!("  {:<12} fault's time ended; held for its rollback", h.region),
+        Event::RollbackStarted(r) => {
+            let steps: Vec<String> = r.planned_percentages.iter().map(|p| format!("{p:.0}%")).collect();
+            format!(
+                "  {:<12} rollback started: {} on {}, steps {}",
+                r.region,
+                r.strategy.as_str(),
+                r.trigger.as_str().replace('_', " "),
+                steps.join(" → ")
+            )
+        }
+        Event::RollbackStepApplied(a) => {
+            let planned = view.region(&a.region).and_then(|r| r.rollback.as_ref()).map_or(0, |r| r.planned.len());
+            let of = planned.max(a.step as usize);
+            format!(
+                "  {:<12} rollback step {}/{of} applied: {:.0}% of traffic free of the fault",
+                a.region, a.step, a.percentage
+            )
+        }
+        Event::RollbackPaused(p) => format!(
+            "  {:<12} rollback PAUSED after step {}: {} (chaoseater rollback resume {})",
+            p.region, p.step, p.reason, p.run_id
+        ),
+        Event::RollbackCompleted(c) => format!(
+            "  {:<12} rollback completed in {} steps, {:.1} s",
+            c.region,
+            c.steps,
+            c.duration_ms as f64 / 1000.0
+        ),
+        Event::RollbackFailed(f) => format!("  {:<12} rollback FAILED: {}", f.region, f.reason),
+        _ => return None,
+    };
+    Some(line)
 }
 
-impl RollbackView {
-    /// One line: strategy, trigger, the steps applied against the plan, the state.
-    pub fn line(&self) -> String {
-        let applied: Vec<String> = self.applied.iter().map(|(_, p)| format!("{p:.0}%")).collect();
-        format!(
-            "rollback {} ({}): {} of {} steps [{}], {}",
-            self.strategy,
-            self.trigger,
-            self.applied.len(),
-            self.planned.len(),
-            applied.join(" → "),
-            self.state
-        )
-    }
-}
-
-/// One run, as the log tells it.
-#[derive(Debug, Clone)]
-pub struct RunView {
-    pub run_id: RunId,
-    pub name: String,
-    pub duration_ms: i64,
-    pub min_score: Option<f64>,
-    pub mode: Option<String>,
-    pub regions: Vec<RegionView>,
-    pub completed: Option<RunCompleted>,
-    pub rejected: Option<String>,
-}
-
-impl RunView {
-    pub fn new(run_id: RunId, name: &str, duration_ms: i64, min_score: Option<f64>) -> Self {
-        Self {
-            run_id,
-            name: name.to_owned(),
-            duration_ms,
-            min_score,
-            mode: None,
-            regions: Vec::new(),
-            completed: None,
-            rejected: None,
-        }
-    }
-
-    /// Rejected, or completed with no rollback still under way (its outcome belongs in the summary; a
-    /// paused one waits for a person, so it does not hold the summary back).
-    pub fn finished(&self) -> bool {
-        let rolling_back =
-            self.regions.iter().any(|r| r.rollback.as_ref().is_some_and(|b| b.state == RollbackState::RollingBack));
-        self.rejected.is_some() || (self.completed.is_some() && !rolling_back)
-    }
-
-    fn region(&mut self, name: &str) -> &mut RegionView {
-        if let Some(i) = self.regions.iter().position(|r| r.name == name) {
-            return &mut self.regions[i];
-        }
-        self.regions.push(RegionView { name: name.to_owned(), ..RegionView::default() });
-        self.regions.last_mut().expect("just pushed")
-    }
-
-    /// Applies an event of this run; returns a line describing the change, if any.
-    pub fn apply(&mut self, event: &Event) -> Option<String> {
-        match event {
-            Event::RunRequested(r) => {
-                self.name = r.experiment.name.clone();
-                self.duration_ms = r.experiment.duration_ms;
-                self.min_score = r.min_score;
-                None
-            }
-            Event::RunStarted(s) => {
-                self.mode = Some(s.mode.as_str().to_owned());
-                for r in &s.regions {
-                    self.region(r.as_str());
-                }
-                let names: Vec<&str> = s.regions.iter().map(|r| r.as_str()).collect();
-                Some(format!("started in {} ({})", names.join(", "), self.mode.as_deref().unwrap_or("")))
-            }
-            Event::RegionDispatched(d) => {
-                let region = self.region(d.region.as_str());
-                if region.dispatched_at.is_some() {
-                    return None;
-                }
-                region.dispatched_at = Some(d.occurred_at.0);
-                Some(format!("  {:<12} dispatched", d.region))
-            }
-            Event::RegionResult(r) => {
-                let region = self.region(r.region.as_str());
-                if region.result.is_some() {
-                    return None;
-                }
-                region.result = Some(r.clone());
-                Some(format!("  {:<12} {}", r.region, result_line(r)))
-            }
-            Event::RunCompleted(c) => {
-                if self.completed.is_some() {
-                    return None;
-                }
-                self.completed = Some(c.clone());
-                Some(c.status.as_str().to_owned())
-            }
-            Event::RunRejected(r) => {
-                self.rejected = Some(r.reason.clone());
-                Some(format!("REJECTED: {}", r.reason))
-            }
-            Event::FaultHeld(h) => Some(format!("  {:<12} fault's time ended; held for its rollback", h.region)),
-            Event::RollbackStarted(r) => {
-                let view = RollbackView {
-                    strategy: r.strategy.as_str().to_owned(),
-                    trigger: r.trigger.as_str().to_owned(),
-                    planned: r.planned_percentages.clone(),
-                    applied: Vec::new(),
-                    state: RollbackState::RollingBack,
-                };
-                let steps: Vec<String> = r.planned_percentages.iter().map(|p| format!("{p:.0}%")).collect();
-                let line = format!(
-                    "  {:<12} rollback started: {} on {}, steps {}",
-                    r.region,
-                    view.strategy,
-                    view.trigger.replace('_', " "),
-                    steps.join(" → ")
-                );
-                self.region(r.region.as_str()).rollback = Some(view);
-                Some(line)
-            }
-            Event::RollbackStepApplied(a) => {
-                let rollback = self.region(a.region.as_str()).rollback.as_mut()?;
-                if rollback.applied.iter().any(|(step, _)| *step == a.step) {
-                    return None;
-                }
-                rollback.applied.push((a.step, a.percentage));
-                // A step after a pause: the rollback was resumed.
-                if matches!(rollback.state, RollbackState::Paused { .. }) {
-                    rollback.state = RollbackState::RollingBack;
-                }
-                let of = rollback.planned.len().max(a.step as usize);
-                Some(format!(
-                    "  {:<12} rollback step {}/{of} applied: {:.0}% of traffic free of the fault",
-                    a.region, a.step, a.percentage
-                ))
-            }
-            Event::RollbackPaused(p) => {
-                self.region(p.region.as_str()).rollback.as_mut()?.state =
-                    RollbackState::Paused { reason: p.reason.clone() };
-                Some(format!(
-                    "  {:<12} rollback PAUSED after step {}: {} (chaoseater rollback resume {})",
-                    p.region, p.step, p.reason, p.run_id
-                ))
-            }
-            Event::RollbackCompleted(c) => {
-                self.region(c.region.as_str()).rollback.as_mut()?.state = RollbackState::Completed;
-                Some(format!(
-                    "  {:<12} rollback completed in {} steps, {:.1} s",
-                    c.region,
-                    c.steps,
-                    c.duration_ms as f64 / 1000.0
-                ))
-            }
-            Event::RollbackFailed(f) => {
-                self.region(f.region.as_str()).rollback.as_mut()?.state =
-                    RollbackState::Failed { reason: f.reason.clone() };
-                Some(format!("  {:<12} rollback FAILED: {}", f.region, f.reason))
-            }
-            _ => None,
-        }
-    }
-
-    /// The gate: every region completed and scored at least `threshold`.
-    pub fn passes(&self, threshold: f64) -> bool {
-        let Some(done) = &self.completed else { return false };
-        done.status == RunStatus::Completed
-            && done
-                .report
-                .regions
-                .iter()
-                .all(|r| r.status == RegionStatus::Completed && r.resilience_score.is_some_and(|s| s >= threshold))
-    }
+/// One line: strategy, trigger, the steps applied against the plan, the state.
+pub fn rollback_line(rollback: &RollbackView) -> String {
+    let applied: Vec<String> = rollback.applied.iter().map(|(_, p)| format!("{p:.0}%")).collect();
+    format!(
+        "rollback {} ({}): {} of {} steps [{}], {}",
+        rollback.strategy.as_str(),
+        rollback.trigger.as_str(),
+        rollback.applied.len(),
+        rollback.planned.len(),
+        applied.join(" → "),
+        rollback.state
+    )
 }
 
 fn result_line(r: &RegionResult) -> String {
@@ -265,7 +106,7 @@ pub fn print_report(view: &RunView, out: &mut impl Write) -> std::io::Result<()>
         "run {} \"{}\" ({}): {} in {:.1} s",
         view.run_id,
         view.name,
-        view.mode.as_deref().unwrap_or("?"),
+        view.mode.map_or("?", |m| m.as_str()),
         done.status.as_str(),
         r.duration_ms as f64 / 1000.0
     )?;
@@ -278,7 +119,7 @@ pub fn print_report(view: &RunView, out: &mut impl Write) -> std::io::Result<()>
         let metrics = view
             .regions
             .iter()
-            .find(|v| v.name == s.region.as_str())
+            .find(|v| v.name == s.region)
             .and_then(|v| v.result.as_ref())
             .and_then(|x| x.metrics.clone());
         let (down, rec, acc, err) = match &metrics {
@@ -305,7 +146,7 @@ pub fn print_report(view: &RunView, out: &mut impl Write) -> std::io::Result<()>
     }
     for region in &view.regions {
         if let Some(rollback) = &region.rollback {
-            writeln!(out, "  {:<12} {}", region.name, rollback.line())?;
+            writeln!(out, "  {:<12} {}", region.name, rollback_line(rollback))?;
         }
     }
     let extreme = |name: &Option<chaoseater_schemas::ids::RegionName>, score: Option<f64>| match (name, score) {
@@ -347,7 +188,9 @@ pub async fn follow(ctx: &BusContext, mut runs: Vec<RunView>, timeout: Duration)
             let Some(Ok(event)) = message.payload.as_deref().map(|p| ctx.codec.decode(p)) else { continue };
             let Some(run_id) = event.run_id() else { continue };
             let Some(&i) = index.get(run_id.as_str()) else { continue };
-            if let Some(line) = runs[i].apply(&event) {
+            if runs[i].apply(&event)
+                && let Some(line) = change_line(&event, &runs[i])
+            {
                 lines.push(format!(
                     "[{:>5.1}s] run {} {line}",
                     started.elapsed().as_secs_f64(),
@@ -389,57 +232,4 @@ pub async fn follow(ctx: &BusContext, mut runs: Vec<RunView>, timeout: Duration)
         write!(std::io::stderr(), "\x1b[{drawn}A\x1b[J")?;
     }
     Ok(runs)
-}
-
-#[cfg(test)]
-mod tests {
-    use chaoseater_schemas::events::{Event, EventKind};
-    use chaoseater_schemas::samples::sample;
-
-    use super::*;
-
-    /// The sample of `kind`, about run `r1` in region `eu`.
-    fn event(kind: EventKind, change: impl FnOnce(&mut Event)) -> Event {
-        let mut e = sample(kind);
-        change(&mut e);
-        e
-    }
-
-    #[test]
-    fn a_run_is_finished_once_no_rollback_is_under_way() {
-        let started = event(EventKind::RollbackStarted, |_| {});
-        let Event::RollbackStarted(s) = &started else { unreachable!() };
-        let (run, region) = (s.run_id.clone(), s.region.clone());
-        let mut view = RunView::new(run.clone(), "x", 1_000, None);
-        let rollback = |view: &RunView| view.regions[0].rollback.as_ref().expect("rollback").state.clone();
-        view.apply(&started);
-        view.apply(&event(EventKind::RunCompleted, |e| {
-            if let Event::RunCompleted(c) = e {
-                c.run_id = run.clone();
-            }
-        }));
-        assert_eq!(rollback(&view), RollbackState::RollingBack);
-        assert!(!view.finished(), "completed, but its rollback is still under way");
-        view.apply(&event(EventKind::RollbackPaused, |e| {
-            if let Event::RollbackPaused(p) = e {
-                (p.run_id, p.region, p.reason) = (run.clone(), region.clone(), "unhealthy".into());
-            }
-        }));
-        assert_eq!(rollback(&view).to_string(), "paused: unhealthy");
-        assert!(view.finished(), "a paused rollback waits for a person, not for the summary");
-        view.apply(&event(EventKind::RollbackStepApplied, |e| {
-            if let Event::RollbackStepApplied(a) = e {
-                (a.run_id, a.region, a.step) = (run.clone(), region.clone(), 2);
-            }
-        }));
-        assert_eq!(rollback(&view), RollbackState::RollingBack, "a step after the pause: resumed");
-        assert!(!view.finished());
-        view.apply(&event(EventKind::RollbackCompleted, |e| {
-            if let Event::RollbackCompleted(c) = e {
-                (c.run_id, c.region) = (run.clone(), region.clone());
-            }
-        }));
-        assert_eq!(rollback(&view), RollbackState::Completed);
-        assert!(view.finished());
-    }
 }

@@ -25,7 +25,7 @@ async fn status(run_id: &RunId, config: &Config) -> Result<()> {
     println!("run {run_id} \"{}\"", view.name);
     for region in &view.regions {
         let line = match &region.rollback {
-            Some(rollback) => rollback.line(),
+            Some(rollback) => super::follow::rollback_line(rollback),
             None if region.result.is_some() => "no rollback (the fault ended on time)".to_owned(),
             None => "no rollback".to_owned(),
         };
@@ -40,7 +40,7 @@ async fn request(args: RollbackArgs, action: RollbackAction, config: &Config) ->
     // Refuse what cannot act: an unknown run, a region outside it, a resume with nothing paused.
     let (view, _) = load_run(config, &run_id, false).await?;
     if let Some(region) = &args.region
-        && !view.regions.iter().any(|r| r.name == *region)
+        && !view.regions.iter().any(|r| r.name.as_str() == region)
     {
         bail!(Exit(EXIT_INVALID_INPUT, format!("run {run_id} has no region {region:?}")));
     }
@@ -50,7 +50,7 @@ async fn request(args: RollbackArgs, action: RollbackAction, config: &Config) ->
             if !view
                 .regions
                 .iter()
-                .filter(|r| chosen(&r.name))
+                .filter(|r| chosen(r.name.as_str()))
                 .any(|r| r.rollback.as_ref().is_some_and(|rb| matches!(rb.state, RollbackState::Paused { .. }))) =>
         {
             bail!(Exit(EXIT_INVALID_INPUT, format!("no paused rollback in run {run_id}")));

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use chaoseater_net::http::HttpClient;
 use chaoseater_producers::dispatcher::health;
-use chaoseater_producers::http::HttpClient;
 use chaoseater_schemas::bus::regions::{RegionEntry, Registry};
 use chaoseater_schemas::bus::{EventConsumer, EventProducer};
 use chaoseater_schemas::events::{
@@ -45,7 +45,7 @@ pub async fn region(command: RegionCommand, config: &Config) -> Result<()> {
             let at = TimestampMs::now();
             let region = RegionName::new(name.as_str());
             let event = Event::RegionRegistered(RegionRegistered {
-                event_id: chaoseater_schemas::ids::EventId::derive("RegionRegistered", &[&name, &at.to_id_part()]),
+                event_id: RegionRegistered::id_for(&region, at),
                 occurred_at: at,
                 region,
                 endpoint: endpoint.clone(),
@@ -57,10 +57,11 @@ pub async fn region(command: RegionCommand, config: &Config) -> Result<()> {
         }
         RegionCommand::Remove { name } => {
             let at = TimestampMs::now();
+            let region = RegionName::new(name.as_str());
             let event = Event::RegionRemoved(RegionRemoved {
-                event_id: chaoseater_schemas::ids::EventId::derive("RegionRemoved", &[&name, &at.to_id_part()]),
+                event_id: RegionRemoved::id_for(&region, at),
                 occurred_at: at,
-                region: RegionName::new(name.as_str()),
+                region,
             });
             EventProducer::new(&ctx)?.publish(&event).await?;
             println!("removed {name}");
@@ -150,8 +151,9 @@ pub async fn load_run(
         }
         if event.run_id() == Some(run_id) {
             seen = true;
-            if let Some(line) = view.apply(&event)
+            if view.apply(&event)
                 && print_lines
+                && let Some(line) = follow::change_line(&event, &view)
             {
                 println!("{} {line}", event.occurred_at().0);
             }
@@ -160,7 +162,7 @@ pub async fn load_run(
     if !seen {
         bail!(Exit(EXIT_INVALID_INPUT, format!("no run {run_id} in the log")));
     }
-    circuits.retain(|region, _| view.regions.iter().any(|r| r.name == *region));
+    circuits.retain(|region, _| view.regions.iter().any(|r| r.name.as_str() == region));
     Ok((view, circuits))
 }
 

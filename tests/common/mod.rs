@@ -112,7 +112,7 @@ impl OwnKafka {
 
     fn command() -> Command {
         let mut cmd = Command::new("bash");
-        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/kafka.sh")).stdin(Stdio::null());
+        cmd.arg(chaoseater_schemas::package_dir!().join("tests/kafka/kafka.sh")).stdin(Stdio::null());
         cmd
     }
 

@@ -4,26 +4,49 @@
 
 use std::collections::VecDeque;
 
+use chaoseater_schemas::bus::ConfigError;
 use chaoseater_schemas::events::CircuitState;
 use serde::{Deserialize, Serialize};
 
-/// When a circuit opens and closes.
+/// When a circuit opens and closes (`[circuit]` in `chaoseater.toml`); what is absent keeps its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CircuitConfig {
-    /// Consecutive failed samples that open the circuit.
+    /// Consecutive failed (or degraded) health samples that open the circuit.
     pub failures_to_open: u32,
     /// Share of non-healthy samples, over the last `window` samples, above which it opens.
     pub error_rate_threshold: f64,
+    /// Samples the error rate is taken over.
     pub window: usize,
-    /// How long it stays open before letting probes through (half-open), milliseconds.
-    pub cooldown_ms: i64,
+    /// Seconds it stays open before letting probes through (half-open).
+    pub cooldown_s: f64,
     /// Consecutive healthy samples in half-open that close it.
     pub probes_to_close: u32,
 }
 
 impl Default for CircuitConfig {
     fn default() -> Self {
-        Self { failures_to_open: 3, error_rate_threshold: 0.5, window: 10, cooldown_ms: 30_000, probes_to_close: 2 }
+        Self { failures_to_open: 3, error_rate_threshold: 0.5, window: 10, cooldown_s: 30.0, probes_to_close: 2 }
+    }
+}
+
+impl CircuitConfig {
+    /// The cool-down in milliseconds, as event times are.
+    pub fn cooldown_ms(&self) -> i64 {
+        (self.cooldown_s * 1000.0) as i64
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.failures_to_open == 0 || self.window == 0 || self.probes_to_close == 0 {
+            return Err(ConfigError("circuit.failures_to_open, window and probes_to_close must be at least 1".into()));
+        }
+        if !(self.error_rate_threshold > 0.0 && self.error_rate_threshold <= 1.0) {
+            return Err(ConfigError("circuit.error_rate_threshold must be in (0, 1]".into()));
+        }
+        if !(self.cooldown_s.is_finite() && self.cooldown_s >= 0.0) {
+            return Err(ConfigError("circuit.cooldown_s must be a number of seconds, 0 or more".into()));
+        }
+        Ok(())
     }
 }
 
@@ -120,7 +143,7 @@ impl Circuit {
 
     /// Time passing: an open circuit whose cool-down ended lets probes through.
     pub fn tick(&mut self, now_ms: i64, config: &CircuitConfig) -> Option<Transition> {
-        (self.state == CircuitState::Open && now_ms - self.opened_at_ms >= config.cooldown_ms)
-            .then(|| self.go(CircuitState::HalfOpen, format!("cool-down of {} ms ended", config.cooldown_ms), now_ms))
+        (self.state == CircuitState::Open && now_ms - self.opened_at_ms >= config.cooldown_ms())
+            .then(|| self.go(CircuitState::HalfOpen, format!("cool-down of {} ms ended", config.cooldown_ms()), now_ms))
     }
 }

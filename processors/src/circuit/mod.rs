@@ -8,7 +8,7 @@ mod machine;
 
 use chaoseater_schemas::bus::{ApplyError, Origin, Processor, StateStore, StateView};
 use chaoseater_schemas::events::{CircuitStateChanged, Event, HealthStatus};
-use chaoseater_schemas::ids::{EventId, RegionName, TimestampMs};
+use chaoseater_schemas::ids::{RegionName, TimestampMs};
 use chaoseater_schemas::topics::Topic;
 pub use machine::{Circuit, CircuitConfig, Transition};
 
@@ -45,7 +45,7 @@ impl CircuitBreaker {
     fn event(region: &RegionName, circuit: &Circuit, t: Transition, at: TimestampMs) -> Event {
         tracing::warn!(%region, from = ?t.from, to = ?t.to, reason = %t.reason, "circuit state changed");
         Event::CircuitStateChanged(CircuitStateChanged {
-            event_id: EventId::derive("CircuitStateChanged", &[region.as_str(), &circuit.transitions.to_string()]),
+            event_id: CircuitStateChanged::id_for(region, circuit.transitions),
             occurred_at: at,
             region: region.clone(),
             from_state: t.from,

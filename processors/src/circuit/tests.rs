@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn config() -> CircuitConfig {
-    CircuitConfig { failures_to_open: 3, error_rate_threshold: 0.5, window: 6, cooldown_ms: 1_000, probes_to_close: 2 }
+    CircuitConfig { failures_to_open: 3, error_rate_threshold: 0.5, window: 6, cooldown_s: 1.0, probes_to_close: 2 }
 }
 
 #[test]
@@ -64,7 +64,7 @@ proptest! {
                     prop_assert_eq!(t.to, circuit.state);
                     prop_assert_eq!(circuit.transitions, before.transitions + 1);
                     if t.to == CircuitState::HalfOpen {
-                        prop_assert!(now - before.opened_at_ms >= c.cooldown_ms);
+                        prop_assert!(now - before.opened_at_ms >= c.cooldown_ms());
                     }
                     if t.to == CircuitState::Open {
                         prop_assert!(!is_tick && !healthy, "opened without a failed sample");

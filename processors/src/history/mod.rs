@@ -9,7 +9,8 @@
 //! row is `max_age` old, and at shutdown. Small segments are compacted now and then. A result published
 //! twice (same event id at another offset, e.g. a dispatcher that crashed after publishing) is kept once.
 
-pub mod files;
+mod component;
+mod files;
 pub mod synthetic;
 pub mod tables;
 
@@ -22,6 +23,7 @@ use chaoseater_schemas::bus::dead_letter::{DeadLetterDuty, dead_letter, misplace
 use chaoseater_schemas::bus::{BusContext, EventConsumer, EventProducer, StartFrom};
 use chaoseater_schemas::events::Event;
 use chaoseater_schemas::topics::{Topic, TopicNames};
+pub use component::{HistoryComponent, HistoryConfig};
 pub use files::{HistoryDir, HistoryError, Pruned, Recovery, Segment, day};
 use tables::Rows;
 
@@ -228,9 +230,14 @@ impl Materializer {
     /// Consumes until `shutdown` resolves, then flushes what it holds.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<HistoryStats, MaterializerError> {
         let mut stats = HistoryStats::default();
-        let positions: chaoseater_schemas::bus::consumer::Positions = self
-            .dir
-            .positions()?
+        // The start-up scan reads every segment's name and the experiment ids in the results: file
+        // work, off the async threads.
+        let dir = self.dir.clone();
+        let (written, seen) =
+            tokio::task::spawn_blocking(move || Ok::<_, HistoryError>((dir.positions()?, dir.experiment_ids()?)))
+                .await
+                .map_err(|e| HistoryError::Invalid(format!("start-up scan task: {e}")))??;
+        let positions: chaoseater_schemas::bus::consumer::Positions = written
             .into_iter()
             .filter_map(|((key, partition), end)| {
                 let topic = match &self.log {
@@ -246,7 +253,7 @@ impl Materializer {
         let consumer =
             EventConsumer::assign(&self.ctx, "chaoseater-history", &refs, &positions, StartFrom::Beginning).await?;
         let producer = EventProducer::new(&self.ctx)?;
-        let mut buffer = Buffer::new(self.dir.experiment_ids()?);
+        let mut buffer = Buffer::new(seen);
         tracing::info!(dir = %self.dir.root().display(), resumed_partitions = positions.len(), "History materializer started.");
         let mut flushes = 0u32;
         let mut ticker = tokio::time::interval(Duration::from_millis(250));

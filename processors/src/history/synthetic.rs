@@ -75,10 +75,11 @@ pub fn results(count: usize, days: u32, seed: u64, end_ms: i64) -> impl Iterator
             ("campaign".to_owned(), format!("c{}", run % 5)),
             ("team".to_owned(), if run.is_multiple_of(2) { "ml-platform" } else { "search" }.to_owned()),
         ]);
+        let dispatch_id = DispatchId::for_region(&run_id, &region);
         RegionResult {
-            event_id: EventId::derive("RegionResult", &[run_id.as_str(), region.as_str()]),
+            event_id: RegionResult::id_for(&dispatch_id),
             occurred_at: TimestampMs(finished),
-            dispatch_id: DispatchId::for_region(&run_id, &region),
+            dispatch_id,
             run_id,
             region,
             experiment_name: name.to_owned(),

@@ -14,7 +14,7 @@ use chaoseater_schemas::events::{
     AbortRequested, Event, RegionDispatched, RegionResult, RunCompleted, RunRejected, RunRequested, RunStarted,
 };
 use chaoseater_schemas::experiment::RunMode;
-use chaoseater_schemas::ids::{EventId, RunId, TimestampMs};
+use chaoseater_schemas::ids::{RunId, TimestampMs};
 use chaoseater_schemas::topics::Topic;
 use chaoseater_schemas::{faults, limits};
 pub use saga::{RegionEntry, RegionState, Saga, SagaRegion, Step, choose, dispatch_id};
@@ -73,7 +73,7 @@ impl Orchestrator {
         state.put(format!("rejected/{run_id}").into_bytes(), reason.clone().into_bytes());
         tracing::warn!(run = %run_id, %reason, "run rejected");
         vec![Event::RunRejected(RunRejected {
-            event_id: EventId::derive("RunRejected", &[run_id.as_str()]),
+            event_id: RunRejected::id_for(run_id),
             occurred_at: now,
             run_id: run_id.clone(),
             reason,
@@ -185,7 +185,7 @@ impl Orchestrator {
             completed: false,
         };
         let mut out = vec![Event::RunStarted(RunStarted {
-            event_id: EventId::derive("RunStarted", &[r.run_id.as_str()]),
+            event_id: RunStarted::id_for(&r.run_id),
             occurred_at: now,
             run_id: r.run_id.clone(),
             experiment_name: r.experiment.name.clone(),
@@ -211,7 +211,7 @@ impl Orchestrator {
                 Step::Dispatch(region) => {
                     let dispatch_id = dispatch_id(&saga.run_id, &region);
                     Event::RegionDispatched(RegionDispatched {
-                        event_id: EventId::derive("RegionDispatched", &[dispatch_id.as_str()]),
+                        event_id: RegionDispatched::id_for(&dispatch_id),
                         occurred_at: now,
                         run_id: saga.run_id.clone(),
                         dispatch_id,
@@ -224,7 +224,7 @@ impl Orchestrator {
                     let (status, report) = saga.report(now.0);
                     tracing::info!(run = %saga.run_id, ?status, mean_score = report.mean_score, "run completed");
                     Event::RunCompleted(RunCompleted {
-                        event_id: EventId::derive("RunCompleted", &[saga.run_id.as_str()]),
+                        event_id: RunCompleted::id_for(&saga.run_id),
                         occurred_at: now,
                         run_id: saga.run_id.clone(),
                         experiment_name: saga.experiment.name.clone(),

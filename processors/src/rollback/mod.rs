@@ -18,7 +18,7 @@ use chaoseater_schemas::events::{
     RollbackStarted, RollbackStepRequested, RollbackTrigger,
 };
 use chaoseater_schemas::experiment::RollbackConfig;
-use chaoseater_schemas::ids::{DispatchId, EventId, RegionName, RunId, TimestampMs};
+use chaoseater_schemas::ids::{DispatchId, RegionName, RunId, TimestampMs};
 use chaoseater_schemas::topics::Topic;
 pub use machine::{BLUE, GREEN, Input, Output, Rollback, Stage, Step, plan};
 use serde::{Deserialize, Serialize};
@@ -104,7 +104,7 @@ impl RollbackProcessor {
         let (rollback, first) = Rollback::start(&active.config, trigger, at.0);
         tracing::info!(%run, %region, strategy = rollback.strategy.as_str(), trigger = trigger.as_str(), "rollback started");
         out.push(Event::RollbackStarted(RollbackStarted {
-            event_id: EventId::derive("RollbackStarted", &[run.as_str(), region.as_str()]),
+            event_id: RollbackStarted::id_for(run, region),
             occurred_at: at,
             run_id: run.clone(),
             region: region.clone(),
@@ -159,10 +159,7 @@ impl RollbackProcessor {
                 Output::Paused { step, reason } => {
                     tracing::warn!(%run, %region, step, %reason, "rollback paused");
                     Event::RollbackPaused(RollbackPaused {
-                        event_id: EventId::derive(
-                            "RollbackPaused",
-                            &[run.as_str(), region.as_str(), &step.to_string()],
-                        ),
+                        event_id: RollbackPaused::id_for(&run_id, &region_name, step),
                         occurred_at: at,
                         run_id: run_id.clone(),
                         region: region_name.clone(),
@@ -173,7 +170,7 @@ impl RollbackProcessor {
                 Output::Completed { steps, duration_ms } => {
                     tracing::info!(%run, %region, steps, duration_ms, "rollback completed");
                     Event::RollbackCompleted(RollbackCompleted {
-                        event_id: EventId::derive("RollbackCompleted", &[run.as_str(), region.as_str()]),
+                        event_id: RollbackCompleted::id_for(&run_id, &region_name),
                         occurred_at: at,
                         run_id: run_id.clone(),
                         region: region_name.clone(),
@@ -184,7 +181,7 @@ impl RollbackProcessor {
                 Output::Failed { reason } => {
                     tracing::warn!(%run, %region, %reason, "rollback failed");
                     Event::RollbackFailed(RollbackFailed {
-                        event_id: EventId::derive("RollbackFailed", &[run.as_str(), region.as_str()]),
+                        event_id: RollbackFailed::id_for(&run_id, &region_name),
                         occurred_at: at,
                         run_id: run_id.clone(),
                         region: region_name.clone(),

@@ -1,5 +1,6 @@
 use chaoseater_schemas::events::{Event, EventKind, FaultHeld, RegionHealthSampled, RollbackStepApplied};
 use chaoseater_schemas::experiment::RollbackStrategy;
+use chaoseater_schemas::ids::EventId;
 use chaoseater_schemas::samples;
 use proptest::prelude::*;
 

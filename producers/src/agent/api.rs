@@ -101,7 +101,7 @@ async fn run_sync(State(core): State<Arc<AgentCore>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(r) => return r,
     };
-    let experiment = match core.start(request) {
+    let experiment = match core.start(request).await {
         Ok(e) => e,
         Err((status, message)) => return error(status, message),
     };
@@ -120,7 +120,7 @@ async fn start(State(core): State<Arc<AgentCore>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(r) => return r,
     };
-    match core.start(request) {
+    match core.start(request).await {
         Ok(experiment) => reply(
             StatusCode::ACCEPTED,
             json!({"id": experiment.id, "status": experiment.phase(), "href": format!("/api/v1/experiments/{}", experiment.id)}),

@@ -59,10 +59,10 @@ pub struct AgentConfig {
 pub struct AgentLimits {
     /// The control API (`listen`).
     #[serde(default)]
-    pub api: crate::server::ServerLimits,
+    pub api: chaoseater_net::server::ServerLimits,
     /// The proxy (`proxy_listen`).
     #[serde(default)]
-    pub proxy: crate::server::ServerLimits,
+    pub proxy: chaoseater_net::server::ServerLimits,
 }
 
 /// The request shapes the proxy understands.

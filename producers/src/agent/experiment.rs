@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chaoseater_schemas::bus::Shutdown;
 use chaoseater_schemas::experiment::Layer;
 use chaoseater_schemas::sync::lock;
 use serde::{Deserialize, Serialize};
@@ -290,11 +291,12 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
     let window = Duration::from_millis(config.probe.window_ms);
     let recorder = Arc::new(Recorder::new());
     *lock(&experiment.recorder) = Some(recorder.clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let prober = tokio::spawn(probe::run(core.probe.clone(), recorder.clone(), config.probe.interval(), stop_rx));
+    let probes = Shutdown::new();
+    let prober =
+        tokio::spawn(probe::run(core.probe.clone(), recorder.clone(), config.probe.interval(), probes.clone()));
     let mut control = experiment.control.subscribe();
     let stop_probes = || async {
-        stop_tx.send_replace(true);
+        probes.trigger();
     };
 
     // Baseline: the reference pass over the whole probe set, and the probes' view of the steady state.

@@ -56,10 +56,18 @@ impl Journal {
         std::fs::create_dir_all(state_dir)?;
         let path = state_dir.join("journal.json");
         let old: Vec<Leftover> = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(path = %path.display(), error = %e, "unreadable journal; starting empty");
-                Vec::new()
-            }),
+            // Starting empty would forget what a previous process left on the host (a fill file, a cgroup
+            // limit) for good: refuse, and say how to go on.
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{} is unreadable ({e}); it lists host changes (fill files, cgroup values) a previous \
+                         agent may have left. Revert what it names by hand, move it aside, and start again",
+                        path.display()
+                    ),
+                )
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };

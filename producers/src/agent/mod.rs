@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use chaoseater_schemas::bus::Shutdown;
 use chaoseater_schemas::experiment::Layer;
 use chaoseater_schemas::limits;
 use chaoseater_schemas::sync::lock;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 pub use config::AgentConfig;
 use experiment::{Experiment, ExperimentRequest};
@@ -33,7 +33,7 @@ use probe::ProbeTarget;
 use proxy::ProxyState;
 
 use crate::demo_target::ProbeSet;
-use crate::http::HttpClient;
+use chaoseater_net::http::HttpClient;
 
 /// Ids of every experiment this agent started, one per line.
 const EXPERIMENT_LOG: &str = "experiments.log";
@@ -75,8 +75,11 @@ pub struct AgentCore {
 impl AgentCore {
     /// Validates `request` and starts it; only one experiment runs at a time (two faults at once would
     /// confound each other's measurements).
-    pub fn start(self: &Arc<Self>, request: ExperimentRequest) -> Result<Arc<Experiment>, (StatusCode, String)> {
-        if let Some(id) = request.id.as_ref().filter(|id| limits::check_id("id", id, MAX_EXPERIMENT_ID_LEN).is_ok()) {
+    pub async fn start(self: &Arc<Self>, request: ExperimentRequest) -> Result<Arc<Experiment>, (StatusCode, String)> {
+        let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+        // Ids name files and lines of the id log: a safe alphabet and length, or nothing runs.
+        if let Some(id) = &request.id {
+            limits::check_id("id", id, MAX_EXPERIMENT_ID_LEN).map_err(|e| bad(e.to_string()))?;
             if let Some(existing) = self.experiment(id) {
                 return Ok(existing);
             }
@@ -86,11 +89,6 @@ impl AgentCore {
                     format!("experiment {id} already ran on this agent before it restarted; its outcome is lost"),
                 ));
             }
-        }
-        let bad = |m: String| (StatusCode::BAD_REQUEST, m);
-        // Ids name files and lines of the id log: a safe alphabet and length, or nothing runs.
-        if let Some(id) = &request.id {
-            limits::check_id("id", id, MAX_EXPERIMENT_ID_LEN).map_err(|e| bad(e.to_string()))?;
         }
         limits::check_text("name", &request.name, limits::MAX_NAME_LEN).map_err(|e| bad(e.to_string()))?;
         limits::check_id("fault_type", &request.fault_type, limits::MAX_FAULT_TYPE_LEN)
@@ -117,15 +115,29 @@ impl AgentCore {
         }
         let fault = Fault::parse(layer, &request.fault_type, &request.parameters, &self.config)
             .map_err(|e| bad(format!("{}: {}", e.field, e.message)))?;
-        let mut active = lock(&self.active);
-        if let Some(running) = active.as_ref() {
-            return Err((StatusCode::CONFLICT, format!("experiment {} is still running on this agent", running.id)));
-        }
         let id = request.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        self.remember(&id)
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("recording the experiment id: {e}")))?;
         let experiment = Arc::new(Experiment::new(id.clone(), request, layer, fault, self.proxy.traffic()));
-        *active = Some(experiment.clone());
+        {
+            let mut active = lock(&self.active);
+            match active.as_ref() {
+                // A retry of the request whose id is being recorded: the same experiment.
+                Some(running) if running.id == id => return Ok(running.clone()),
+                Some(running) => {
+                    let message = format!("experiment {} is still running on this agent", running.id);
+                    return Err((StatusCode::CONFLICT, message));
+                }
+                // The slot is taken from here, so a second request conflicts while the id is synced.
+                None => *active = Some(experiment.clone()),
+            }
+        }
+        let (core, logged) = (self.clone(), id.clone());
+        let remembered = tokio::task::spawn_blocking(move || core.remember(&logged))
+            .await
+            .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
+        if let Err(e) = remembered {
+            self.release(&id);
+            return Err((StatusCode::INTERNAL_SERVER_ERROR, format!("recording the experiment id: {e}")));
+        }
         lock(&self.experiments).insert(id.clone(), experiment.clone());
         tracing::info!(experiment = %id, fault_type = %experiment.request.fault_type, "experiment accepted");
         tokio::spawn(experiment::run(self.clone(), experiment.clone()));
@@ -177,7 +189,7 @@ pub struct Agent {
     pub proxy_addr: SocketAddr,
     /// Leftovers of a previous process reverted at start.
     pub cleaned: Vec<Leftover>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Shutdown,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -257,12 +269,18 @@ impl Agent {
             active: Mutex::new(None),
             earlier_ids,
         });
-        let (shutdown, rx) = watch::channel(false);
+        let shutdown = Shutdown::new();
         let mut tasks = Vec::new();
         let limits = core.config.limits.clone();
-        tasks.push(tokio::spawn(proxy::serve(proxy, proxy_listener, limits.proxy, rx.clone())));
-        let service = crate::server::router_service(api::router(core.clone()));
-        tasks.push(tokio::spawn(crate::server::serve("agent-api", api_listener, service, limits.api, rx)));
+        tasks.push(tokio::spawn(proxy::serve(proxy, proxy_listener, limits.proxy, shutdown.clone())));
+        let service = chaoseater_net::server::router_service(api::router(core.clone()));
+        tasks.push(tokio::spawn(chaoseater_net::server::serve(
+            "agent-api",
+            api_listener,
+            service,
+            limits.api,
+            shutdown.clone(),
+        )));
         tracing::info!(%api_addr, %proxy_addr, upstream = %core.config.upstream, "agent serving");
         Ok(Self { core, api_addr, proxy_addr, cleaned, shutdown, tasks })
     }
@@ -274,7 +292,7 @@ impl Agent {
             active.abort();
             let _ = tokio::time::timeout(Duration::from_secs(10), active.finished()).await;
         }
-        self.shutdown.send_replace(true);
+        self.shutdown.trigger();
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }

@@ -8,17 +8,17 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chaoseater_schemas::bus::Shutdown;
 use http_body_util::Full;
 use hyper::Request;
 use hyper::header::CONTENT_TYPE;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
-use tokio::sync::watch;
 
 use super::config::{AgentConfig, Protocol, SloConfig};
 use super::payload::{Prediction, Predictions};
 use crate::demo_target::ProbeSet;
-use crate::http::HttpClient;
+use chaoseater_net::http::HttpClient;
 use chaoseater_schemas::sync::lock;
 
 /// Version of the score formula in every result (1: the Python tool's).
@@ -217,14 +217,9 @@ impl Recorder {
     }
 }
 
-/// Sends a probe every `interval` until `stop` turns true; each probe runs on its own task, so a hung
+/// Sends a probe every `interval` until `stop` fires; each probe runs on its own task, so a hung
 /// request does not hold the schedule up.
-pub async fn run(
-    target: Arc<ProbeTarget>,
-    recorder: Arc<Recorder>,
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run(target: Arc<ProbeTarget>, recorder: Arc<Recorder>, interval: Duration, stop: Shutdown) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
@@ -232,10 +227,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.changed() => {}
-        }
-        if *stop.borrow() {
-            break;
+            () = stop.wait() => break,
         }
         let (target, recorder) = (target.clone(), recorder.clone());
         let id = n;

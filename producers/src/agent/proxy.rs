@@ -20,8 +20,9 @@ use super::config::{AgentConfig, Protocol};
 use super::faults::{Fault, NODE_SLOW_DELAY, NodeFailure};
 use super::payload::{self, Batch, ColumnStats, Predictions};
 use super::upstream::{Links, send_upstream};
-use crate::http::{MAX_BODY_BYTES, error_response};
 use crate::rng::Rng;
+use chaoseater_net::http::{MAX_BODY_BYTES, error_response};
+use chaoseater_schemas::bus::Shutdown;
 use chaoseater_schemas::sync::lock;
 
 /// How long the proxy waits for the upstream: generous, since slow models are what we measure.
@@ -229,20 +230,20 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
-/// Accepts connections on `addr` until `shutdown` turns true; stops listening while a crash is injected.
-/// Connections are admitted within `limits` (see [`crate::server`]).
+/// Accepts connections on `addr` until `shutdown` fires; stops listening while a crash is injected.
+/// Connections are admitted within `limits` (see [`chaoseater_net::server`]).
 pub async fn serve(
     state: Arc<ProxyState>,
     listener: TcpListener,
-    limits: crate::server::ServerLimits,
-    mut shutdown: watch::Receiver<bool>,
+    limits: chaoseater_net::server::ServerLimits,
+    shutdown: Shutdown,
 ) {
     let addr = listener.local_addr().ok();
     let mut listener = Some(listener);
     let mut generation = state.generation.subscribe();
-    let mut acceptor = crate::server::Acceptor::new("agent-proxy", limits);
+    let mut acceptor = chaoseater_net::server::Acceptor::new("agent-proxy", limits);
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_triggered() {
             break;
         }
         if state.refusing() {
@@ -273,13 +274,13 @@ pub async fn serve(
                         }
                     }
                     _ = generation.changed() => {}
-                    _ = shutdown.changed() => {}
+                    () = shutdown.wait() => {}
                 }
             }
             None => {
                 tokio::select! {
                     _ = generation.changed() => {}
-                    _ = shutdown.changed() => {}
+                    () = shutdown.wait() => {}
                 }
             }
         }
@@ -288,7 +289,7 @@ pub async fn serve(
     acceptor.close().await;
 }
 
-async fn connection(state: Arc<ProxyState>, stream: TcpStream, peer: SocketAddr, slot: crate::server::Slot) {
+async fn connection(state: Arc<ProxyState>, stream: TcpStream, peer: SocketAddr, slot: chaoseater_net::server::Slot) {
     // A crash rolled back in part: the connections still in the faulty share are reset.
     if let Some(active) = state.current()
         && matches!(active.fault, Fault::NodeFailure { kind: NodeFailure::Crash, .. })
@@ -304,7 +305,7 @@ async fn connection(state: Arc<ProxyState>, stream: TcpStream, peer: SocketAddr,
         let (state, links) = (state.clone(), links.clone());
         async move { handle(state, &links, request).await }
     });
-    crate::server::serve_http(stream, peer, service, slot).await;
+    chaoseater_net::server::serve_http(stream, peer, service, slot).await;
 }
 
 /// Closes with RST rather than FIN, as a lost or reset connection looks to the client.

@@ -6,7 +6,7 @@ use hyper::header::HeaderMap;
 use hyper::{Request, StatusCode};
 use tokio::net::TcpStream;
 
-use crate::http::MAX_BODY_BYTES;
+use chaoseater_net::http::MAX_BODY_BYTES;
 
 /// The upstream connections of one client connection. HTTP/1.1 serves a connection's requests one at a
 /// time, so each client connection gets its own upstream connection per upstream: no shared pool, no lock

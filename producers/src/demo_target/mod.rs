@@ -28,7 +28,8 @@ use serde_json::{Value as Json, json};
 pub use data::ProbeSet;
 pub use model::{Model, Resilience};
 
-use crate::http::HttpClient;
+use chaoseater_net::http::HttpClient;
+use chaoseater_schemas::bus::Shutdown;
 
 /// How the demo target runs.
 #[derive(Debug, Clone)]
@@ -304,18 +305,14 @@ pub fn v2_instances(request: &Json) -> Result<Vec<Json>, String> {
     Ok(rows.into_iter().map(Json::Object).collect())
 }
 
-/// Serves the target on `listener` until `shutdown` resolves.
+/// Serves the target on `listener` until `shutdown` fires.
 pub async fn serve(
     target: Arc<DemoTarget>,
     listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let service = crate::server::router_service(target.router());
-    crate::server::serve("demo-target", listener, service, crate::server::ServerLimits::default(), stop_rx).await;
+    let service = chaoseater_net::server::router_service(target.router());
+    let limits = chaoseater_net::server::ServerLimits::default();
+    chaoseater_net::server::serve("demo-target", listener, service, limits, shutdown).await;
     Ok(())
 }

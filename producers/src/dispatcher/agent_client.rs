@@ -7,23 +7,18 @@ use std::time::{Duration, Instant};
 use chaoseater_schemas::events::{
     FaultHeld, RegionDispatched, RegionMetrics, RegionResult, RegionStatus, RollbackStepRequested,
 };
-use chaoseater_schemas::ids::{DispatchId, EventId, TimestampMs};
+use chaoseater_schemas::ids::{DispatchId, TimestampMs};
 use chaoseater_schemas::limits;
 use hyper::Method;
 use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 
-use crate::http::{HttpClient, HttpError};
+use chaoseater_net::http::{HttpClient, HttpError};
 
 const POLL_EVERY: Duration = Duration::from_millis(250);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// The RegionResult of a dispatch: one per dispatch, whatever happens (its id says so).
-pub fn result_id(d: &RegionDispatched) -> EventId {
-    EventId::derive("RegionResult", &[d.dispatch_id.as_str()])
-}
 
 fn result(
     d: &RegionDispatched,
@@ -34,7 +29,8 @@ fn result(
     message: Option<String>,
 ) -> RegionResult {
     RegionResult {
-        event_id: result_id(d),
+        // One result per dispatch, whatever happens (its id says so).
+        event_id: RegionResult::id_for(&d.dispatch_id),
         occurred_at: TimestampMs::now(),
         run_id: d.run_id.clone(),
         dispatch_id: d.dispatch_id.clone(),

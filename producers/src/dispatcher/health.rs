@@ -4,14 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use chaoseater_schemas::bus::{EventProducer, StateStore};
+use chaoseater_schemas::bus::{EventProducer, Shutdown, StateStore};
 use chaoseater_schemas::events::{Event, HealthStatus, RegionHealthSampled};
 use chaoseater_schemas::ids::TimestampMs;
 use hyper::Method;
-use tokio::sync::watch;
 
 use super::{Dispatcher, RegionEntry};
-use crate::http::HttpClient;
+use chaoseater_net::http::HttpClient;
 
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// An answer slower than this is degraded even when it is 200.
@@ -58,15 +57,15 @@ pub async fn sample(client: &HttpClient, region: &RegionEntry) -> RegionHealthSa
     }
 }
 
-/// Samples every region the dispatcher knows, every `interval`, until `stop` turns true.
-pub async fn monitor(store: StateStore, producer: EventProducer, interval: Duration, mut stop: watch::Receiver<bool>) {
+/// Samples every region the dispatcher knows, every `interval`, until `stop` fires.
+pub async fn monitor(store: StateStore, producer: EventProducer, interval: Duration, stop: Shutdown) {
     let client = HttpClient::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.wait() => return,
         }
         let regions = match Dispatcher::regions(&store) {
             Ok(r) => r,

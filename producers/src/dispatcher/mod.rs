@@ -20,8 +20,11 @@
 //! - `step/{event_id}` → the RollbackStepRequested (JSON) until its RollbackStepApplied is consumed.
 
 pub mod agent_client;
+mod component;
 pub mod health;
 pub mod tokens;
+
+pub use component::{DispatcherComponent, DispatcherConfig};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -32,7 +35,7 @@ use chaoseater_schemas::bus::{
 use chaoseater_schemas::events::{
     CircuitState, Event, FaultHeld, RegionDispatched, RollbackStepApplied, RollbackStepRequested,
 };
-use chaoseater_schemas::ids::{EventId, RegionName, RunId, TimestampMs};
+use chaoseater_schemas::ids::{RegionName, RunId, TimestampMs};
 use chaoseater_schemas::topics::Topic;
 use tokio::sync::{mpsc, watch};
 
@@ -41,7 +44,7 @@ pub use tokens::AgentTokens;
 use chaoseater_schemas::sync::lock;
 use chaoseater_schemas::{Error, limits};
 
-use crate::http::HttpClient;
+use chaoseater_net::http::HttpClient;
 
 /// How long a dispatch waits for its region's registration before it fails.
 pub const REGION_WAIT_MS: i64 = 5_000;
@@ -529,10 +532,7 @@ impl Workers {
             }
         }
         let applied = RollbackStepApplied {
-            event_id: EventId::derive(
-                "RollbackStepApplied",
-                &[step.run_id.as_str(), step.region.as_str(), &step.step.to_string()],
-            ),
+            event_id: RollbackStepApplied::id_for(&step.run_id, &step.region, step.step),
             occurred_at: TimestampMs::now(),
             run_id: step.run_id.clone(),
             region: step.region.clone(),

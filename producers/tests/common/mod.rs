@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chaoseater_net::http::{Answer, HttpClient};
 use chaoseater_producers::agent::{Agent, AgentConfig};
 use chaoseater_producers::demo_target::{self, DemoTarget, DemoTargetConfig, Resilience};
-use chaoseater_producers::http::{Answer, HttpClient};
 use hyper::Method;
 use serde_json::{Value as Json, json};
 
@@ -25,7 +25,11 @@ pub async fn target(resilience: &str, version: &str) -> SocketAddr {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind target");
     let addr = listener.local_addr().expect("target address");
-    tokio::spawn(demo_target::serve(Arc::new(DemoTarget::new(config)), listener, std::future::pending()));
+    tokio::spawn(demo_target::serve(
+        Arc::new(DemoTarget::new(config)),
+        listener,
+        chaoseater_schemas::bus::Shutdown::new(),
+    ));
     addr
 }
 

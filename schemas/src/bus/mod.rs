@@ -9,10 +9,13 @@
 //! - [`processor`]: the loop that ties them together: consume a batch, apply it, dead-letter what cannot
 //!   be decoded or is invalid, commit state + offsets + outbox atomically, then publish the outbox.
 //! - [`regions`]: the region registry, folded from the regions topic the same way by every reader.
+//! - [`component`]: the shape of every long-running part: its name and topics, a prepare-once and
+//!   start-per-try, a [`Handle`] owning the tasks it spawned, one [`Shutdown`] signal.
 //! - [`admin`]: topic creation and listing on a real broker.
 //! - [`embedded`]: librdkafka's in-process mock cluster for `demo` and `serve` without a broker.
 
 pub mod admin;
+pub mod component;
 pub mod consumer;
 pub mod context;
 pub mod dead_letter;
@@ -23,6 +26,9 @@ pub mod regions;
 pub mod state;
 pub mod view;
 
+pub use component::{
+    Component, ComponentError, ConfigError, Env, Handle, Prepared, ProcessorComponent, RunnerConfig, Shutdown,
+};
 pub use consumer::{EventConsumer, MessageHeaders, Received, StartFrom};
 pub use context::BusContext;
 pub use dead_letter::DeadLetterDuty;

@@ -43,3 +43,10 @@ impl RollbackStepRequested {
         EventId::derive("RollbackStepRequested", &[run_id.as_str(), region.as_str(), &step.to_string()])
     }
 }
+
+impl RegionDispatched {
+    /// One dispatch event per dispatch id (which names the run, the region and the attempt).
+    pub fn id_for(dispatch_id: &DispatchId) -> EventId {
+        EventId::derive("RegionDispatched", &[dispatch_id.as_str()])
+    }
+}

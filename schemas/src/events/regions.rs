@@ -26,3 +26,16 @@ pub struct RegionRemoved {
     pub occurred_at: TimestampMs,
     pub region: RegionName,
 }
+
+impl RegionRegistered {
+    /// Registrations are idempotent per region and time of registration.
+    pub fn id_for(region: &RegionName, at: TimestampMs) -> EventId {
+        EventId::derive("RegionRegistered", &[region.as_str(), &at.to_id_part()])
+    }
+}
+
+impl RegionRemoved {
+    pub fn id_for(region: &RegionName, at: TimestampMs) -> EventId {
+        EventId::derive("RegionRemoved", &[region.as_str(), &at.to_id_part()])
+    }
+}

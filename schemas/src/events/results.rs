@@ -146,3 +146,30 @@ pub struct RunRejected {
     pub run_id: RunId,
     pub reason: String,
 }
+
+// One start, one end and one rejection per run; one result per dispatch.
+
+impl RunStarted {
+    pub fn id_for(run_id: &RunId) -> EventId {
+        EventId::derive("RunStarted", &[run_id.as_str()])
+    }
+}
+
+impl RunCompleted {
+    pub fn id_for(run_id: &RunId) -> EventId {
+        EventId::derive("RunCompleted", &[run_id.as_str()])
+    }
+}
+
+impl RunRejected {
+    pub fn id_for(run_id: &RunId) -> EventId {
+        EventId::derive("RunRejected", &[run_id.as_str()])
+    }
+}
+
+impl RegionResult {
+    /// One result per dispatch: a dispatcher that publishes it again after a crash writes the same id.
+    pub fn id_for(dispatch_id: &DispatchId) -> EventId {
+        EventId::derive("RegionResult", &[dispatch_id.as_str()])
+    }
+}

@@ -134,3 +134,43 @@ pub struct CircuitStateChanged {
     pub to_state: CircuitState,
     pub reason: String,
 }
+
+// The ids of what the rollback processor and the circuit breaker write: one rollback per run and region,
+// one event per step, one transition per count, so a processor applying a batch again writes the same ids.
+
+impl RollbackStarted {
+    pub fn id_for(run_id: &RunId, region: &RegionName) -> EventId {
+        EventId::derive("RollbackStarted", &[run_id.as_str(), region.as_str()])
+    }
+}
+
+impl RollbackStepApplied {
+    pub fn id_for(run_id: &RunId, region: &RegionName, step: i32) -> EventId {
+        EventId::derive("RollbackStepApplied", &[run_id.as_str(), region.as_str(), &step.to_string()])
+    }
+}
+
+impl RollbackPaused {
+    pub fn id_for(run_id: &RunId, region: &RegionName, step: i32) -> EventId {
+        EventId::derive("RollbackPaused", &[run_id.as_str(), region.as_str(), &step.to_string()])
+    }
+}
+
+impl RollbackCompleted {
+    pub fn id_for(run_id: &RunId, region: &RegionName) -> EventId {
+        EventId::derive("RollbackCompleted", &[run_id.as_str(), region.as_str()])
+    }
+}
+
+impl RollbackFailed {
+    pub fn id_for(run_id: &RunId, region: &RegionName) -> EventId {
+        EventId::derive("RollbackFailed", &[run_id.as_str(), region.as_str()])
+    }
+}
+
+impl CircuitStateChanged {
+    /// `transitions` is the region's count of transitions so far, this one included.
+    pub fn id_for(region: &RegionName, transitions: u64) -> EventId {
+        EventId::derive("CircuitStateChanged", &[region.as_str(), &transitions.to_string()])
+    }
+}

@@ -14,8 +14,10 @@ use chaoseater_schemas::events::{CircuitState, Event, RegionResult};
 use chaoseater_schemas::sync::lock;
 use chaoseater_schemas::topics::Topic;
 
+mod component;
 mod health;
 pub mod names;
+pub use component::MetricsComponent;
 pub use health::ServiceHealth;
 use names::*;
 

@@ -6,13 +6,20 @@
 
 use std::time::Duration;
 
-use chaoseater_schemas::bus::{ApplyError, Origin, Processor, StateStore, StateView};
+use chaoseater_schemas::bus::{ApplyError, Origin, Processor, Shutdown, StateStore, StateView};
 use chaoseater_schemas::events::Event;
 use chaoseater_schemas::topics::Topic;
 use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 
 use super::{AlertOptions, DashboardOptions, alert_rules, dashboard, rule_group};
+use chaoseater_net::http::{HttpClient, HttpError};
+
+mod component;
+pub use component::{GrafanaComponent, GrafanaConfig};
+
+/// How long one request to Grafana may take, answer included.
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One request for Grafana.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -183,9 +190,22 @@ enum Sent {
     Park(String),
 }
 
-async fn send(client: &crate::http::Client, target: &GrafanaTarget, item: &Outgoing) -> Sent {
+/// `item` to Grafana with the API key as bearer: the status and the start of the answer's text.
+async fn request(client: &HttpClient, target: &GrafanaTarget, item: &Outgoing) -> Result<(u16, String), String> {
     let url = format!("{}{}", target.url.trim_end_matches('/'), item.path);
-    match client.request(&item.method, &url, &target.api_key, &item.body).await {
+    let method = hyper::Method::from_bytes(item.method.as_bytes()).map_err(|e| format!("{url}: {e}"))?;
+    match client.json(method, &url, Some(&item.body), Some(&target.api_key), TIMEOUT).await {
+        Ok(answer) => {
+            let text = String::from_utf8_lossy(&answer.body).chars().take(500).collect();
+            Ok((answer.status.as_u16(), text))
+        }
+        Err(HttpError::Timeout(t)) => Err(format!("{url}: no answer within {t:?}")),
+        Err(e) => Err(format!("{url}: {e}")),
+    }
+}
+
+async fn send(client: &HttpClient, target: &GrafanaTarget, item: &Outgoing) -> Sent {
+    match request(client, target, item).await {
         Ok((status, _)) if (200..300).contains(&status) => Sent::Done,
         // A rule that does not exist yet is created instead.
         Ok((404, _)) if item.method == "PUT" && item.path.starts_with("/api/v1/provisioning/alert-rules/") => {
@@ -202,17 +222,12 @@ async fn send(client: &crate::http::Client, target: &GrafanaTarget, item: &Outgo
     }
 }
 
-/// Drains the outbox in order until `stop`; woken by commits, retrying with backoff.
-pub async fn sender(
-    store: StateStore,
-    target: GrafanaTarget,
-    mut wake: watch::Receiver<u64>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let client = crate::http::Client::new();
+/// Drains the outbox in order until `stop` fires; woken by commits, retrying with backoff.
+pub async fn sender(store: StateStore, target: GrafanaTarget, mut wake: watch::Receiver<u64>, stop: Shutdown) {
+    let client = HttpClient::new();
     let mut backoff = Duration::from_millis(200);
     loop {
-        if *stop.borrow() {
+        if stop.is_triggered() {
             return;
         }
         let pending = store.scan_prefix(OUTBOX).unwrap_or_default();
@@ -248,14 +263,14 @@ pub async fn sender(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = wake.changed() => {}
-            _ = stop.changed() => {}
+            () = stop.wait() => return,
         }
     }
 }
 
 /// Sends the dashboard and the rules once, now (`chaoseater grafana push`): each request with its outcome.
 pub async fn push_once(target: &GrafanaTarget) -> Vec<(Outgoing, Result<(), String>)> {
-    let client = crate::http::Client::new();
+    let client = HttpClient::new();
     let mut out = Vec::new();
     for item in provisioning(target) {
         let outcome = match send(&client, target, &item).await {

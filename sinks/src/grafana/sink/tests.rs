@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use chaoseater_schemas::bus::state::Commit;
-use chaoseater_schemas::bus::{Origin, Processor, StateStore, StateView};
+use chaoseater_schemas::bus::{Origin, Processor, Shutdown, StateStore, StateView};
 use chaoseater_schemas::events::{Event, EventKind};
 use chaoseater_schemas::ids::TimestampMs;
 use chaoseater_schemas::samples;
@@ -108,7 +108,7 @@ struct Rig {
     _dir: tempfile::TempDir,
     store: StateStore,
     sink: GrafanaSink,
-    _stop: watch::Sender<bool>,
+    _stop: Shutdown,
 }
 
 impl Rig {
@@ -118,9 +118,9 @@ impl Rig {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = StateStore::open(dir.path()).expect("store");
         let (sink, wake) = GrafanaSink::new(&target(&url));
-        let (stop_tx, stop) = watch::channel(false);
-        tokio::spawn(sender(store.clone(), target(&url), wake, stop));
-        Self { fake, url, _dir: dir, store, sink, _stop: stop_tx }
+        let stop = Shutdown::new();
+        tokio::spawn(sender(store.clone(), target(&url), wake, stop.clone()));
+        Self { fake, url, _dir: dir, store, sink, _stop: stop }
     }
 }
 

@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chaoseater_schemas::bus::Shutdown;
 use chaoseater_schemas::sync::lock;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -140,7 +140,7 @@ pub struct Slot {
     id: u64,
     busy: Arc<AtomicUsize>,
     limits: ServerLimits,
-    stop: watch::Receiver<bool>,
+    stop: Shutdown,
 }
 
 /// The accepting side of a server: admits connections within the limit, backs off on accept errors,
@@ -154,14 +154,13 @@ pub struct Acceptor {
     errors: AcceptErrors,
     backoff: Duration,
     tasks: tokio::task::JoinSet<()>,
-    stop_tx: watch::Sender<bool>,
-    stop_rx: watch::Receiver<bool>,
+    /// Tells the connections to finish their request in flight and close.
+    stop: Shutdown,
 }
 
 impl Acceptor {
     /// An acceptor for the server `name` (in log lines).
     pub fn new(name: &'static str, limits: ServerLimits) -> Self {
-        let (stop_tx, stop_rx) = watch::channel(false);
         Self {
             name,
             limits,
@@ -169,8 +168,7 @@ impl Acceptor {
             errors: AcceptErrors { last_logged: None, suppressed: 0 },
             backoff: Duration::from_millis(10),
             tasks: tokio::task::JoinSet::new(),
-            stop_tx,
-            stop_rx,
+            stop: Shutdown::new(),
         }
     }
 
@@ -199,7 +197,7 @@ impl Acceptor {
         }
         let id = self.registry.next.fetch_add(1, Ordering::Relaxed);
         let slot =
-            Slot { id, busy: Arc::new(AtomicUsize::new(0)), limits: self.limits.clone(), stop: self.stop_rx.clone() };
+            Slot { id, busy: Arc::new(AtomicUsize::new(0)), limits: self.limits.clone(), stop: self.stop.clone() };
         Some((stream, peer, slot))
     }
 
@@ -225,7 +223,7 @@ impl Acceptor {
 
     /// Asks every connection to finish its request in flight and close; waits at most 5 s.
     pub async fn close(mut self) {
-        let _ = self.stop_tx.send(true);
+        self.stop.trigger();
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
             self.tasks.abort_all();
@@ -233,14 +231,14 @@ impl Acceptor {
     }
 }
 
-/// Serves `service` on `listener` within `limits` until `shutdown` turns true, then lets requests in
+/// Serves `service` on `listener` within `limits` until `shutdown` fires, then lets requests in
 /// flight finish (at most 5 s). `name` labels its log lines.
 pub async fn serve<S, B>(
     name: &'static str,
     listener: TcpListener,
     service: S,
     limits: ServerLimits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) where
     S: Handler<B>,
     B: hyper::body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
@@ -249,7 +247,7 @@ pub async fn serve<S, B>(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|s| *s) => break,
+            () = shutdown.wait() => break,
         };
         if let Some((stream, peer, slot)) = acceptor.take(accepted).await {
             let task = serve_http(stream, peer, service.clone(), slot.clone());
@@ -297,7 +295,7 @@ where
     S: Handler<B>,
     B: hyper::body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
 {
-    let Slot { busy, limits, mut stop, .. } = slot;
+    let Slot { busy, limits, stop, .. } = slot;
     let _ = stream.set_nodelay(true);
     let last = Arc::new(Mutex::new(Instant::now()));
     let (busy_in, last_in) = (busy.clone(), last.clone());
@@ -334,7 +332,7 @@ where
                     return;
                 }
             }
-            _ = stop.wait_for(|s| *s), if !stopping => {
+            () = stop.wait(), if !stopping => {
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }

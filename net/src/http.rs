@@ -1,5 +1,6 @@
-//! HTTP plumbing shared by the agent, its probes, the demo target and (later) the dispatcher: one
-//! pooled client with a per-request deadline, and JSON response helpers.
+//! One pooled HTTP/1.1 client with a per-request deadline and a body limit, for every call we make (the
+//! dispatcher to agents, the agent to its upstream and probes, the Grafana sink to Grafana), and JSON
+//! response helpers.
 
 use std::time::Duration;
 
