@@ -25,8 +25,6 @@ pub mod history;
 pub mod ledger;
 pub mod orchestrator;
 pub mod rollback;
-#[cfg(test)]
-mod testing;
 
 use std::path::Path;
 

@@ -82,7 +82,7 @@ fn a_corrupt_breaker_is_an_error_not_a_fresh_one() {
     use chaoseater_schemas::bus::ApplyError;
     use chaoseater_schemas::events::{Event, HealthStatus, RegionHealthSampled};
     use chaoseater_schemas::ids::TimestampMs;
-    let mut rig = crate::testing::Rig::new(CircuitBreaker { config: config() });
+    let mut rig = chaoseater_schemas::bus::testing::Rig::new(CircuitBreaker { config: config() });
     rig.store.put_state(b"circuit/eu-west", b"{not json").expect("write");
     let region = RegionName::new("eu-west");
     let sample = Event::RegionHealthSampled(RegionHealthSampled {

@@ -25,7 +25,7 @@ fn choice_and_order_follow_the_mode() {
     assert_eq!(names(&choose(RunMode::Parallel, regions, true, 0.0)), ["b", "e", "c", "d", "a"]);
 }
 
-type Rig = crate::testing::Rig<Orchestrator>;
+type Rig = chaoseater_schemas::bus::testing::Rig<Orchestrator>;
 
 /// An orchestrator that knows `regions` (name, priority).
 fn rig(regions: &[(&str, i32)]) -> Rig {

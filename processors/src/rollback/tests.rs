@@ -195,7 +195,7 @@ proptest! {
     }
 }
 
-type Rig = crate::testing::Rig<RollbackProcessor>;
+type Rig = chaoseater_schemas::bus::testing::Rig<RollbackProcessor>;
 
 /// A run with `strategy` dispatched to `region`: its fault may be in place.
 fn dispatch(rig: &mut Rig, run: &str, region: &str, strategy: RollbackStrategy) {

@@ -562,3 +562,6 @@ impl Workers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,7 @@
 //! - [`regions`]: the region registry, folded from the regions topic the same way by every reader.
 //! - [`component`]: the shape of every long-running part: its name and topics, a prepare-once and
 //!   start-per-try, a [`Handle`] owning the tasks it spawned, one [`Shutdown`] signal.
+//! - `testing` (feature `testing`): the processor test rig, a processor over a real store without a broker.
 //! - [`admin`]: topic creation and listing on a real broker.
 //! - [`embedded`]: librdkafka's in-process mock cluster for `demo` and `serve` without a broker.
 
@@ -24,6 +25,8 @@ pub mod processor;
 pub mod producer;
 pub mod regions;
 pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod view;
 
 pub use component::{

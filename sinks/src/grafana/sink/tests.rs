@@ -2,8 +2,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use chaoseater_schemas::bus::state::Commit;
-use chaoseater_schemas::bus::{Origin, Processor, Shutdown, StateStore, StateView};
+use chaoseater_schemas::bus::{Shutdown, StateStore, testing};
 use chaoseater_schemas::events::{Event, EventKind};
 use chaoseater_schemas::ids::TimestampMs;
 use chaoseater_schemas::samples;
@@ -67,19 +66,12 @@ fn target(url: &str) -> GrafanaTarget {
     }
 }
 
-/// Applies `events` (and one tick) to the sink and commits, as the runner would.
-fn feed(sink: &mut GrafanaSink, store: &StateStore, events: &[Event]) {
-    let mut pending = Default::default();
-    {
-        let mut view = StateView::new(store, &mut pending);
-        sink.tick(chaoseater_schemas::ids::TimestampMs::now(), &mut view).expect("tick");
-        for (i, e) in events.iter().enumerate() {
-            let origin = Origin { topic: "t".into(), partition: 0, offset: i as i64, now: TimestampMs(0) };
-            sink.apply(e, &origin, &mut view).expect("apply");
-        }
+/// A tick, then `events`, each committed as the runner would.
+fn feed(sink: &mut testing::Rig<GrafanaSink>, events: &[Event]) {
+    sink.tick(TimestampMs::now());
+    for event in events {
+        sink.apply(event.clone());
     }
-    store.commit(Commit { state: pending, ..Commit::default() }).expect("commit");
-    sink.on_commit(store);
 }
 
 fn run_events(n: usize, text_marker: &str) -> Vec<Event> {
@@ -105,9 +97,9 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 struct Rig {
     fake: Arc<FakeGrafana>,
     url: String,
-    _dir: tempfile::TempDir,
+    /// The sink's store, which the sender drains.
     store: StateStore,
-    sink: GrafanaSink,
+    sink: testing::Rig<GrafanaSink>,
     _stop: Shutdown,
 }
 
@@ -115,19 +107,18 @@ impl Rig {
     async fn start(unavailable: bool) -> Self {
         let (fake, url) = fake_grafana().await;
         *fake.unavailable.lock().expect("lock") = unavailable;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = StateStore::open(dir.path()).expect("store");
         let (sink, wake) = GrafanaSink::new(&target(&url));
-        let stop = Shutdown::new();
+        let sink = testing::Rig::new(sink);
+        let (store, stop) = (sink.store.clone(), Shutdown::new());
         tokio::spawn(sender(store.clone(), target(&url), wake, stop.clone()));
-        Self { fake, url, _dir: dir, store, sink, _stop: stop }
+        Self { fake, url, store, sink, _stop: stop }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_provisioning_and_annotations_with_the_key_as_bearer() {
-    let Rig { fake, url, _dir, store, mut sink, _stop } = Rig::start(false).await;
-    feed(&mut sink, &store, &run_events(2, "exp"));
+    let Rig { fake, url, store, mut sink, _stop } = Rig::start(false).await;
+    feed(&mut sink, &run_events(2, "exp"));
     wait_for("every request", || store.scan_prefix(OUTBOX).map(|p| p.is_empty()).unwrap_or(false)).await;
     let requests = fake.requests.lock().expect("lock").clone();
     assert!(requests.iter().all(|(_, _, auth, _)| auth == "Bearer secret-key"));
@@ -150,10 +141,10 @@ async fn pushes_provisioning_and_annotations_with_the_key_as_bearer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_loses_no_annotation_and_a_refusal_is_parked() {
-    let Rig { fake, url: _, _dir, store, mut sink, _stop } = Rig::start(true).await;
+    let Rig { fake, url: _, store, mut sink, _stop } = Rig::start(true).await;
     let mut events = run_events(5, "during-outage");
     events.extend(run_events(1, "refuse"));
-    feed(&mut sink, &store, &events);
+    feed(&mut sink, &events);
     wait_for("a few refused attempts", || fake.requests.lock().expect("lock").len() >= 3).await;
     assert!(!store.scan_prefix(OUTBOX).expect("outbox").is_empty(), "kept while Grafana is down");
     *fake.unavailable.lock().expect("lock") = false;

@@ -1,11 +1,13 @@
 //! A processor over a real state store, without a broker: events in, events out, each applied and
-//! committed as its own batch (the unit tests of every processor use it).
+//! committed as its own batch, with `on_commit` after the commit and `on_discard` after a refusal, as the
+//! runner does. The unit tests of every processor use it (feature `testing`, for dev-dependencies).
 
-use chaoseater_schemas::bus::state::Commit;
-use chaoseater_schemas::bus::{ApplyError, Origin, Processor, StateStore, StateView};
-use chaoseater_schemas::events::Event;
-use chaoseater_schemas::ids::TimestampMs;
+use super::state::Commit;
+use super::{ApplyError, Origin, Processor, StateStore, StateView};
+use crate::events::Event;
+use crate::ids::TimestampMs;
 
+#[derive(Debug)]
 pub struct Rig<P: Processor> {
     _dir: tempfile::TempDir,
     pub store: StateStore,
@@ -32,11 +34,19 @@ impl<P: Processor> Rig<P> {
         let mut pending = Default::default();
         let origin = Origin { topic: "t".into(), partition: 0, offset: self.offset, now: self.now };
         self.offset += 1;
-        let out = {
+        let applied = {
             let mut view = StateView::new(&self.store, &mut pending);
-            self.processor.apply(&event, &origin, &mut view)?
+            self.processor.apply(&event, &origin, &mut view)
+        };
+        let out = match applied {
+            Ok(out) => out,
+            Err(e) => {
+                self.processor.on_discard();
+                return Err(e);
+            }
         };
         self.store.commit(Commit { state: pending, ..Commit::default() }).expect("commit");
+        self.processor.on_commit(&self.store);
         Ok(out)
     }
 
@@ -48,6 +58,7 @@ impl<P: Processor> Rig<P> {
             self.processor.tick(now, &mut view).expect("tick")
         };
         self.store.commit(Commit { state: pending, ..Commit::default() }).expect("commit");
+        self.processor.on_commit(&self.store);
         out
     }
 }
