@@ -43,7 +43,7 @@ impl CircuitBreaker {
     }
 
     fn event(region: &RegionName, circuit: &Circuit, t: Transition, at: TimestampMs) -> Event {
-        tracing::warn!(%region, from = ?t.from, to = ?t.to, reason = %t.reason, "circuit state changed");
+        tracing::warn!(%region, from = ?t.from, to = ?t.to, reason = %t.reason, "Circuit state changed.");
         Event::CircuitStateChanged(CircuitStateChanged {
             event_id: CircuitStateChanged::id_for(region, circuit.transitions),
             occurred_at: at,

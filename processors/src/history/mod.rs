@@ -201,7 +201,7 @@ impl Materializer {
             tracing::warn!(
                 orphan_files = recovery.orphan_files,
                 superseded_segments = recovery.superseded_segments,
-                "history: removed the remains of an interrupted write"
+                "History: removed the remains of an interrupted write."
             );
         }
         Ok(Self { ctx, dir, options, log: None, dead_letters: DeadLetterDuty::All })
@@ -315,7 +315,7 @@ impl Materializer {
         for segment in written {
             stats.rows += segment.rows;
             stats.segments += 1;
-            tracing::debug!(segment = %segment.name(), rows = segment.rows, "history segment committed");
+            tracing::debug!(segment = %segment.name(), rows = segment.rows, "History segment committed.");
         }
         Ok(())
     }
@@ -323,10 +323,10 @@ impl Materializer {
     async fn compact(&self) {
         let (dir, rows) = (self.dir.clone(), self.options.compact_rows);
         match tokio::task::spawn_blocking(move || dir.compact(rows)).await {
-            Ok(Ok(merged)) if merged > 0 => tracing::info!(merged, "history: compacted small segments"),
+            Ok(Ok(merged)) if merged > 0 => tracing::info!(merged, "History: compacted small segments."),
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "history: compaction failed; the segments stay as they are"),
-            Err(e) => tracing::warn!(error = %e, "history: compaction task failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "History: compaction failed; the segments stay as they are."),
+            Err(e) => tracing::warn!(error = %e, "History: compaction task failed."),
         }
     }
 }

@@ -71,7 +71,7 @@ impl Orchestrator {
     fn reject(state: &mut StateView<'_>, run_id: &RunId, reason: String, now: TimestampMs) -> Vec<Event> {
         let reason = limits::truncate(&reason, limits::MAX_REASON_LEN).into_owned();
         state.put(format!("rejected/{run_id}").into_bytes(), reason.clone().into_bytes());
-        tracing::warn!(run = %run_id, %reason, "run rejected");
+        tracing::warn!(run = %run_id, %reason, "Run rejected.");
         vec![Event::RunRejected(RunRejected {
             event_id: RunRejected::id_for(run_id),
             occurred_at: now,
@@ -195,7 +195,7 @@ impl Orchestrator {
         out.extend(Self::steps(&mut saga, now));
         Self::save(state, &saga)?;
         state.remove(Self::waiting_key(&r.run_id));
-        tracing::info!(run = %r.run_id, regions = saga.regions.len(), mode = ?r.mode, "run started");
+        tracing::info!(run = %r.run_id, regions = saga.regions.len(), mode = ?r.mode, "Run started.");
         Ok(Ok(out))
     }
 
@@ -222,7 +222,7 @@ impl Orchestrator {
                 }
                 Step::Complete => {
                     let (status, report) = saga.report(now.0);
-                    tracing::info!(run = %saga.run_id, ?status, mean_score = report.mean_score, "run completed");
+                    tracing::info!(run = %saga.run_id, ?status, mean_score = report.mean_score, "Run completed.");
                     Event::RunCompleted(RunCompleted {
                         event_id: RunCompleted::id_for(&saga.run_id),
                         occurred_at: now,
@@ -253,7 +253,7 @@ impl Orchestrator {
             return Ok(Vec::new());
         }
         saga.abort(&a.reason);
-        tracing::info!(run = %a.run_id, reason = %a.reason, "run aborting");
+        tracing::info!(run = %a.run_id, reason = %a.reason, "Run aborting.");
         let out = Self::steps(&mut saga, now);
         Self::save(state, &saga)?;
         Ok(out)

@@ -102,7 +102,7 @@ impl RollbackProcessor {
             return Ok(());
         };
         let (rollback, first) = Rollback::start(&active.config, trigger, at.0);
-        tracing::info!(%run, %region, strategy = rollback.strategy.as_str(), trigger = trigger.as_str(), "rollback started");
+        tracing::info!(%run, %region, strategy = rollback.strategy.as_str(), trigger = trigger.as_str(), "Rollback started.");
         out.push(Event::RollbackStarted(RollbackStarted {
             event_id: RollbackStarted::id_for(run, region),
             occurred_at: at,
@@ -143,7 +143,7 @@ impl RollbackProcessor {
         for output in outputs {
             out.push(match output {
                 Output::Request { step, percentage, upstream, check_after_ms } => {
-                    tracing::info!(%run, %region, step, percentage, "rollback step requested");
+                    tracing::info!(%run, %region, step, percentage, "Rollback step requested.");
                     Event::RollbackStepRequested(RollbackStepRequested {
                         event_id: RollbackStepRequested::id_for(run, region, step),
                         occurred_at: at,
@@ -157,7 +157,7 @@ impl RollbackProcessor {
                     })
                 }
                 Output::Paused { step, reason } => {
-                    tracing::warn!(%run, %region, step, %reason, "rollback paused");
+                    tracing::warn!(%run, %region, step, %reason, "Rollback paused.");
                     Event::RollbackPaused(RollbackPaused {
                         event_id: RollbackPaused::id_for(&run_id, &region_name, step),
                         occurred_at: at,
@@ -168,7 +168,7 @@ impl RollbackProcessor {
                     })
                 }
                 Output::Completed { steps, duration_ms } => {
-                    tracing::info!(%run, %region, steps, duration_ms, "rollback completed");
+                    tracing::info!(%run, %region, steps, duration_ms, "Rollback completed.");
                     Event::RollbackCompleted(RollbackCompleted {
                         event_id: RollbackCompleted::id_for(&run_id, &region_name),
                         occurred_at: at,
@@ -179,7 +179,7 @@ impl RollbackProcessor {
                     })
                 }
                 Output::Failed { reason } => {
-                    tracing::warn!(%run, %region, %reason, "rollback failed");
+                    tracing::warn!(%run, %region, %reason, "Rollback failed.");
                     Event::RollbackFailed(RollbackFailed {
                         event_id: RollbackFailed::id_for(&run_id, &region_name),
                         occurred_at: at,
@@ -244,7 +244,7 @@ impl Processor for RollbackProcessor {
                         && let Some(active) = load::<ActiveRun>(state, &run_key(&run, &s.region))?
                         && rate > active.config.failure_threshold
                     {
-                        tracing::warn!(%run, region = %s.region, rate, threshold = active.config.failure_threshold, "failure threshold crossed");
+                        tracing::warn!(%run, region = %s.region, rate, threshold = active.config.failure_threshold, "Failure threshold crossed.");
                         let trigger = RollbackTrigger::FailureThreshold;
                         Self::start(state, &run, &s.region, trigger, s.occurred_at, &mut out)?;
                     }

@@ -129,7 +129,7 @@ impl Experiment {
 
     fn set_phase(&self, phase: Phase) {
         lock(&self.progress).phase = phase;
-        tracing::info!(experiment = %self.id, phase = ?phase, "experiment phase");
+        tracing::info!(experiment = %self.id, phase = ?phase, "Experiment phase.");
     }
 
     pub fn abort(&self) {
@@ -190,7 +190,7 @@ impl Experiment {
     fn finish(&self, outcome: Outcome) {
         tracing::info!(
             experiment = %self.id, status = ?outcome.status, score = ?outcome.resilience_score,
-            error = outcome.error.as_deref().unwrap_or(""), "experiment finished"
+            error = outcome.error.as_deref().unwrap_or(""), "Experiment finished."
         );
         {
             let mut p = lock(&self.progress);
@@ -374,14 +374,14 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
                 injected.scale(c.rolled_back);
                 let traffic = core.proxy.traffic();
                 lock(&experiment.progress).rollback_steps.push((c.rolled_back, traffic));
-                tracing::info!(experiment = %experiment.id, rolled_back = c.rolled_back, "rollback step applied");
+                tracing::info!(experiment = %experiment.id, rolled_back = c.rolled_back, "Rollback step applied.");
                 if c.rolled_back >= 100.0 { break; }
             }
         }
     }
     injected.revert().await;
     let revert_at = recorder.now();
-    tracing::info!(experiment = %experiment.id, aborted, "fault reverted");
+    tracing::info!(experiment = %experiment.id, aborted, "Fault reverted.");
 
     // Recovery: probe until the steady state held for the stability window, or the timeout.
     experiment.set_phase(Phase::Recovering);

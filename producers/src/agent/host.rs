@@ -75,10 +75,10 @@ impl Journal {
         let mut kept = Vec::new();
         for leftover in &old {
             if let Err(e) = leftover.revert() {
-                tracing::error!(?leftover, error = %e, "could not revert a leftover of a previous run; keeping it");
+                tracing::error!(?leftover, error = %e, "Could not revert a leftover of a previous run; keeping it.");
                 kept.push(leftover.clone());
             } else {
-                tracing::warn!(?leftover, "reverted a leftover of a previous run");
+                tracing::warn!(?leftover, "Reverted a leftover of a previous run.");
             }
         }
         *lock(&journal.entries) = kept;
@@ -104,12 +104,12 @@ impl Journal {
     /// Reverts `leftover` and forgets it.
     pub fn revert(&self, leftover: &Leftover) {
         if let Err(e) = leftover.revert() {
-            tracing::error!(?leftover, error = %e, "revert failed; left in the journal for the next start");
+            tracing::error!(?leftover, error = %e, "Revert failed; left in the journal for the next start.");
             return;
         }
         lock(&self.entries).retain(|e| e != leftover);
         if let Err(e) = self.save() {
-            tracing::error!(error = %e, "could not rewrite the journal");
+            tracing::error!(error = %e, "Could not rewrite the journal.");
         }
     }
 
@@ -366,7 +366,7 @@ fn burn(duty: f64, stop: &AtomicBool, intensity: &AtomicU64) {
 fn hammer(file: &Path, stop: &AtomicBool, intensity: &AtomicU64) {
     use std::io::{Seek, SeekFrom};
     let Ok(mut f) = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(file) else {
-        tracing::error!(file = %file.display(), "cannot open the I/O scratch file");
+        tracing::error!(file = %file.display(), "Cannot open the I/O scratch file.");
         return;
     };
     let block = [0x3Cu8; 4096];
@@ -378,7 +378,7 @@ fn hammer(file: &Path, stop: &AtomicBool, intensity: &AtomicU64) {
         }
         let ok = f.seek(SeekFrom::Start(offset)).and_then(|_| f.write_all(&block)).and_then(|_| f.sync_data());
         if let Err(e) = ok {
-            tracing::warn!(error = %e, "competing I/O write failed");
+            tracing::warn!(error = %e, "Competing I/O write failed.");
             std::thread::sleep(Duration::from_millis(50));
         }
         offset = (offset + 4096 * 17) % (64 * MB);

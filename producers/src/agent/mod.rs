@@ -139,7 +139,7 @@ impl AgentCore {
             return Err((StatusCode::INTERNAL_SERVER_ERROR, format!("recording the experiment id: {e}")));
         }
         lock(&self.experiments).insert(id.clone(), experiment.clone());
-        tracing::info!(experiment = %id, fault_type = %experiment.request.fault_type, "experiment accepted");
+        tracing::info!(experiment = %id, fault_type = %experiment.request.fault_type, "Experiment accepted.");
         tokio::spawn(experiment::run(self.clone(), experiment.clone()));
         Ok(experiment)
     }
@@ -210,7 +210,7 @@ pub async fn load_probe_set(set: &str) -> Result<ProbeSet, AgentError> {
                 }
                 Err(e) if std::time::Instant::now() >= deadline => return Err(err(e.to_string())),
                 _ => {
-                    tracing::info!(set, "waiting for the probe set");
+                    tracing::info!(set, "Waiting for the probe set.");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -281,14 +281,14 @@ impl Agent {
             limits.api,
             shutdown.clone(),
         )));
-        tracing::info!(%api_addr, %proxy_addr, upstream = %core.config.upstream, "agent serving");
+        tracing::info!(%api_addr, %proxy_addr, upstream = %core.config.upstream, "Agent serving.");
         Ok(Self { core, api_addr, proxy_addr, cleaned, shutdown, tasks })
     }
 
     /// Aborts the running experiment, waits for its fault to be reverted, and stops serving.
     pub async fn shutdown(self) {
         if let Some(active) = self.core.active() {
-            tracing::info!(experiment = %active.id, "shutting down: aborting the running experiment");
+            tracing::info!(experiment = %active.id, "Shutting down: aborting the running experiment.");
             active.abort();
             let _ = tokio::time::timeout(Duration::from_secs(10), active.finished()).await;
         }

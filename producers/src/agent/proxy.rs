@@ -249,17 +249,17 @@ pub async fn serve(
         if state.refusing() {
             // A crashed node refuses connections: close the socket so that clients get ECONNREFUSED.
             if listener.take().is_some() {
-                tracing::info!(?addr, "proxy stopped listening (node_failure crash)");
+                tracing::info!(?addr, "Proxy stopped listening (node_failure crash).");
             }
         } else if listener.is_none() {
             let Some(addr) = addr else { break };
             match TcpListener::bind(addr).await {
                 Ok(l) => {
-                    tracing::info!(%addr, "proxy listening again");
+                    tracing::info!(%addr, "Proxy listening again.");
                     listener = Some(l);
                 }
                 Err(e) => {
-                    tracing::warn!(%addr, error = %e, "proxy cannot listen again yet; retrying");
+                    tracing::warn!(%addr, error = %e, "Proxy cannot listen again yet; retrying.");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

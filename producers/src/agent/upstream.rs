@@ -31,7 +31,7 @@ async fn connect(authority: &str) -> Result<hyper::client::conn::http1::SendRequ
         .map_err(|e| format!("handshake with {authority}: {e}"))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::trace!(error = %e, "upstream connection ended");
+            tracing::trace!(error = %e, "Upstream connection ended.");
         }
     });
     Ok(sender)

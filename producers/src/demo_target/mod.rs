@@ -150,7 +150,7 @@ impl DemoTarget {
             match self.score_upstream(upstream, instances).await {
                 Ok(p) => return Ok(p),
                 Err(e) if !self.config.resilience.fallback => return Err(e),
-                Err((_, message)) => tracing::debug!(%message, "upstream failed; answering from the local model"),
+                Err((_, message)) => tracing::debug!(%message, "Upstream failed; answering from the local model."),
             }
         }
         self.score(instances)

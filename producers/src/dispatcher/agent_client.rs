@@ -109,7 +109,7 @@ pub async fn run(
         match client.json(Method::POST, &url, Some(&body), token, REQUEST_TIMEOUT).await {
             Ok(a) if a.status.as_u16() == 202 || a.status.is_success() => break,
             Ok(a) if a.status.as_u16() == 409 => {
-                tracing::debug!(region = %d.region, "agent busy with another experiment; waiting");
+                tracing::debug!(region = %d.region, "Agent busy with another experiment; waiting.");
                 last_error = Some("the agent was busy with another experiment".to_owned());
             }
             Ok(a) => {
@@ -117,7 +117,7 @@ pub async fn run(
                 return failed(d, started, format!("agent answered HTTP {}: {text}", a.status.as_u16()));
             }
             Err(e) => {
-                tracing::warn!(region = %d.region, error = %e, "agent unreachable; retrying");
+                tracing::warn!(region = %d.region, error = %e, "Agent unreachable; retrying.");
                 last_error = Some(e.to_string());
             }
         }
@@ -127,7 +127,7 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    tracing::info!(region = %d.region, dispatch = %id, "agent started the experiment");
+    tracing::info!(region = %d.region, dispatch = %id, "Agent started the experiment.");
 
     // Follow it to its outcome.
     let status_url = format!("{base}/api/v1/experiments/{id}");
@@ -137,7 +137,7 @@ pub async fn run(
         if *abort.borrow() && !aborted_sent {
             let url = format!("{status_url}/abort");
             if let Err(e) = client.json(Method::POST, &url, None, token, REQUEST_TIMEOUT).await {
-                tracing::warn!(region = %d.region, error = %e, "abort did not reach the agent; retrying");
+                tracing::warn!(region = %d.region, error = %e, "Abort did not reach the agent; retrying.");
             } else {
                 aborted_sent = true;
             }
@@ -236,7 +236,7 @@ pub async fn apply_step(
         if Instant::now() >= deadline {
             return Err(format!("step {} not applied within {:?}: {last}", step.step, STEP_PATIENCE));
         }
-        tracing::debug!(region = %step.region, step = step.step, error = %last, "rollback step not applied yet; retrying");
+        tracing::debug!(region = %step.region, step = step.step, error = %last, "Rollback step not applied yet; retrying.");
         tokio::time::sleep(backoff).await;
         // A step is time-critical (an emergency rollback waits on it): retry at least every second.
         backoff = (backoff * 2).min(Duration::from_secs(1));

@@ -70,7 +70,7 @@ pub async fn monitor(store: StateStore, producer: EventProducer, interval: Durat
         let regions = match Dispatcher::regions(&store) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %e, "health monitor cannot read the registry");
+                tracing::warn!(error = %e, "Health monitor cannot read the registry.");
                 continue;
             }
         };
@@ -79,7 +79,7 @@ pub async fn monitor(store: StateStore, producer: EventProducer, interval: Durat
         if !events.is_empty()
             && let Err(e) = producer.publish_all(&events).await
         {
-            tracing::warn!(error = %e, "publishing health samples failed");
+            tracing::warn!(error = %e, "Publishing health samples failed.");
         }
     }
 }

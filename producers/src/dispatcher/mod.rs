@@ -257,7 +257,7 @@ impl Processor for Dispatcher {
                 if Self::circuit_blocks(state, &d.region)? {
                     // No new dispatches to a region whose circuit is not closed: held until it closes.
                     state.put(Self::held_key(d.dispatch_id.as_str()), origin.now.0.to_be_bytes().to_vec());
-                    tracing::warn!(region = %d.region, dispatch = %d.dispatch_id, "circuit not closed; dispatch held");
+                    tracing::warn!(region = %d.region, dispatch = %d.dispatch_id, "Circuit not closed; dispatch held.");
                     return Ok(Vec::new());
                 }
                 match endpoint {
@@ -278,7 +278,7 @@ impl Processor for Dispatcher {
                         self.queued.push(Work::Step { step: Box::new(step.clone()), region });
                     }
                     None => {
-                        tracing::error!(region = %step.region, step = step.step, "rollback step for an unknown region")
+                        tracing::error!(region = %step.region, step = step.step, "Rollback step for an unknown region.")
                     }
                 }
             }
@@ -379,7 +379,7 @@ impl RegionQueues {
         }
         let queue = self.waiting.entry(region.clone()).or_default();
         queue.push_back(task);
-        tracing::info!(%region, queued = queue.len(), "region busy with another dispatch; queued");
+        tracing::info!(%region, queued = queue.len(), "Region busy with another dispatch; queued.");
         None
     }
 
@@ -413,7 +413,7 @@ impl Workers {
     /// would poll it busy and time out); rollback steps and aborts act at once.
     pub async fn run(self, unfinished: Vec<Work>, mut queue: mpsc::UnboundedReceiver<Work>) {
         if !unfinished.is_empty() {
-            tracing::info!(count = unfinished.len(), "resuming dispatches recorded before a restart");
+            tracing::info!(count = unfinished.len(), "Resuming dispatches recorded before a restart.");
         }
         let mut tasks: tokio::task::JoinSet<Option<RegionName>> = tokio::task::JoinSet::new();
         let mut regions = RegionQueues::default();
@@ -470,7 +470,7 @@ impl Workers {
         match work {
             Work::Abort { run_id } => {
                 if let Some(switches) = lock(&self.running).get(&run_id) {
-                    tracing::info!(run = %run_id, regions = switches.len(), "aborting regions in flight");
+                    tracing::info!(run = %run_id, regions = switches.len(), "Aborting regions in flight.");
                     switches.iter().for_each(|(_, s)| {
                         s.send_replace(true);
                     });
@@ -490,16 +490,16 @@ impl Workers {
                 let this = self.clone();
                 let task = async move {
                     let token = this.tokens.for_region(&dispatch.region);
-                    tracing::info!(run = %dispatch.run_id, region = %dispatch.region, %endpoint, "dispatching");
+                    tracing::info!(run = %dispatch.run_id, region = %dispatch.region, %endpoint, "Dispatching.");
                     let on_held = |held: FaultHeld| {
-                        tracing::info!(run = %held.run_id, region = %held.region, "fault held for its rollback");
+                        tracing::info!(run = %held.run_id, region = %held.region, "Fault held for its rollback.");
                         let this = this.clone();
                         tokio::spawn(async move { this.publish(Event::FaultHeld(held)).await });
                     };
                     let result =
                         agent_client::run(&this.client, &endpoint, token.as_deref(), &dispatch, abort_rx, on_held)
                             .await;
-                    tracing::info!(run = %dispatch.run_id, region = %dispatch.region, status = ?result.status, score = ?result.resilience_score, "region finished");
+                    tracing::info!(run = %dispatch.run_id, region = %dispatch.region, status = ?result.status, score = ?result.resilience_score, "Region finished.");
                     this.publish(Event::RegionResult(result)).await;
                     let mut running = lock(&this.running);
                     if let Some(switches) = running.get_mut(&dispatch.run_id) {
@@ -520,14 +520,14 @@ impl Workers {
         let outcome = agent_client::apply_step(&self.client, &region.endpoint, token.as_deref(), &step).await;
         match outcome {
             Ok(agent_client::StepOutcome::Applied) => {
-                tracing::info!(run = %step.run_id, region = %step.region, step = step.step, percentage = step.percentage, "rollback step applied");
+                tracing::info!(run = %step.run_id, region = %step.region, step = step.step, percentage = step.percentage, "Rollback step applied.");
             }
             Ok(agent_client::StepOutcome::AlreadyReverted(detail)) => {
-                tracing::info!(run = %step.run_id, region = %step.region, step = step.step, %detail, "the fault had already ended");
+                tracing::info!(run = %step.run_id, region = %step.region, step = step.step, %detail, "The fault had already ended.");
             }
             Err(message) => {
                 // Left recorded: the rollback processor's timeout fails the rollback with its reason.
-                tracing::error!(run = %step.run_id, region = %step.region, step = step.step, %message, "rollback step failed");
+                tracing::error!(run = %step.run_id, region = %step.region, step = step.step, %message, "Rollback step failed.");
                 return;
             }
         }
@@ -554,7 +554,7 @@ impl Workers {
             match self.producer.publish(&event).await {
                 Ok(_) => return,
                 Err(e) => {
-                    tracing::error!(error = %e, event_id = %event.event_id(), "publishing a result failed; retrying");
+                    tracing::error!(error = %e, event_id = %event.event_id(), "Publishing a result failed; retrying.");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
                 }
