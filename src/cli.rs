@@ -68,6 +68,9 @@ pub enum Command {
     Trends(TrendsArgs),
     /// Runs side by side, every metric (mean over each run's regions).
     Compare(CompareArgs),
+    /// A/B tests of resilience: does configuration B hold up better than A under the same fault.
+    #[command(subcommand)]
+    Ab(AbCommand),
     /// Totals by layer, fault type, region and status.
     Summary(OutputArgs),
     /// Write a query's rows (the query filters, or --sql) as CSV with a header.
@@ -440,4 +443,37 @@ pub enum GrafanaCommand {
         #[arg(long, default_value = "prometheus")]
         datasource: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AbCommand {
+    /// Judge two sets of samples of one metric, as an A/B test judges each metric: the two-sided
+    /// Mann-Whitney U test of B against A, the Hodges-Lehmann shift with its confidence interval, effect
+    /// sizes and Kayenta's label. Exit code 2 for samples it cannot judge.
+    Judge(AbJudgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AbJudgeArgs {
+    /// Variant A's values, comma-separated (at least one).
+    #[arg(long, value_name = "V,V,..", allow_hyphen_values = true)]
+    pub a: String,
+    /// Variant B's values, comma-separated (at least one).
+    #[arg(long, value_name = "V,V,..", allow_hyphen_values = true)]
+    pub b: String,
+    /// The metric's name, in the report.
+    #[arg(long, default_value = "value")]
+    pub metric: String,
+    /// Lower values are better (recovery time, errors); by default higher ones are (a score).
+    #[arg(long)]
+    pub lower_is_better: bool,
+    /// Confidence level of the interval, in (0, 1).
+    #[arg(long, default_value_t = 0.98)]
+    pub confidence: f64,
+    /// Kayenta's tolerance: the interval must clear this share of the shift's size to label a difference.
+    #[arg(long, default_value_t = 0.25)]
+    pub tolerance: f64,
+    /// text or json (the report's field names).
+    #[arg(long, default_value = "text")]
+    pub format: String,
 }

@@ -14,11 +14,15 @@
 //!
 //! - [`history`]: the history materializer, results, health and rollback events as Parquet tables.
 //!
+//! - [`ab`]: A/B tests of resilience; [`ab::judge`] says whether B holds up better than A, metric by metric
+//!   (Mann-Whitney U, Hodges-Lehmann shift and interval, Kayenta's classification).
+//!
 //! - [`analytics`]: DataFusion over the history: query, trends, compare, summary, read-only SQL.
 //!
 //! [`components`] lists the processors `serve` and `demo` run. Processors never import producers or
 //! sinks: they talk through topics.
 
+pub mod ab;
 pub mod analytics;
 pub mod circuit;
 pub mod history;
