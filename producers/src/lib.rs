@@ -17,7 +17,6 @@ pub mod agent;
 pub mod demo_target;
 pub mod dispatcher;
 pub mod gateway;
-pub mod rng;
 
 use chaoseater_schemas::bus::Component;
 

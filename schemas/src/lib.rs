@@ -8,6 +8,8 @@
 //! - [`events`]: one typed struct per `avro/*.avsc` file and the [`events::Event`] enum.
 //! - [`codec`]: Avro single-object (default) and Confluent framing; decoding dispatches on the header.
 //! - [`sync`]: the one policy for poisoned locks (recover the data, never skip the work).
+//! - [`rng`]: the one seedable generator (SplitMix64) for the demo data, fault decisions, the synthetic
+//!   history and simulations.
 //! - `bus` (feature `bus`, on by default): the producer, the consumer whose offsets live in a sled state
 //!   store next to the state they produced, the dead-letter queue, topic admin and the embedded broker.
 //!
@@ -22,6 +24,7 @@ pub mod experiment;
 pub mod faults;
 pub mod ids;
 pub mod limits;
+pub mod rng;
 pub mod samples;
 pub mod sync;
 pub mod topics;

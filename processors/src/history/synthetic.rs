@@ -6,24 +6,7 @@ use std::collections::BTreeMap;
 use chaoseater_schemas::events::{RegionMetrics, RegionResult, RegionStatus};
 use chaoseater_schemas::experiment::{Layer, ParamValue};
 use chaoseater_schemas::ids::{DispatchId, EventId, RegionName, RunId, TimestampMs};
-
-/// SplitMix64: small, seedable, the same everywhere.
-struct Mix(u64);
-
-impl Mix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use chaoseater_schemas::rng::Rng;
 
 const EXPERIMENTS: [(&str, Layer, &str, &str, f64, f64); 4] = [
     ("latency-eu", Layer::Infrastructure, "network_latency", "latency_ms", 85.0, 0.4),
@@ -39,12 +22,12 @@ pub fn results(count: usize, days: u32, seed: u64, end_ms: i64) -> impl Iterator
     let step = (span / count.max(1) as i64).max(1);
     let start = end_ms - span + 1;
     (0..count).map(move |i| {
-        let mut mix = Mix(seed ^ (i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let mut mix = Rng::new(seed ^ (i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
         let run = i / REGIONS.len();
         let (name, layer, fault, param, mean, trend) = EXPERIMENTS[run % EXPERIMENTS.len()];
         let finished = start + i as i64 * step;
         let day_index = (finished - start) as f64 / 86_400_000.0;
-        let roll = mix.unit();
+        let roll = mix.next_f64();
         let status = if roll < 0.85 {
             RegionStatus::Completed
         } else if roll < 0.95 {
@@ -52,19 +35,19 @@ pub fn results(count: usize, days: u32, seed: u64, end_ms: i64) -> impl Iterator
         } else {
             RegionStatus::Aborted
         };
-        let score = (mean + trend * day_index + (mix.unit() - 0.5) * 30.0).clamp(0.0, 100.0);
-        let downtime = (mix.unit() * 12.0 * (100.0 - score) / 50.0).max(0.0);
+        let score = (mean + trend * day_index + (mix.next_f64() - 0.5) * 30.0).clamp(0.0, 100.0);
+        let downtime = (mix.next_f64() * 12.0 * (100.0 - score) / 50.0).max(0.0);
         let metrics = RegionMetrics {
             pipeline_downtime_s: (downtime * 1000.0).round() / 1000.0,
-            recovery_time_s: (mix.unit() < 0.9).then(|| (mix.unit() * 20.0 * 1000.0).round() / 1000.0),
-            accuracy_degradation: ((100.0 - score) * 0.2 * mix.unit() * 100.0).round() / 100.0,
-            error_count: (mix.unit() * 40.0) as i64,
-            requests_total: 400 + (mix.unit() * 200.0) as i64,
-            latency_p50_ms: 5.0 + mix.unit() * 20.0,
-            latency_p95_ms: 20.0 + mix.unit() * 80.0,
-            latency_p99_ms: 50.0 + mix.unit() * 150.0,
-            baseline_accuracy: 0.9 + mix.unit() * 0.05,
-            baseline_latency_p50_ms: 4.0 + mix.unit() * 4.0,
+            recovery_time_s: (mix.next_f64() < 0.9).then(|| (mix.next_f64() * 20.0 * 1000.0).round() / 1000.0),
+            accuracy_degradation: ((100.0 - score) * 0.2 * mix.next_f64() * 100.0).round() / 100.0,
+            error_count: (mix.next_f64() * 40.0) as i64,
+            requests_total: 400 + (mix.next_f64() * 200.0) as i64,
+            latency_p50_ms: 5.0 + mix.next_f64() * 20.0,
+            latency_p95_ms: 20.0 + mix.next_f64() * 80.0,
+            latency_p99_ms: 50.0 + mix.next_f64() * 150.0,
+            baseline_accuracy: 0.9 + mix.next_f64() * 0.05,
+            baseline_latency_p50_ms: 4.0 + mix.next_f64() * 4.0,
             baseline_availability: 1.0,
         };
         let run_id = RunId::new(EventId::derive("synthetic-run", &[&seed.to_string(), &run.to_string()]).as_str());
@@ -92,7 +75,7 @@ pub fn results(count: usize, days: u32, seed: u64, end_ms: i64) -> impl Iterator
             score_version: 1,
             metrics: completed.then_some(metrics),
             message: (!completed).then(|| "agent answered HTTP 500".to_owned()),
-            started_at: TimestampMs(finished - 2_500 - (mix.unit() * 5_000.0) as i64),
+            started_at: TimestampMs(finished - 2_500 - (mix.next_f64() * 5_000.0) as i64),
             finished_at: TimestampMs(finished),
         }
     })

@@ -340,7 +340,7 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
     let steady = Steady::new(&config.slo, &baseline);
 
     // Inject.
-    let seed = experiment.request.seed.unwrap_or_else(|| crate::rng::Rng::from_time().next_u64());
+    let seed = experiment.request.seed.unwrap_or_else(|| chaoseater_schemas::rng::Rng::from_time().next_u64());
     let injected = match inject(&core, &experiment, seed).await {
         Ok(injected) => injected,
         Err(message) => {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value as Json};
 
 use super::config::Protocol;
-use crate::rng::Rng;
+use chaoseater_schemas::rng::Rng;
 
 /// A row of cells, in their order on the wire.
 pub type Row = Vec<(String, Json)>;

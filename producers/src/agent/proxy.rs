@@ -20,9 +20,9 @@ use super::config::{AgentConfig, Protocol};
 use super::faults::{Fault, NODE_SLOW_DELAY, NodeFailure};
 use super::payload::{self, Batch, ColumnStats, Predictions};
 use super::upstream::{Links, send_upstream};
-use crate::rng::Rng;
 use chaoseater_net::http::{MAX_BODY_BYTES, error_response};
 use chaoseater_schemas::bus::Shutdown;
+use chaoseater_schemas::rng::Rng;
 use chaoseater_schemas::sync::lock;
 
 /// How long the proxy waits for the upstream: generous, since slow models are what we measure.

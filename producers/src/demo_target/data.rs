@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
-use crate::rng::Rng;
+use chaoseater_schemas::rng::Rng;
 
 /// Numeric feature names, in the order array-shaped instances use.
 pub const NUMERIC: [&str; 4] = ["temperature", "vibration", "pressure", "current"];

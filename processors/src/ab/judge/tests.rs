@@ -1,3 +1,4 @@
+use chaoseater_schemas::rng::Rng;
 use proptest::prelude::*;
 
 use super::*;
@@ -11,25 +12,16 @@ fn samples(a: &[f64], b: &[f64]) -> MetricSamples {
     }
 }
 
-/// A deterministic generator of standard normal values (splitmix64, then Box-Muller).
-struct Gauss(u64);
+/// Standard normal samples from the one seedable generator.
+struct Gauss(Rng);
 
 impl Gauss {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn next(&mut self) -> f64 {
-        let (u, v) = (self.unit().max(f64::MIN_POSITIVE), self.unit());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    fn new(seed: u64) -> Self {
+        Self(Rng::new(seed))
     }
 
     fn sample(&mut self, n: usize, mean: f64) -> Vec<f64> {
-        (0..n).map(|_| mean + self.next()).collect()
+        (0..n).map(|_| mean + self.0.normal()).collect()
     }
 }
 
@@ -61,7 +53,7 @@ fn interval_by_brute_force(x: &[f64], y: &[f64], alpha: f64) -> (f64, f64) {
 
 #[test]
 fn the_interval_inverts_the_test_and_holds_the_estimate() {
-    let mut gauss = Gauss(7);
+    let mut gauss = Gauss::new(7);
     for round in 0..40 {
         let (n_a, n_b) = (3 + round % 9, 4 + round % 7);
         let a = gauss.sample(n_a, 0.0);
@@ -78,7 +70,7 @@ fn the_interval_inverts_the_test_and_holds_the_estimate() {
 
 #[test]
 fn a_real_shift_is_better_with_a_small_p_and_the_same_samples_are_no_different() {
-    let mut gauss = Gauss(11);
+    let mut gauss = Gauss::new(11);
     let a = gauss.sample(8, 50.0);
     let b: Vec<f64> = gauss.sample(8, 50.0).iter().map(|v| v + 6.0).collect();
     let judged = judge_metric(&samples(&a, &b), &JudgeOptions::default()).expect("judged");
@@ -111,7 +103,7 @@ fn constant_samples_and_few_samples_are_judged_without_dividing_by_zero() {
 fn a_a_tests_reject_at_the_nominal_rate() {
     // 2,000 pairs of samples from one distribution: the share with p < 0.05 is 5% within binomial noise
     // (three standard deviations: ±1.46 points), and Kayenta's rule never labels more of them.
-    let mut gauss = Gauss(2026);
+    let mut gauss = Gauss::new(2026);
     let (pairs, alpha) = (2_000, 0.05);
     let options = JudgeOptions { confidence: 1.0 - alpha, ..JudgeOptions::default() };
     let (mut rejected, mut labelled) = (0, 0);

@@ -2,7 +2,8 @@
 //!
 //! The demo target's data set and training must be the same on every machine and every version of every
 //! dependency, so we do not take them from a crate whose streams may change between releases. The agent
-//! uses the same generator for its fault decisions, seeded per experiment, so a run can be replayed.
+//! uses the same generator for its fault decisions, seeded per experiment, so a run can be replayed; the
+//! synthetic history and the judge's simulations use it too.
 
 /// SplitMix64: fast, tiny, and good enough for sampling and noise (not for cryptography).
 #[derive(Debug, Clone)]
