@@ -88,8 +88,10 @@ pub fn provisioning(target: &GrafanaTarget) -> Vec<Outgoing> {
 /// The Grafana sink processor.
 #[derive(Debug)]
 pub struct GrafanaSink {
-    /// Provisioning requests to queue with the first batch after start.
+    /// Provisioning requests to queue with the first tick after start, kept until that tick commits.
     pending_provisioning: Option<Vec<Outgoing>>,
+    /// The provisioning is in the outbox of the tick being committed.
+    provisioning_queued: bool,
     wake: watch::Sender<u64>,
 }
 
@@ -98,7 +100,7 @@ impl GrafanaSink {
 
     pub fn new(target: &GrafanaTarget) -> (Self, watch::Receiver<u64>) {
         let (wake, rx) = watch::channel(0);
-        (Self { pending_provisioning: Some(provisioning(target)), wake }, rx)
+        (Self { pending_provisioning: Some(provisioning(target)), provisioning_queued: false, wake }, rx)
     }
 }
 
@@ -129,8 +131,9 @@ impl Processor for GrafanaSink {
         _now: chaoseater_schemas::ids::TimestampMs,
         state: &mut StateView<'_>,
     ) -> Result<Vec<Event>, ApplyError> {
-        if let Some(items) = self.pending_provisioning.take() {
-            enqueue(state, items)?;
+        if let Some(items) = &self.pending_provisioning {
+            enqueue(state, items.clone())?;
+            self.provisioning_queued = true;
         }
         Ok(Vec::new())
     }
@@ -178,7 +181,15 @@ impl Processor for GrafanaSink {
     }
 
     fn on_commit(&mut self, _store: &StateStore) {
+        if std::mem::take(&mut self.provisioning_queued) {
+            self.pending_provisioning = None;
+        }
         self.wake.send_modify(|n| *n += 1);
+    }
+
+    fn on_discard(&mut self) {
+        // The tick's outbox was thrown away with it: the provisioning is queued again by the next one.
+        self.provisioning_queued = false;
     }
 }
 

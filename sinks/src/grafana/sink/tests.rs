@@ -164,3 +164,23 @@ async fn an_outage_loses_no_annotation_and_a_refusal_is_parked() {
     assert_eq!(parked.len(), 1);
     assert!(parked[0].body["text"].as_str().is_some_and(|t| t.contains("refuse")));
 }
+
+#[test]
+fn provisioning_thrown_away_with_a_failed_commit_is_queued_again_once() {
+    let (sink, _wake) = GrafanaSink::new(&target("http://127.0.0.1:1"));
+    let mut sink = testing::Rig::new(sink);
+    // A tick whose commit fails: the runner throws its writes away and tells the sink.
+    {
+        let mut thrown_away = Default::default();
+        let mut view = chaoseater_schemas::bus::StateView::new(&sink.store, &mut thrown_away);
+        chaoseater_schemas::bus::Processor::tick(&mut sink.processor, TimestampMs(0), &mut view).expect("tick");
+    }
+    chaoseater_schemas::bus::Processor::on_discard(&mut sink.processor);
+    let queued = |sink: &testing::Rig<GrafanaSink>| sink.store.scan_prefix(OUTBOX).expect("outbox").len();
+    assert_eq!(queued(&sink), 0);
+    sink.tick(TimestampMs(1));
+    let expected = provisioning(&target("http://127.0.0.1:1")).len();
+    assert_eq!(queued(&sink), expected, "queued again by the next tick");
+    sink.tick(TimestampMs(2));
+    assert_eq!(queued(&sink), expected, "and only once");
+}
