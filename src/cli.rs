@@ -252,6 +252,10 @@ pub struct CompareArgs {
     /// Run ids.
     #[arg(required = true, num_args = 1..)]
     pub run_ids: Vec<String>,
+    /// Rank the runs by this metric instead, best first (higher is better for resilience_score and
+    /// completed, lower for the times, errors, latencies and accuracy lost); ties share a rank.
+    #[arg(long, value_name = "METRIC")]
+    pub rank: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -119,7 +119,11 @@ pub async fn trends(args: TrendsArgs, config: &Config) -> Result<()> {
 
 pub async fn compare(args: CompareArgs, config: &Config) -> Result<()> {
     let analytics = open(&args.output.history, config).await?;
-    print(&analytics.compare(&args.run_ids).await.map_err(answer_err)?, &args.output)
+    let answer = match &args.rank {
+        Some(metric) => analytics.rank(&args.run_ids, metric).await,
+        None => analytics.compare(&args.run_ids).await,
+    };
+    print(&answer.map_err(answer_err)?, &args.output)
 }
 
 pub async fn summary(args: OutputArgs, config: &Config) -> Result<()> {

@@ -17,6 +17,7 @@ use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement;
 
+use crate::ab::judge::Direction;
 use crate::history::tables;
 
 /// What can go wrong answering a question.
@@ -219,6 +220,28 @@ impl Filters {
     }
 }
 
+/// The metrics `compare` shows, the SQL taking a run's mean over its regions, and which way is better
+/// (for `--rank`; counts have none).
+const COMPARE_METRICS: [(&str, &str, Option<Direction>); 13] = [
+    ("regions", "CAST(count(*) AS DOUBLE)", None),
+    (
+        "completed",
+        "CAST(sum(CASE WHEN status = 'COMPLETED' THEN 1 ELSE 0 END) AS DOUBLE)",
+        Some(Direction::HigherIsBetter),
+    ),
+    ("resilience_score", "avg(resilience_score)", Some(Direction::HigherIsBetter)),
+    ("pipeline_downtime_s", "avg(pipeline_downtime_s)", Some(Direction::LowerIsBetter)),
+    ("recovery_time_s", "avg(recovery_time_s)", Some(Direction::LowerIsBetter)),
+    ("accuracy_degradation", "avg(accuracy_degradation)", Some(Direction::LowerIsBetter)),
+    ("error_count", "avg(CAST(error_count AS DOUBLE))", Some(Direction::LowerIsBetter)),
+    ("requests_total", "avg(CAST(requests_total AS DOUBLE))", None),
+    ("latency_p50_ms", "avg(latency_p50_ms)", Some(Direction::LowerIsBetter)),
+    ("latency_p95_ms", "avg(latency_p95_ms)", Some(Direction::LowerIsBetter)),
+    ("latency_p99_ms", "avg(latency_p99_ms)", Some(Direction::LowerIsBetter)),
+    ("baseline_accuracy", "avg(baseline_accuracy)", None),
+    ("duration_s", "avg(duration_s)", Some(Direction::LowerIsBetter)),
+];
+
 /// The analytics session over one history directory.
 pub struct Analytics {
     ctx: SessionContext,
@@ -369,33 +392,7 @@ impl Analytics {
         if run_ids.is_empty() {
             return Err(AnalyticsError::Invalid("compare: name at least one run id".into()));
         }
-        let metrics = [
-            ("regions", "CAST(count(*) AS DOUBLE)"),
-            ("completed", "CAST(sum(CASE WHEN status = 'COMPLETED' THEN 1 ELSE 0 END) AS DOUBLE)"),
-            ("resilience_score", "avg(resilience_score)"),
-            ("pipeline_downtime_s", "avg(pipeline_downtime_s)"),
-            ("recovery_time_s", "avg(recovery_time_s)"),
-            ("accuracy_degradation", "avg(accuracy_degradation)"),
-            ("error_count", "avg(CAST(error_count AS DOUBLE))"),
-            ("requests_total", "avg(CAST(requests_total AS DOUBLE))"),
-            ("latency_p50_ms", "avg(latency_p50_ms)"),
-            ("latency_p95_ms", "avg(latency_p95_ms)"),
-            ("latency_p99_ms", "avg(latency_p99_ms)"),
-            ("baseline_accuracy", "avg(baseline_accuracy)"),
-            ("duration_s", "avg(duration_s)"),
-        ];
-        let known = self
-            .sql(&format!(
-                "SELECT DISTINCT run_id FROM experiments WHERE run_id IN ({})",
-                run_ids.iter().map(|r| literal(r)).collect::<Vec<_>>().join(", ")
-            ))
-            .await?;
-        let found: usize = known.iter().map(RecordBatch::num_rows).sum();
-        if found < run_ids.len() {
-            let present = render::strings(&known, 0);
-            let missing: Vec<&String> = run_ids.iter().filter(|r| !present.contains(r)).collect();
-            return Err(AnalyticsError::Invalid(format!("no run {missing:?} in the history")));
-        }
+        self.check_runs(run_ids).await?;
         let columns: Vec<String> = run_ids
             .iter()
             .enumerate()
@@ -405,7 +402,7 @@ impl Analytics {
             .iter()
             .enumerate()
             .flat_map(|(i, id)| {
-                metrics.iter().enumerate().map(move |(m, (label, expr))| {
+                COMPARE_METRICS.iter().enumerate().map(move |(m, (label, expr, _))| {
                     format!(
                         "SELECT {m} AS ord, '{label}' AS metric, {i} AS run, {expr} AS v FROM experiments WHERE run_id = {}",
                         literal(id)
@@ -419,6 +416,46 @@ impl Analytics {
             unions.join(" UNION ALL ")
         );
         self.sql(&sql).await
+    }
+
+    /// The runs ranked by `metric` (its mean over each run's regions), best first; ties share a rank and
+    /// runs with no value come last.
+    pub async fn rank(&self, run_ids: &[String], metric: &str) -> Result<Vec<RecordBatch>> {
+        let Some((label, expr, Some(direction))) = COMPARE_METRICS.iter().find(|(label, ..)| *label == metric) else {
+            let rankable: Vec<&str> = COMPARE_METRICS.iter().filter(|m| m.2.is_some()).map(|m| m.0).collect();
+            return Err(AnalyticsError::Invalid(format!("--rank {metric:?}: one of {}", rankable.join(", "))));
+        };
+        if run_ids.is_empty() {
+            return Err(AnalyticsError::Invalid("compare: name at least one run id".into()));
+        }
+        self.check_runs(run_ids).await?;
+        let order = match direction {
+            Direction::HigherIsBetter => "DESC",
+            Direction::LowerIsBetter => "ASC",
+        };
+        let ids = run_ids.iter().map(|r| literal(r)).collect::<Vec<_>>().join(", ");
+        self.sql(&format!(
+            "SELECT rank() OVER (ORDER BY v {order} NULLS LAST) AS rank, run_id, round(v, 3) AS \"{label}\" \
+             FROM (SELECT run_id, {expr} AS v FROM experiments WHERE run_id IN ({ids}) GROUP BY run_id) \
+             ORDER BY rank, run_id"
+        ))
+        .await
+    }
+
+    /// Refuses run ids the history does not hold.
+    async fn check_runs(&self, run_ids: &[String]) -> Result<()> {
+        let known = self
+            .sql(&format!(
+                "SELECT DISTINCT run_id FROM experiments WHERE run_id IN ({})",
+                run_ids.iter().map(|r| literal(r)).collect::<Vec<_>>().join(", ")
+            ))
+            .await?;
+        let present = render::strings(&known, 0);
+        let missing: Vec<&String> = run_ids.iter().filter(|r| !present.contains(r)).collect();
+        if !missing.is_empty() {
+            return Err(AnalyticsError::Invalid(format!("no run {missing:?} in the history")));
+        }
+        Ok(())
     }
 
     /// Totals by layer, fault type, region and status: (title, table) each.

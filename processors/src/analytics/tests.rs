@@ -165,3 +165,43 @@ async fn summary_from_dictionary_codes_matches_its_sql() {
     let total = a.sql("SELECT count(*) AS n FROM experiments").await.expect("count");
     assert_eq!(render::render(&total, Format::Json).expect("json"), r#"[{"n":3500}]"#);
 }
+
+#[tokio::test]
+async fn rank_orders_runs_best_first_in_each_metrics_direction_and_ties_share_a_rank() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, _) = HistoryDir::open(tmp.path()).expect("open");
+    let mut results: Vec<_> = synthetic::results(12, 2, 7, NOV_27_2026_END).collect();
+    // A copy of the first run under another id: the same means, so a tie on every metric.
+    let first = results[0].run_id.clone();
+    let copies: Vec<_> = results
+        .iter()
+        .filter(|r| r.run_id == first)
+        .map(|r| {
+            let mut copy = r.clone();
+            copy.run_id = chaoseater_schemas::ids::RunId::new("twin");
+            copy.dispatch_id = chaoseater_schemas::ids::DispatchId::for_region(&copy.run_id, &copy.region);
+            copy.event_id = chaoseater_schemas::events::RegionResult::id_for(&copy.dispatch_id);
+            copy
+        })
+        .collect();
+    results.extend(copies);
+    dir.write_segment("t.results", 0, 0, results.len() as i64, tables::Rows::of_results(&results)).expect("segment");
+    let a = Analytics::open(tmp.path()).await.expect("analytics");
+    let mut runs: Vec<String> = results.iter().map(|r| r.run_id.to_string()).collect();
+    runs.dedup();
+    for (metric, higher_is_better) in [("resilience_score", true), ("error_count", false)] {
+        let ranked = a.rank(&runs, metric).await.expect("ranked");
+        let ranks = render::strings(&ranked, 0);
+        let ids = render::strings(&ranked, 1);
+        let values: Vec<f64> = render::strings(&ranked, 2).iter().map(|v| v.parse().expect("value")).collect();
+        assert_eq!(ids.len(), runs.len(), "{metric}: every run once");
+        for pair in values.windows(2) {
+            assert!(if higher_is_better { pair[0] >= pair[1] } else { pair[0] <= pair[1] }, "{metric}: {values:?}");
+        }
+        let rank_of = |id: &str| ranks[ids.iter().position(|i| i == id).expect("ranked")].clone();
+        assert_eq!(rank_of("twin"), rank_of(first.as_str()), "{metric}: ties share a rank");
+        assert_eq!(ranks[0], "1");
+    }
+    let err = a.rank(&runs, "regions").await.expect_err("not rankable").to_string();
+    assert!(err.contains("resilience_score") && !err.contains("regions,"), "{err}");
+}
