@@ -143,6 +143,7 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     let tokens: String = REGIONS.iter().map(|(name, ..)| format!("\"{name}\" = \"{token}\"\n")).collect();
     std::fs::write(&tokens_file, tokens)?;
     demo_config.dispatcher.tokens_file = Some(tokens_file);
+    demo_config.dispatcher.tokens_from_environment = false;
     let shutdown = Shutdown::new();
     let mut handles = Vec::new();
     let (mut metrics_addr, mut started_names) = (None, Vec::new());

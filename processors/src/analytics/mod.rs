@@ -418,8 +418,8 @@ impl Analytics {
         self.sql(&sql).await
     }
 
-    /// The runs ranked by `metric` (its mean over each run's regions), best first; ties share a rank and
-    /// runs with no value come last.
+    /// The runs ranked by `metric` (its mean over each run's regions, to the three decimals shown), best
+    /// first; ties share a rank and runs with no value come last.
     pub async fn rank(&self, run_ids: &[String], metric: &str) -> Result<Vec<RecordBatch>> {
         let Some((label, expr, Some(direction))) = COMPARE_METRICS.iter().find(|(label, ..)| *label == metric) else {
             let rankable: Vec<&str> = COMPARE_METRICS.iter().filter(|m| m.2.is_some()).map(|m| m.0).collect();
@@ -435,8 +435,8 @@ impl Analytics {
         };
         let ids = run_ids.iter().map(|r| literal(r)).collect::<Vec<_>>().join(", ");
         self.sql(&format!(
-            "SELECT rank() OVER (ORDER BY v {order} NULLS LAST) AS rank, run_id, round(v, 3) AS \"{label}\" \
-             FROM (SELECT run_id, {expr} AS v FROM experiments WHERE run_id IN ({ids}) GROUP BY run_id) \
+            "SELECT rank() OVER (ORDER BY v {order} NULLS LAST) AS rank, run_id, v AS \"{label}\" \
+             FROM (SELECT run_id, round({expr}, 3) AS v FROM experiments WHERE run_id IN ({ids}) GROUP BY run_id) \
              ORDER BY rank, run_id"
         ))
         .await

@@ -120,8 +120,13 @@ impl AgentCore {
         {
             let mut active = lock(&self.active);
             match active.as_ref() {
-                // A retry of the request whose id is being recorded: the same experiment.
-                Some(running) if running.id == id => return Ok(running.clone()),
+                Some(running) if running.id == id => {
+                    // A retry of this request: the experiment once it is recorded, else come back.
+                    return match self.experiment(&id) {
+                        Some(existing) => Ok(existing),
+                        None => Err((StatusCode::CONFLICT, format!("experiment {id} is being recorded; retry"))),
+                    };
+                }
                 Some(running) => {
                     let message = format!("experiment {} is still running on this agent", running.id);
                     return Err((StatusCode::CONFLICT, message));
@@ -130,18 +135,26 @@ impl AgentCore {
                 None => *active = Some(experiment.clone()),
             }
         }
-        let (core, logged) = (self.clone(), id.clone());
-        let remembered = tokio::task::spawn_blocking(move || core.remember(&logged))
+        // Recorded and started on a task of its own: a caller that hangs up mid-fsync (its request timed
+        // out) must not leave the slot taken by an experiment that never runs.
+        let core = self.clone();
+        let started = tokio::spawn(async move {
+            let (recorder, logged) = (core.clone(), id.clone());
+            let remembered = tokio::task::spawn_blocking(move || recorder.remember(&logged))
+                .await
+                .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
+            if let Err(e) = remembered {
+                core.release(&id);
+                return Err((StatusCode::INTERNAL_SERVER_ERROR, format!("recording the experiment id: {e}")));
+            }
+            lock(&core.experiments).insert(id.clone(), experiment.clone());
+            tracing::info!(experiment = %id, fault_type = %experiment.request.fault_type, "Experiment accepted.");
+            tokio::spawn(experiment::run(core.clone(), experiment.clone()));
+            Ok(experiment)
+        });
+        started
             .await
-            .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
-        if let Err(e) = remembered {
-            self.release(&id);
-            return Err((StatusCode::INTERNAL_SERVER_ERROR, format!("recording the experiment id: {e}")));
-        }
-        lock(&self.experiments).insert(id.clone(), experiment.clone());
-        tracing::info!(experiment = %id, fault_type = %experiment.request.fault_type, "Experiment accepted.");
-        tokio::spawn(experiment::run(self.clone(), experiment.clone()));
-        Ok(experiment)
+            .unwrap_or_else(|e| Err((StatusCode::INTERNAL_SERVER_ERROR, format!("starting the experiment: {e}"))))
     }
 
     /// Appends `id` to the experiment log before the experiment starts (a few bytes, synced).

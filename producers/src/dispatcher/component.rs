@@ -26,11 +26,15 @@ pub struct DispatcherConfig {
     /// Endpoints pinned by the operator, region → URL. A region is otherwise pinned to the endpoint it
     /// was first registered with; moving it to another needs an entry here.
     pub endpoints: BTreeMap<String, String>,
+    /// Also take tokens from `CHAOSEATER_AGENT_TOKEN*` variables. Not a file setting: the demo turns it
+    /// off, since its agents have a token of their own that a user's variables must not replace.
+    #[serde(skip)]
+    pub tokens_from_environment: bool,
 }
 
 impl Default for DispatcherConfig {
     fn default() -> Self {
-        Self { tokens_file: None, health_interval_s: 10.0, endpoints: BTreeMap::new() }
+        Self { tokens_file: None, health_interval_s: 10.0, endpoints: BTreeMap::new(), tokens_from_environment: true }
     }
 }
 
@@ -79,7 +83,9 @@ impl Component for DispatcherComponent {
     }
 
     fn prepare(&self, env: Env) -> Result<Prepared, ComponentError> {
-        let tokens = self.config.tokens(std::env::vars())?;
+        let environment: Vec<(String, String)> =
+            if self.config.tokens_from_environment { std::env::vars().collect() } else { Vec::new() };
+        let tokens = self.config.tokens(environment)?;
         let store = env.open_store()?;
         let config = self.config.clone();
         Ok(Prepared::new(move |shutdown| {

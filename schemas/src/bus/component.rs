@@ -18,6 +18,9 @@ use super::processor::{DEFAULT_DEDUPE_WINDOW, Processor, ProcessorRunner, Runner
 use super::{BusContext, StateStore};
 use crate::topics::Topic;
 
+/// How long the other tasks of a try get to stop after one of them failed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Any error a component's task ends with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -153,12 +156,20 @@ pub struct Handle {
     name: &'static str,
     shutdown: Shutdown,
     tasks: JoinSet<(&'static str, Result<(), BoxError>)>,
+    /// How long the others get to stop after a failure.
+    grace: Duration,
 }
 
 impl Handle {
     /// An empty handle whose tasks stop when `shutdown` fires.
     pub fn new(name: &'static str, shutdown: &Shutdown) -> Self {
-        Self { name, shutdown: shutdown.child(), tasks: JoinSet::new() }
+        Self { name, shutdown: shutdown.child(), tasks: JoinSet::new(), grace: STOP_GRACE }
+    }
+
+    /// Gives the other tasks `grace` (instead of [`STOP_GRACE`]) to stop after one failed.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
     }
 
     /// The signal its tasks wait on: the caller's, or this handle's own when one of them failed.
@@ -191,10 +202,29 @@ impl Handle {
     }
 
     /// Waits until the shutdown fires and every task has ended, or until one task fails or ends on its
-    /// own: then the others are stopped and joined, and that is the error.
+    /// own: then the others are stopped and joined (those still running after [`STOP_GRACE`] are
+    /// aborted), and that is the error.
     pub async fn join(mut self) -> Result<(), ComponentError> {
         let mut failure = None;
-        while let Some(joined) = self.tasks.join_next().await {
+        let mut grace_ends = None;
+        loop {
+            let joined = match grace_ends {
+                None => self.tasks.join_next().await,
+                Some(deadline) => match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                    Ok(joined) => joined,
+                    Err(_) => {
+                        tracing::warn!(
+                            component = self.name,
+                            left = self.tasks.len(),
+                            "Tasks did not stop in time; aborting them."
+                        );
+                        self.tasks.abort_all();
+                        while self.tasks.join_next().await.is_some() {}
+                        break;
+                    }
+                },
+            };
+            let Some(joined) = joined else { break };
             let error = match joined {
                 Ok((_, Ok(()))) if self.shutdown.is_triggered() => continue,
                 Ok((what, Ok(()))) => ComponentError::new(what, "it stopped on its own"),
@@ -205,6 +235,7 @@ impl Handle {
                 // The first failure is the component's; the others stopping after it are consequences.
                 tracing::debug!(component = self.name, error = %error, "A task ended; stopping the others.");
                 self.shutdown.trigger();
+                grace_ends = Some(tokio::time::Instant::now() + self.grace);
                 failure = Some(error);
             } else {
                 tracing::warn!(component = self.name, error = %error, "Another task failed while stopping.");
@@ -321,6 +352,18 @@ mod tests {
         assert_eq!(error, "runner: store unavailable");
         assert!(side.is_triggered(), "the worker was told to stop");
         assert!(!shutdown.is_triggered(), "the caller's signal is its own");
+    }
+
+    #[tokio::test]
+    async fn a_task_ignoring_the_signal_is_aborted_after_the_grace() {
+        let mut handle = Handle::new("test", &Shutdown::new()).with_grace(Duration::from_millis(50));
+        handle.spawn("deaf", async {
+            std::future::pending::<()>().await;
+            Ok::<(), BoxError>(())
+        });
+        handle.spawn("runner", async { Err::<(), _>("broker gone") });
+        let error = handle.join().await.expect_err("fails").to_string();
+        assert_eq!(error, "runner: broker gone");
     }
 
     #[tokio::test]

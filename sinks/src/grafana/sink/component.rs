@@ -97,9 +97,12 @@ impl Component for GrafanaComponent {
                 "it needs [sinks.grafana] url in chaoseater.toml",
             ));
         };
-        let target = config.target()?;
-        let store = env.open_store()?;
+        // Checked now, so a missing key stops `serve` at once; read again at every try, so a rotated key
+        // is taken up by a restart of the sink.
+        config.target()?;
+        let (config, store) = (config.clone(), env.open_store()?);
         Ok(Prepared::new(move |shutdown| {
+            let target = config.target()?;
             let mut handle = Handle::new(GrafanaSink::NAME, &shutdown);
             let (sink, wake) = GrafanaSink::new(&target);
             let sent = sender(store.clone(), target.clone(), wake, handle.shutdown());

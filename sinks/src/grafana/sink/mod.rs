@@ -244,6 +244,9 @@ pub async fn sender(store: StateStore, target: GrafanaTarget, mut wake: watch::R
         let pending = store.scan_prefix(OUTBOX).unwrap_or_default();
         let mut blocked = false;
         for (key, value) in pending {
+            if stop.is_triggered() {
+                return;
+            }
             let Ok(item) = serde_json::from_slice::<Outgoing>(&value) else {
                 let _ = store.remove_state(&key);
                 continue;
