@@ -90,11 +90,17 @@ impl Default for JudgeOptions {
     }
 }
 
+/// The most samples of one variant judged: the interval looks at every pair of samples, so the work and
+/// the memory grow with the product of the two counts (2,000 × 2,000 pairs: 32 MB). A/B tests run tens.
+pub const MAX_SAMPLES: usize = 2_000;
+
 /// Why samples cannot be judged.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum JudgeError {
     #[error("{metric}: each variant needs at least one sample (A has {n_a}, B has {n_b})")]
     TooFewSamples { metric: String, n_a: usize, n_b: usize },
+    #[error("{metric}: at most {MAX_SAMPLES} samples per variant (A has {n_a}, B has {n_b})")]
+    TooManySamples { metric: String, n_a: usize, n_b: usize },
     #[error("{metric}: sample {index} of variant {variant} is not a finite number")]
     NotFinite { metric: String, variant: char, index: usize },
     #[error("confidence must be in (0, 1) and tolerance 0 or more, got {confidence} and {tolerance}")]
@@ -177,6 +183,9 @@ pub fn judge_metric(samples: &MetricSamples, options: &JudgeOptions) -> Result<M
     }
     if a.is_empty() || b.is_empty() {
         return Err(JudgeError::TooFewSamples { metric: metric.clone(), n_a: a.len(), n_b: b.len() });
+    }
+    if a.len() > MAX_SAMPLES || b.len() > MAX_SAMPLES {
+        return Err(JudgeError::TooManySamples { metric: metric.clone(), n_a: a.len(), n_b: b.len() });
     }
     for (variant, values) in [('A', a), ('B', b)] {
         if let Some(index) = values.iter().position(|v| !v.is_finite()) {

@@ -105,6 +105,9 @@ fn constant_samples_and_few_samples_are_judged_without_dividing_by_zero() {
     assert_eq!((apart.hl_estimate, apart.ci_low, apart.ci_high), (1.0, 1.0, 1.0));
     let err = judge_metric(&samples(&[], &[1.0]), &JudgeOptions::default()).expect_err("refused");
     assert!(err.to_string().contains("at least one sample"), "{err}");
+    let many = vec![1.0; MAX_SAMPLES + 1];
+    let err = judge_metric(&samples(&many, &[1.0]), &JudgeOptions::default()).expect_err("refused");
+    assert!(err.to_string().contains("at most 2000 samples"), "{err}");
     let err = judge_metric(&samples(&[1.0, f64::NAN], &[1.0]), &JudgeOptions::default()).expect_err("refused");
     assert!(err.to_string().contains("sample 1 of variant A"), "{err}");
 }
