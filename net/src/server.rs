@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use chaoseater_schemas::bus::component::BoxError;
 
 /// What [`serve`] and [`serve_http`] run for each request: a hyper service answering with a body `B`.
 pub trait Handler<B>:

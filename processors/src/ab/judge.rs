@@ -197,9 +197,11 @@ pub fn judge_metric(samples: &MetricSamples, options: &JudgeOptions) -> Result<M
         mannwhitneyu(b, a, MannWhitneyUMethod::AsymptoticInclContinuityCorrection, Alternative::TwoSided)
             .map_err(|_| JudgeError::NotFinite { metric: metric.clone(), variant: 'B', index: 0 })?;
     let z = standardized(b, a, 0.0);
-    let hl_estimate = median(pairwise_differences(b, a));
+    // The pairwise differences, sorted once: the estimate is their median, the interval's ends are two.
+    let diffs = pairwise_differences(b, a);
+    let hl_estimate = median(&diffs);
     let alpha = 1.0 - options.confidence;
-    let (ci_low, ci_high) = shift_interval(b, a, alpha);
+    let (ci_low, ci_high) = interval_over(b, a, diffs, alpha);
     let mean_a = mean(a);
     let mean_ratio = (mean_a != 0.0).then(|| mean(b) / mean_a);
     let prob_superiority = u / (n_a * n_b) as f64;
@@ -272,7 +274,11 @@ pub fn standardized(x: &[f64], y: &[f64], shift: f64) -> f64 {
 /// of `d` that changes only at the pairwise differences, so each end is one of them; the ends are found
 /// by bisection over the gaps between the sorted differences.
 pub fn shift_interval(x: &[f64], y: &[f64], alpha: f64) -> (f64, f64) {
-    let mut diffs = pairwise_differences(x, y);
+    interval_over(x, y, pairwise_differences(x, y), alpha)
+}
+
+/// [`shift_interval`] over `diffs`, the sorted pairwise differences of `x` and `y`.
+fn interval_over(x: &[f64], y: &[f64], mut diffs: Vec<f64>, alpha: f64) -> (f64, f64) {
     diffs.dedup();
     let m = diffs.len();
     let (lowest, highest) = (diffs[0], diffs[m - 1]);
@@ -319,7 +325,7 @@ fn pairwise_differences(x: &[f64], y: &[f64]) -> Vec<f64> {
     d
 }
 
-fn median(sorted: Vec<f64>) -> f64 {
+fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
     if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
 }
