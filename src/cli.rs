@@ -58,7 +58,8 @@ pub enum Command {
     Run(RunArgs),
     /// A run's state and report, from the event log.
     Status(RunIdArgs),
-    /// Abort a run: regions in flight revert their faults, the rest are not dispatched.
+    /// Abort a run (regions in flight revert their faults, the rest are not dispatched) or an A/B test
+    /// (its samples in flight are aborted, no more start).
     Abort(AbortArgs),
     /// Health of every registered region's agent.
     Health(HealthArgs),
@@ -69,8 +70,9 @@ pub enum Command {
     /// Runs side by side, every metric (mean over each run's regions).
     Compare(CompareArgs),
     /// A/B tests of resilience: does configuration B hold up better than A under the same fault.
-    #[command(subcommand)]
-    Ab(AbCommand),
+    /// `chaoseater ab FILE` runs the test in an experiment file's `ab:` section (needs `serve`) and
+    /// prints its report; `ab judge` judges samples given on the command line.
+    Ab(AbArgs),
     /// Totals by layer, fault type, region and status.
     Summary(OutputArgs),
     /// Write a query's rows (the query filters, or --sql) as CSV with a header.
@@ -449,12 +451,59 @@ pub enum GrafanaCommand {
     },
 }
 
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AbArgs {
+    #[command(subcommand)]
+    pub command: Option<AbCommand>,
+    #[command(flatten)]
+    pub test: AbTestArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AbTestArgs {
+    /// An experiment file with an `ab:` section (see examples/ab-test.yaml): submits the test, shows
+    /// the samples done per variant, prints the report. Exit code 0 when the test concluded (and its
+    /// verdict meets --expect), 1 when it did not, 2 for a file that cannot run (nothing is published).
+    #[arg(required = true, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Samples per variant (at least 3); overrides the file's `ab.samples`.
+    #[arg(long)]
+    pub samples: Option<i64>,
+    /// CI gate: `b-better` (B judged better, significantly) or `not-worse` (no metric of B judged worse).
+    #[arg(long, value_name = "b-better|not-worse")]
+    pub expect: Option<String>,
+    /// The report: text, json (the report's field names) or markdown.
+    #[arg(long, default_value = "text")]
+    pub format: String,
+    /// Validate and print the request as JSON; publish nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Give up following after this many seconds (the test goes on).
+    #[arg(long, default_value_t = 3600.0)]
+    pub timeout: f64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AbCommand {
     /// Judge two sets of samples of one metric, as an A/B test judges each metric: the two-sided
     /// Mann-Whitney U test of B against A, the Hodges-Lehmann shift with its confidence interval, effect
     /// sizes and Kayenta's label. Exit code 2 for samples it cannot judge.
     Judge(AbJudgeArgs),
+    /// A past test's report, rebuilt from the Parquet history (its ab_tests and ab_samples tables).
+    Report(AbReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AbReportArgs {
+    /// The test's id (printed by `chaoseater ab FILE`).
+    pub test_id: String,
+    /// text, json (the report's field names) or markdown.
+    #[arg(long, default_value = "text")]
+    pub format: String,
+    /// The history directory (default: `[history] dir`, else history/ in the state directory).
+    #[arg(long, value_name = "DIR")]
+    pub history: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

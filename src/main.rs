@@ -70,7 +70,7 @@ fn main() -> ExitCode {
 /// The demo and `run` show their own progress; their logs would only repeat it.
 fn default_filter(command: &cli::Command) -> &'static str {
     match command {
-        cli::Command::Demo(_) | cli::Command::Run(_) => "warn,librdkafka=error",
+        cli::Command::Demo(_) | cli::Command::Run(_) | cli::Command::Ab(_) => "warn,librdkafka=error",
         _ => "info,librdkafka=warn",
     }
 }

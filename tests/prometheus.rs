@@ -67,7 +67,7 @@ fn prometheus_scrapes_the_exporter_and_every_dashboard_and_alert_query_returns_d
     let (agent, api, _) = spawn_agent(&agent_config(&dir.path().join("agent"), "127.0.0.13", &target, ""));
     let _agent = KillOnDrop(agent);
     let serve = cmd()
-        .args(["serve", "--processors", "orchestrator,dispatcher,metrics"])
+        .args(["serve", "--processors", "orchestrator,dispatcher,ab,metrics"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("serve");
@@ -111,6 +111,16 @@ fn prometheus_scrapes_the_exporter_and_every_dashboard_and_alert_query_returns_d
     )
     .expect("experiment");
     let out = run(cmd().args(["run"]).arg(&file).args(["--min-score", "0", "--timeout", "120"]));
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    // An A/B test in the one region (two strengths of the outage, one sample at a time): the verdict
+    // panel's data.
+    let ab = dir.path().join("ab.yaml");
+    std::fs::write(
+        &ab,
+        "ab:\n  samples: 3\n  metrics: [resilience_score]\n  variant_a: {label: full, regions: [solo], experiment: full}\n  variant_b: {label: half, regions: [solo], experiment: half}\nexperiments:\n  - {name: full, layer: model, fault_type: model_unavailable, duration: 1, parameters: {failure_rate: 1.0}}\n  - {name: half, layer: model, fault_type: model_unavailable, duration: 1, parameters: {failure_rate: 0.5}}\n",
+    )
+    .expect("A/B file");
+    let out = run(cmd().args(["ab"]).arg(&ab).args(["--timeout", "120"]));
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
 
     let mut exprs: Vec<String> = chaoseater_sinks::grafana::panel_queries()

@@ -14,8 +14,9 @@
 //!
 //! - [`history`]: the history materializer, results, health and rollback events as Parquet tables.
 //!
-//! - [`ab`]: A/B tests of resilience; [`ab::judge`] says whether B holds up better than A, metric by metric
-//!   (Mann-Whitney U, Hodges-Lehmann shift and interval, Kayenta's classification).
+//! - [`ab`]: A/B tests of resilience: the coordinator runs a test's samples interleaved through the
+//!   orchestrator and concludes with AbTestConcluded; [`ab::judge`] says whether B holds up better than A,
+//!   metric by metric (Mann-Whitney U, Hodges-Lehmann shift and interval, Kayenta's classification).
 //!
 //! - [`analytics`]: DataFusion over the history: query, trends, compare, summary, read-only SQL.
 //!
@@ -50,6 +51,7 @@ pub fn components(settings: Settings<'_>) -> Vec<Box<dyn Component>> {
     vec![
         Box::new(ProcessorComponent::new(|| ledger::RunLedger)),
         Box::new(ProcessorComponent::new(|| orchestrator::Orchestrator)),
+        Box::new(ProcessorComponent::new(|| ab::AbCoordinator)),
         Box::new(ProcessorComponent::new(move || circuit::CircuitBreaker { config: circuit.clone() })),
         Box::new(ProcessorComponent::new(|| rollback::RollbackProcessor)),
         Box::new(history::HistoryComponent::new(settings.history, settings.state_dir)),

@@ -29,6 +29,11 @@ pub const CONFLUENT_MAGIC: u8 = 0;
 /// garbage length prefix must fail fast instead of reserving gigabytes.
 const MAX_ALLOCATION_BYTES: usize = 16 * 1024 * 1024;
 
+/// Earlier versions of our schemas, shipped so that the bytes their writers left on the topics still
+/// decode (resolved into the current types). A schema that changes moves its old text here.
+const PREVIOUS: &[(&str, &str)] =
+    &[("previous/ab_test_requested.v1.avsc", include_str!("../avro/previous/ab_test_requested.v1.avsc"))];
+
 /// One schema the store knows.
 #[derive(Debug)]
 struct Known {
@@ -69,7 +74,11 @@ impl SchemaStore {
             writers.insert(fp, Known { kind, schema: schema.clone() });
             current.insert(kind, (fp, schema));
         }
-        Ok(SchemaStore { current, writers, plans: PLANS.get_or_init(|| compiled) })
+        let mut store = SchemaStore { current, writers, plans: PLANS.get_or_init(|| compiled) };
+        for (file, text) in PREVIOUS {
+            store.add_writer_schema(text, file)?;
+        }
+        Ok(store)
     }
 
     /// Adds a writer schema (another version of one of our event types), so that bytes written with it

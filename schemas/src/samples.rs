@@ -83,16 +83,24 @@ pub fn sample(kind: EventKind) -> Event {
             requested_by: "cli".into(),
         }),
         EventKind::AbTestRequested => Event::AbTestRequested(AbTestRequested {
-            event_id: id,
+            event_id: AbTestRequested::id_for(&run()),
             occurred_at: AT,
             run_id: run(),
             experiment: experiment(),
-            variant_a: AbVariant { label: "baseline".into(), regions: vec![region("eu-west")] },
-            variant_b: AbVariant { label: "with-retries".into(), regions: vec![region("us-east")] },
-            samples_per_variant: 10,
-            alpha: 0.05,
+            variant_a: AbVariant { label: "baseline".into(), regions: vec![region("eu-west")], experiment: None },
+            variant_b: AbVariant {
+                label: "shorter-fault".into(),
+                regions: vec![region("eu-west")],
+                experiment: Some(ExperimentSpec { duration_ms: 1_000, ..experiment() }),
+            },
+            samples_per_variant: 8,
+            metrics: vec![AbMetric::ResilienceScore.spec(), AbMetric::LatencyP95Ms.spec()],
+            confidence: 0.95,
+            tolerance: 0.25,
+            alpha: None,
             requested_by: "analyst".into(),
         }),
+        EventKind::AbTestConcluded => Event::AbTestConcluded(ab_test_concluded()),
         EventKind::RegionRegistered => Event::RegionRegistered(RegionRegistered {
             event_id: id,
             occurred_at: AT,
@@ -263,4 +271,77 @@ pub fn sample(kind: EventKind) -> Event {
 /// One sample of every event type, in catalogue order.
 pub fn all() -> Vec<Event> {
     EventKind::ALL.iter().map(|&kind| sample(kind)).collect()
+}
+
+/// What the version-1 AbTestRequested sample (`tests/golden/previous/ab_test_requested.v1.bin`) reads as
+/// today: its variants run the test's experiment, the metrics are the defaults, and its alpha stays.
+pub fn ab_test_requested_v1() -> AbTestRequested {
+    AbTestRequested {
+        event_id: EventId::derive("AbTestRequested", &["sample"]),
+        occurred_at: AT,
+        run_id: run(),
+        experiment: experiment(),
+        variant_a: AbVariant { label: "baseline".into(), regions: vec![region("eu-west")], experiment: None },
+        variant_b: AbVariant { label: "with-retries".into(), regions: vec![region("us-east")], experiment: None },
+        samples_per_variant: 10,
+        metrics: Vec::new(),
+        confidence: crate::events::ab::DEFAULT_CONFIDENCE,
+        tolerance: crate::events::ab::DEFAULT_TOLERANCE,
+        alpha: Some(0.05),
+        requested_by: "analyst".into(),
+    }
+}
+
+fn ab_test_concluded() -> AbTestConcluded {
+    let sample = |variant, number: i32, score: f64| AbSample {
+        variant,
+        number,
+        run_id: AbTestRequested::sample_run_id(&run(), variant, number),
+        status: RunStatus::Completed,
+        values: BTreeMap::from([("resilience_score".to_owned(), score)]),
+    };
+    AbTestConcluded {
+        event_id: AbTestConcluded::id_for(&run()),
+        occurred_at: AT,
+        run_id: run(),
+        status: AbTestStatus::Concluded,
+        reason: None,
+        label_a: "baseline".into(),
+        label_b: "validate".into(),
+        samples_per_variant: 3,
+        confidence: 0.98,
+        tolerance: 0.25,
+        samples: vec![
+            sample(AbSide::A, 1, 40.0),
+            sample(AbSide::B, 1, 90.0),
+            sample(AbSide::A, 2, 42.5),
+            sample(AbSide::B, 2, 88.0),
+            sample(AbSide::A, 3, 41.0),
+            sample(AbSide::B, 3, 91.5),
+        ],
+        judgement: Some(AbJudgement {
+            metrics: vec![AbMetricJudgement {
+                metric: "resilience_score".into(),
+                direction: AbDirection::HigherIsBetter,
+                samples_a: vec![40.0, 42.5, 41.0],
+                samples_b: vec![90.0, 88.0, 91.5],
+                n_a: 3,
+                n_b: 3,
+                u: 9.0,
+                z: 1.7457,
+                p_value: 0.0809,
+                hl_estimate: 49.0,
+                ci_low: 45.5,
+                ci_high: 51.5,
+                confidence: 0.98,
+                mean_ratio: Some(2.1565),
+                prob_superiority: 1.0,
+                label: AbLabel::NoDifference,
+                mde: 4.12,
+            }],
+            verdict: AbVerdict::NoSignificantDifference,
+            score: 100.0,
+            mde: 3.1,
+        }),
+    }
 }

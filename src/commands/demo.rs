@@ -2,7 +2,8 @@
 //! three regions (a demo ML target and an agent each, on 127.0.0.2–4, with different defences), the
 //! processors, and runs the example campaign (a data, a model and an infrastructure experiment, in
 //! parallel, sequential and blast-radius modes), showing progress and each run's aggregate report. It
-//! also sends one malformed message to show the dead-letter path. Everything runs in this process and
+//! also sends one malformed message to show the dead-letter path, and ends with an A/B test
+//! (`examples/ab-test.yaml`: input validation against no defence under one data fault, 6 samples each). Everything runs in this process and
 //! stops with it: nothing is left behind.
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chaoseater_producers::agent::{Agent, AgentConfig};
 use chaoseater_producers::demo_target::{self, DemoTarget, DemoTargetConfig, Resilience};
-use chaoseater_producers::gateway::{RunOverrides, parse_experiments};
+use chaoseater_producers::gateway::{AbOverrides, RunOverrides, parse_ab_test, parse_experiments};
 use chaoseater_schemas::bus::producer::RawMessage;
 use chaoseater_schemas::bus::{EventConsumer, EventProducer, Shutdown, StartFrom};
 use chaoseater_schemas::events::{Event, RegionRegistered};
@@ -27,6 +28,12 @@ use crate::config::Config;
 use crate::{broker, commands};
 
 const CAMPAIGN: &str = include_str!("../../examples/campaign.yaml");
+const AB_TEST: &str = include_str!("../../examples/ab-test.yaml");
+/// Samples per variant of the demo's A/B test: enough for a clear difference to be significant at the
+/// judge's 98% confidence (6 against 6 all apart: p = 0.005), few enough to keep the demo short.
+const AB_SAMPLES: i64 = 6;
+/// The A/B test's samples run a pair at a time, a few seconds a pair.
+const AB_TIMEOUT: Duration = Duration::from_secs(120);
 const DEADLINE: Duration = Duration::from_secs(60);
 /// The campaign must be done well within the two minutes the demo promises.
 const RUNS_TIMEOUT: Duration = Duration::from_secs(90);
@@ -92,6 +99,14 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     let requests =
         parse_experiments(&name, &text, &RunOverrides::default(), &commands::submit::requester(), TimestampMs::now())
             .map_err(|e| crate::Exit(crate::EXIT_INVALID_INPUT, e.to_string()))?;
+    let ab_request = parse_ab_test(
+        "examples/ab-test.yaml",
+        AB_TEST,
+        &AbOverrides { samples: Some(AB_SAMPLES) },
+        &commands::submit::requester(),
+        TimestampMs::now(),
+    )
+    .map_err(|e| crate::Exit(crate::EXIT_INVALID_INPUT, e.to_string()))?;
 
     println!("== ChaosEater demo ==");
     let (ctx, embedded) = broker::service_context(config)?;
@@ -219,6 +234,11 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     // What a Prometheus scrape sees now.
     let scraped = scrape(metrics_addr, requests.len()).await;
 
+    // The A/B test, through the coordinator and the same saga as every run.
+    producer.publish(&Event::AbTestRequested(ab_request.clone())).await?;
+    println!("\n{}", commands::ab::describe(&ab_request));
+    let ab_report = commands::ab::follow(&ctx, &ab_request, AB_TIMEOUT).await;
+
     // Stop everything before reporting: processors, then agents (each reverts what it injected).
     shutdown.trigger();
     for handle in handles {
@@ -259,6 +279,8 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     println!();
     println!("malformed message sent to {} -> dead-lettered:", ctx.topics.name(Topic::Commands));
     println!("  {}", commands::tail::render(&ctx.codec, &dead));
+    println!("\n== A/B test ==");
+    commands::ab_report::print(&ab_report?, commands::ab_report::Format::Text, &mut std::io::stdout().lock())?;
     println!(
         "\nhistory    {} (Parquet; try: chaoseater sql \"SELECT experiment_name, region, status, resilience_score FROM experiments ORDER BY finished_at DESC LIMIT 10\")",
         config.history_dir().display()

@@ -19,7 +19,7 @@ fn invalid(message: impl Into<String>) -> anyhow::Error {
 }
 
 /// Refusals, syntax errors and bad questions are the user's to fix (exit 2); the rest is ours.
-fn answer_err(e: AnalyticsError) -> anyhow::Error {
+pub(crate) fn answer_err(e: AnalyticsError) -> anyhow::Error {
     match e {
         AnalyticsError::Engine(message) => anyhow::anyhow!(message),
         other => invalid(other.to_string()),
@@ -32,7 +32,7 @@ fn history_dir(flag: &Option<PathBuf>, config: &Config) -> PathBuf {
 
 /// The history to read: it must exist (a mistyped `--state-dir` or `--history` says so, rather than
 /// answering from an empty directory it created).
-async fn open(flag: &Option<PathBuf>, config: &Config) -> Result<Analytics> {
+pub(crate) async fn open(flag: &Option<PathBuf>, config: &Config) -> Result<Analytics> {
     let dir = history_dir(flag, config);
     if !dir.is_dir() {
         return Err(invalid(format!(

@@ -1,6 +1,7 @@
 //! One module per subcommand; each builds its components from the configuration and runs them.
 
-mod ab;
+pub mod ab;
+pub mod ab_report;
 pub mod agent;
 mod demo;
 pub mod follow;
@@ -44,7 +45,7 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
         Command::Query(args) => history::query(args, &config).await,
         Command::Trends(args) => history::trends(args, &config).await,
         Command::Compare(args) => history::compare(args, &config).await,
-        Command::Ab(cmd) => ab::run(cmd),
+        Command::Ab(args) => ab::run(args, &config).await,
         Command::Summary(args) => history::summary(args, &config).await,
         Command::Export(args) => history::export(args, &config).await,
         Command::Sql(args) => history::sql(args, &config).await,

@@ -87,7 +87,12 @@ impl Cluster {
 
     /// Starts a demo target and an agent on `ip`; registers it as `region`. Returns the agent's API address.
     pub fn region(&mut self, region: &str, ip: &str, priority: i32, extra: &str) -> String {
-        let (target, target_addr) = spawn_target(ip);
+        self.defended_region(region, ip, priority, extra, "none")
+    }
+
+    /// As [`Cluster::region`], the target with `resilience` (its defences).
+    pub fn defended_region(&mut self, region: &str, ip: &str, priority: i32, extra: &str, resilience: &str) -> String {
+        let (target, target_addr) = spawn_target_with(ip, resilience);
         let config = agent_config(&self.dir.path().join("agents").join(region), ip, &target_addr, extra);
         let (agent, api, _proxy) = spawn_agent(&config);
         self.keep.push(target);

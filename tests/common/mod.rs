@@ -197,8 +197,13 @@ pub const AGENT_TOKEN: &str = "e2e-agent-token";
 
 /// Starts `chaoseater demo-target` on `ip` (port 0); returns it and its address.
 pub fn spawn_target(ip: &str) -> (KillOnDrop, String) {
+    spawn_target_with(ip, "none")
+}
+
+/// As [`spawn_target`], with the target's defences (`none`, or `validate`, `retry`, `fallback`).
+pub fn spawn_target_with(ip: &str, resilience: &str) -> (KillOnDrop, String) {
     let mut child = bin()
-        .args(["demo-target", "--listen", &format!("{ip}:0")])
+        .args(["demo-target", "--listen", &format!("{ip}:0"), "--resilience", resilience])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn demo-target");

@@ -71,7 +71,7 @@ def decode_with_chaoseater(data, tmp_path, *extra_args):
 def test_every_golden_event_decodes_with_the_avsc_files_alone():
     known = schemas_by_fingerprint()
     goldens = sorted(GOLDEN.glob("*.bin"))
-    assert len(goldens) == len(known) == 20
+    assert len(goldens) == len(known) == 21
     for path in goldens:
         data = path.read_bytes()
         assert data[:2] == MAGIC, path.name
@@ -164,6 +164,23 @@ def test_new_reader_reads_our_bytes_and_fills_the_default():
     record = fastavro.schemaless_reader(io.BytesIO(data[10:]), writer, parse(HEALTH_V2))
     assert record["probe_host"] is None
     assert record["region"] == "eu-west" and record["status"] == "DEGRADED"
+
+
+def test_version_1_ab_test_bytes_resolve_into_version_2_for_any_avro_reader(tmp_path):
+    """AbTestRequested gained per-variant experiments, metrics, confidence and tolerance; a stranger with
+    both .avsc files reads version 1's bytes as version 2 (Avro's own resolution rules), and so do we."""
+    v1 = parse(json.loads((AVRO / "previous" / "ab_test_requested.v1.avsc").read_text()))
+    v2 = parse(json.loads((AVRO / "ab_test_requested.avsc").read_text()))
+    data = (GOLDEN / "previous" / "ab_test_requested.v1.bin").read_bytes()
+    assert data[2:10] == header(v1)[2:]
+    record = fastavro.schemaless_reader(io.BytesIO(data[10:]), v1, v2)
+    assert record["alpha"] == 0.05 and record["confidence"] == 0.98 and record["tolerance"] == 0.25
+    assert record["metrics"] == [] and record["variant_b"]["experiment"] is None
+    assert record["variant_a"]["regions"] == ["eu-west"]
+    out = decode_with_chaoseater(data, tmp_path)
+    assert out.returncode == 0, out.stderr
+    ours = json.loads(out.stdout)
+    assert ours["alpha"] == 0.05 and ours["variant_b"]["experiment"] is None and ours["metrics"] == []
 
 
 def test_garbage_is_refused_with_exit_code_2(tmp_path):

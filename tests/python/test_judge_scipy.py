@@ -59,7 +59,7 @@ def test_p_value_and_u_equal_scipy(a, b):
     assert abs(ours["u"] - float(theirs.statistic)) < 1e-9
     assert abs(ours["p_value"] - float(theirs.pvalue)) < 1e-9, (ours["p_value"], float(theirs.pvalue))
     assert ours["ci_low"] <= ours["hl_estimate"] <= ours["ci_high"]
-    assert ours["label"] in ("better", "worse", "no_difference")
+    assert ours["label"] in ("BETTER", "WORSE", "NO_DIFFERENCE")
 
 
 def test_bad_samples_exit_2_naming_the_flag():

@@ -19,58 +19,16 @@
 //! Overall: B better (some metric better, none worse), B worse (some worse, none better), mixed (both), or
 //! no significant difference; and Kayenta's group score, the share of metrics B does not do worse on.
 
-use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 use statrs::stats_tests::Alternative;
 use statrs::stats_tests::mannwhitneyu::{MannWhitneyUMethod, mannwhitneyu};
 
-/// Which way a metric is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    HigherIsBetter,
-    LowerIsBetter,
-}
-
-/// How B compares with A on one metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Label {
-    Better,
-    Worse,
-    NoDifference,
-}
-
-/// How B compares with A overall.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    BBetter,
-    BWorse,
-    /// Better on some metrics and worse on others: a trade-off for a person to weigh.
-    Mixed,
-    NoSignificantDifference,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::BBetter => "b_better",
-            Verdict::BWorse => "b_worse",
-            Verdict::Mixed => "mixed",
-            Verdict::NoSignificantDifference => "no_significant_difference",
-        }
-    }
-
-    /// The verdict with the variants swapped.
-    pub fn swapped(self) -> Self {
-        match self {
-            Verdict::BBetter => Verdict::BWorse,
-            Verdict::BWorse => Verdict::BBetter,
-            other => other,
-        }
-    }
-}
+// The judge's output is the report AbTestConcluded carries: one definition for the event, the JSON report
+// and the judge.
+pub use chaoseater_schemas::events::{
+    AbDirection as Direction, AbJudgement as Judgement, AbLabel as Label, AbMetricJudgement as MetricJudgement,
+    AbVerdict as Verdict,
+};
 
 /// The judge's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,48 +65,6 @@ pub enum JudgeError {
     Options { confidence: f64, tolerance: f64 },
 }
 
-/// One metric judged (the JSON names other tools read).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MetricJudgement {
-    pub metric: String,
-    pub direction: Direction,
-    /// The values judged, in sample order.
-    pub samples_a: Vec<f64>,
-    pub samples_b: Vec<f64>,
-    pub n_a: usize,
-    pub n_b: usize,
-    /// U of variant B against A: pairs (b, a) with b > a, ties counting a half.
-    pub u: f64,
-    /// U standardized with the tie and continuity corrections (positive: B tends higher).
-    pub z: f64,
-    pub p_value: f64,
-    /// The Hodges-Lehmann shift of B relative to A.
-    pub hl_estimate: f64,
-    pub ci_low: f64,
-    pub ci_high: f64,
-    pub confidence: f64,
-    /// mean(B) / mean(A); `None` when A's mean is 0.
-    pub mean_ratio: Option<f64>,
-    /// P(B > A) + P(B = A) / 2 over all pairs.
-    pub prob_superiority: f64,
-    pub label: Label,
-    /// The smallest shift (in the metric's unit) these sample sizes detect at this confidence with the
-    /// judge's power, from the pooled spread.
-    pub mde: f64,
-}
-
-/// Every metric judged, and the overall verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Judgement {
-    pub metrics: Vec<MetricJudgement>,
-    pub verdict: Verdict,
-    /// Kayenta's group score: the percentage of metrics B does not do worse on.
-    pub score: f64,
-    /// The smallest standardized shift (Cohen's d) the smallest sample sizes detect at this confidence
-    /// with the judge's power.
-    pub mde: f64,
-}
-
 /// The samples of one metric, to judge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricSamples {
@@ -170,7 +86,8 @@ pub fn judge(metrics: &[MetricSamples], options: &JudgeOptions) -> Result<Judgem
         (false, false) => Verdict::NoSignificantDifference,
     };
     let score = if judged.is_empty() { 100.0 } else { 100.0 * (judged.len() - worse) as f64 / judged.len() as f64 };
-    let (n_a, n_b) = judged.iter().fold((usize::MAX, usize::MAX), |(a, b), m| (a.min(m.n_a), b.min(m.n_b)));
+    let (n_a, n_b) =
+        judged.iter().fold((usize::MAX, usize::MAX), |(a, b), m| (a.min(m.n_a as usize), b.min(m.n_b as usize)));
     let mde = if judged.is_empty() { f64::NAN } else { standardized_mde(n_a, n_b, options) };
     Ok(Judgement { metrics: judged, verdict, score, mde })
 }
@@ -222,8 +139,9 @@ pub fn judge_metric(samples: &MetricSamples, options: &JudgeOptions) -> Result<M
         direction: *direction,
         samples_a: a.clone(),
         samples_b: b.clone(),
-        n_a,
-        n_b,
+        // At most MAX_SAMPLES each: they fit.
+        n_a: n_a as i32,
+        n_b: n_b as i32,
         u,
         z,
         p_value,

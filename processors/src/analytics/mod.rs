@@ -3,6 +3,7 @@
 //! read-only SQL path for analysts. Answers are Arrow record batches; [`render`] turns them into an
 //! aligned table, CSV or JSON.
 
+pub mod ab;
 pub mod groups;
 pub mod render;
 

@@ -205,3 +205,35 @@ async fn rank_orders_runs_best_first_in_each_metrics_direction_and_ties_share_a_
     let err = a.rank(&runs, "regions").await.expect_err("not rankable").to_string();
     assert!(err.contains("resilience_score") && !err.contains("regions,"), "{err}");
 }
+
+/// An A/B report written to the history reads back as the event that concluded the test, and its rows
+/// are there for SQL; a test not judged reads back without a judgement.
+#[tokio::test]
+async fn an_ab_report_is_rebuilt_from_the_history_as_it_concluded() {
+    use chaoseater_schemas::events::{AbTestStatus, Event, EventKind};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, _) = HistoryDir::open(tmp.path()).expect("open");
+    let Event::AbTestConcluded(concluded) = chaoseater_schemas::samples::sample(EventKind::AbTestConcluded) else {
+        unreachable!("sample kind")
+    };
+    let mut aborted = concluded.clone();
+    aborted.run_id = chaoseater_schemas::ids::RunId::new("aborted-test");
+    aborted.status = AbTestStatus::Aborted;
+    aborted.reason = Some("aborted: enough".into());
+    aborted.judgement = None;
+    let mut rows = tables::Rows::default();
+    rows.push(&Event::AbTestConcluded(concluded.clone()));
+    rows.push(&Event::AbTestConcluded(aborted.clone()));
+    dir.write_segment("t.results", 0, 0, 2, rows).expect("segment");
+    let a = Analytics::open(tmp.path()).await.expect("analytics");
+    assert_eq!(a.ab_report(concluded.run_id.as_str()).await.expect("report"), Some(concluded));
+    assert_eq!(a.ab_report("aborted-test").await.expect("report"), Some(aborted));
+    assert_eq!(a.ab_report("nope").await.expect("report"), None);
+    let counted = a
+        .sql(
+            "SELECT CAST(count(*) AS VARCHAR) AS n FROM ab_samples WHERE metric = 'resilience_score' AND variant = 'B'",
+        )
+        .await
+        .expect("sql");
+    assert_eq!(render::strings(&counted, 0), ["6"], "both tests' B samples");
+}

@@ -439,10 +439,12 @@ impl HistoryDir {
         Ok(pruned)
     }
 
-    /// Event ids in the experiments table (the materializer drops a result published twice).
+    /// Event ids in the experiments and ab_tests tables (the materializer drops a result or an A/B
+    /// report published twice).
     pub fn experiment_ids(&self) -> Result<SeenIds> {
         let mut ids = SeenIds::default();
-        for file in self.data_files()?.into_iter().filter(|f| f.starts_with(&format!("{}/", tables::EXPERIMENTS))) {
+        let kept = [format!("{}/", tables::EXPERIMENTS), format!("{}/", tables::AB_TESTS)];
+        for file in self.data_files()?.into_iter().filter(|f| kept.iter().any(|k| f.starts_with(k))) {
             for batch in read_parquet(&self.root.join(file))? {
                 if let Some(col) = strings(&batch, "event_id") {
                     (0..col.len()).filter(|i| col.is_valid(*i)).for_each(|i| {

@@ -148,8 +148,9 @@ impl Buffer {
         if let Some(reason) = misplaced(topics, topic, topics.role_of(topic), &event) {
             return Err(chaoseater_schemas::Error::Invalid(reason));
         }
-        if let Event::RegionResult(r) = &event
-            && !self.seen.insert(r.event_id.as_str())
+        // A result or an A/B report published twice (a producer retrying after a crash) is kept once.
+        if matches!(event, Event::RegionResult(_) | Event::AbTestConcluded(_))
+            && !self.seen.insert(event.event_id().as_str())
         {
             stats.duplicates_dropped += 1;
             return Ok(());

@@ -20,8 +20,10 @@ const MAX_DURATION_MS: i64 = 24 * 3600 * 1000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExperimentFile {
-    /// The experiments, each run as its own run.
+    /// The experiments, each run as its own run (or, with `ab:`, the faults an A/B test's variants face).
     experiments: Vec<ExperimentEntry>,
+    /// An A/B test of two variants under these experiments (`chaoseater ab FILE`).
+    ab: Option<super::ab::AbSection>,
     /// Default run settings for every experiment of the file.
     #[serde(flatten)]
     run: RunSettings,
@@ -131,7 +133,8 @@ pub fn load_experiment_file(
     parse_experiments(&file, &text, overrides, requested_by, TimestampMs::now())
 }
 
-/// Parses and validates experiment YAML (`file` names it in errors).
+/// Parses and validates experiment YAML (`file` names it in errors). A file with an `ab:` section is
+/// an A/B test: it is refused here, with the command that runs it.
 pub fn parse_experiments(
     file: &str,
     text: &str,
@@ -139,6 +142,26 @@ pub fn parse_experiments(
     requested_by: &str,
     now: TimestampMs,
 ) -> Result<Vec<RunRequested>, GatewayError> {
+    let (ab, requests) = parse_file(file, text, overrides, requested_by, now)?;
+    if ab.is_some() {
+        return Err(GatewayError {
+            file: file.to_owned(),
+            experiment: None,
+            field: Some("ab".into()),
+            message: "this file describes an A/B test: run it with `chaoseater ab FILE`".into(),
+        });
+    }
+    Ok(requests)
+}
+
+/// The file's A/B section, if any, and one validated `RunRequested` per experiment.
+pub(super) fn parse_file(
+    file: &str,
+    text: &str,
+    overrides: &RunOverrides,
+    requested_by: &str,
+    now: TimestampMs,
+) -> Result<(Option<super::ab::AbSection>, Vec<RunRequested>), GatewayError> {
     let whole = |field: Option<&str>, message: String| GatewayError {
         file: file.to_owned(),
         experiment: None,
@@ -166,7 +189,7 @@ pub fn parse_experiments(
         }
         out.push(request);
     }
-    Ok(out)
+    Ok((parsed.ab, out))
 }
 
 fn build(

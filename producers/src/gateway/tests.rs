@@ -115,3 +115,71 @@ fn errors_name_the_file_experiment_and_field() {
     let err = error_of("experiments: []\n");
     assert!(err.contains("nothing to run"), "{err}");
 }
+
+const AB_FILE: &str = r#"
+ab:
+  samples: 6
+  metrics: [resilience_score, recovery_time_s]
+  variant_a: {label: none, regions: [us-east]}
+  variant_b: {label: validate, regions: [eu-west]}
+experiments:
+  - name: corrupt
+    layer: data
+    fault_type: data_corruption
+    duration: 2s
+"#;
+
+fn parse_ab(text: &str, samples: Option<i64>) -> Result<chaoseater_schemas::events::AbTestRequested, GatewayError> {
+    parse_ab_test("ab.yaml", text, &AbOverrides { samples }, "tester", TimestampMs(1))
+}
+
+#[test]
+fn an_ab_file_becomes_one_validated_request() {
+    let request = parse_ab(AB_FILE, None).unwrap();
+    assert_eq!(request.samples_per_variant, 6);
+    assert_eq!(request.experiment.fault_type, "data_corruption");
+    assert_eq!((request.variant_a.label.as_str(), request.variant_a.regions[0].as_str()), ("none", "us-east"));
+    assert!(request.variant_b.experiment.is_none(), "both run the file's one experiment");
+    let names: Vec<&str> = request.metrics.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["resilience_score", "recovery_time_s"]);
+    assert_eq!((request.confidence, request.tolerance), (0.98, 0.25));
+    assert_eq!(parse_ab(AB_FILE, Some(9)).unwrap().samples_per_variant, 9, "--samples wins");
+    // `submit` refuses it, naming the command that runs it.
+    let refused = parse(AB_FILE).unwrap_err();
+    assert_eq!(refused.field.as_deref(), Some("ab"));
+    assert!(refused.message.contains("chaoseater ab"));
+}
+
+#[test]
+fn variants_may_run_different_experiments_of_the_file_in_the_same_regions() {
+    let text = r#"
+ab:
+  variant_a: {label: short, experiment: short, regions: [eu-west]}
+  variant_b: {label: long, experiment: long, regions: [eu-west]}
+experiments:
+  - {name: short, layer: data, fault_type: data_corruption, duration: 1s}
+  - {name: long, layer: data, fault_type: data_corruption, duration: 3s}
+"#;
+    let request = parse_ab(text, None).unwrap();
+    assert_eq!(request.experiment.duration_ms, 1_000);
+    assert_eq!(request.variant_b.experiment.as_ref().map(|e| e.duration_ms), Some(3_000));
+    assert_eq!(request.samples_per_variant, 10, "the default");
+}
+
+#[test]
+fn bad_ab_files_are_refused_naming_the_field() {
+    let cases = [
+        (AB_FILE.replace("samples: 6", "samples: 2"), "ab.samples"),
+        (AB_FILE.replace("recovery_time_s]", "vibes]"), "ab.metrics"),
+        (AB_FILE.replace("samples: 6", "confidence: 1.5"), "ab.confidence"),
+        (AB_FILE.replace("[eu-west]", "[us-east]"), "ab.variant_b"),
+        (AB_FILE.replace("[eu-west]", "[eu-west, us-east]"), "ab.variant_b.regions"),
+        (AB_FILE.replace("  variant_b: {label: validate, regions: [eu-west]}\n", ""), "ab.variant_b"),
+        (AB_FILE.replace("label: validate, ", "label: validate, experiment: nope, "), "ab.variant_b.experiment"),
+    ];
+    for (text, field) in cases {
+        let err = parse_ab(&text, None).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some(field), "{err}");
+    }
+    assert_eq!(parse_ab(AB_FILE, Some(0)).unwrap_err().field.as_deref(), Some("ab.samples"));
+}

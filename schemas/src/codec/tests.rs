@@ -361,3 +361,17 @@ proptest! {
         prop_assert_eq!(codec.decode(&codec.encode(&event).unwrap()).unwrap(), event);
     }
 }
+
+/// Bytes an earlier version of a schema wrote stay readable: the shipped previous schema resolves them
+/// into today's type (version 1 of AbTestRequested had no per-variant experiment, metrics or confidence).
+#[test]
+fn previous_versions_golden_bytes_decode_into_todays_types() {
+    let codec = codec();
+    let path = golden_dir().join("previous/ab_test_requested.v1.bin");
+    let bytes = std::fs::read(&path).unwrap();
+    let decoded = codec.decode(&bytes).unwrap();
+    assert_eq!(decoded, Event::AbTestRequested(samples::ab_test_requested_v1()));
+    let Event::AbTestRequested(request) = decoded else { unreachable!() };
+    assert!((request.effective_confidence() - 0.95).abs() < 1e-12);
+    assert_eq!(request.metric_specs().len(), 6);
+}

@@ -80,24 +80,3 @@ impl RollbackRequested {
         EventId::derive("RollbackRequested", &[run_id.as_str(), &format!("{action:?}"), &at.to_id_part()])
     }
 }
-
-/// One side of an A/B test.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AbVariant {
-    pub label: String,
-    pub regions: Vec<RegionName>,
-}
-
-/// A request to compare two variants of a pipeline under the same fault.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AbTestRequested {
-    pub event_id: EventId,
-    pub occurred_at: TimestampMs,
-    pub run_id: RunId,
-    pub experiment: ExperimentSpec,
-    pub variant_a: AbVariant,
-    pub variant_b: AbVariant,
-    pub samples_per_variant: i32,
-    pub alpha: f64,
-    pub requested_by: String,
-}

@@ -4,6 +4,7 @@
 //! same symbols, unions with null are `Option`. The round-trip and golden tests in `codec` hold the two
 //! together.
 
+pub mod ab;
 mod commands;
 mod dispatch;
 mod health;
@@ -14,7 +15,11 @@ mod rollback;
 use apache_avro::types::Value;
 use serde::{Deserialize, Serialize};
 
-pub use commands::{AbTestRequested, AbVariant, AbortRequested, RollbackAction, RollbackRequested, RunRequested};
+pub use ab::{
+    AbDirection, AbJudgement, AbLabel, AbMetric, AbMetricJudgement, AbMetricSpec, AbSample, AbSide, AbTestConcluded,
+    AbTestRequested, AbTestStatus, AbVariant, AbVerdict,
+};
+pub use commands::{AbortRequested, RollbackAction, RollbackRequested, RunRequested};
 pub use dispatch::{RegionDispatched, RollbackStepRequested};
 pub use health::{HealthStatus, RegionHealthSampled};
 pub use regions::{RegionRegistered, RegionRemoved};
@@ -143,6 +148,7 @@ catalogue! {
     RegionResult => "region_result.avsc", Results;
     RunCompleted => "run_completed.avsc", Results;
     RunRejected => "run_rejected.avsc", Results;
+    AbTestConcluded => "ab_test_concluded.avsc", Results;
     RegionHealthSampled => "region_health_sampled.avsc", Health;
     FaultHeld => "fault_held.avsc", Rollback;
     RollbackStarted => "rollback_started.avsc", Rollback;
@@ -168,6 +174,7 @@ impl Event {
             Event::RegionResult(e) => Some(&e.run_id),
             Event::RunCompleted(e) => Some(&e.run_id),
             Event::RunRejected(e) => Some(&e.run_id),
+            Event::AbTestConcluded(e) => Some(&e.run_id),
             Event::RollbackStarted(e) => Some(&e.run_id),
             Event::RollbackStepApplied(e) => Some(&e.run_id),
             Event::RollbackPaused(e) => Some(&e.run_id),

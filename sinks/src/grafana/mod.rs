@@ -1,5 +1,5 @@
 //! Grafana resources generated from what the exporter really writes: the dashboard (the Python tool's
-//! eight panels, with templating over region, layer and fault type), alert rules as Grafana provisioning
+//! eight panels, with templating over region, layer and fault type, and the A/B tests' verdicts), alert rules as Grafana provisioning
 //! payloads, and the same rules as a Prometheus rules file for Alertmanager users.
 
 pub mod sink;
@@ -7,8 +7,8 @@ pub mod sink;
 use serde_json::{Value as Json, json};
 
 use crate::metrics::names::{
-    ACCURACY_DEGRADATION_PERCENT, ERRORS_TOTAL, EXPERIMENT_DURATION_SECONDS, EXPERIMENTS_TOTAL, RECOVERY_TIME_SECONDS,
-    RESILIENCE_SCORE,
+    AB_SCORE, AB_VERDICT, ACCURACY_DEGRADATION_PERCENT, ERRORS_TOTAL, EXPERIMENT_DURATION_SECONDS, EXPERIMENTS_TOTAL,
+    RECOVERY_TIME_SECONDS, RESILIENCE_SCORE,
 };
 
 /// What the dashboard is built from.
@@ -51,6 +51,13 @@ pub fn panel_queries() -> Vec<(&'static str, &'static str, Vec<String>)> {
             vec![format!(
                 "100 * sum by (layer) ({EXPERIMENTS_TOTAL}{{status=\"COMPLETED\",{f}}}) / sum by (layer) ({EXPERIMENTS_TOTAL}{{{f}}})"
             )],
+        ),
+        // A/B tests have no region, layer or fault type of their own: the panel shows every test, its
+        // group score with the verdict beside it.
+        (
+            "A/B tests: group score and verdict",
+            "stat",
+            vec![format!("{AB_SCORE} * on (test_id) group_left (verdict) ({AB_VERDICT} == 1)")],
         ),
     ]
 }

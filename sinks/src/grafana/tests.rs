@@ -36,7 +36,7 @@ fn dashboard_validates_against_grafanas_schemas() {
     assert_valid(&validator("dashboard", None), &board, "the dashboard");
     let query = validator("prometheus", Some("Dataquery"));
     let panels = board["panels"].as_array().expect("panels");
-    assert_eq!(panels.len(), 9, "eight built-in panels and the custom one");
+    assert_eq!(panels.len(), 10, "nine built-in panels and the custom one");
     for panel in panels {
         let kind = panel["type"].as_str().expect("type");
         assert_valid(&validator(kind, Some("Options")), &panel["options"], &format!("{kind} options"));
@@ -119,7 +119,10 @@ fn every_query_uses_names_and_labels_the_exporter_writes() {
         })
         .collect();
     let exporter_labels: BTreeSet<String> =
-        ["region", "layer", "fault_type", "status", "le", "strategy"].iter().map(|s| s.to_string()).collect();
+        ["region", "layer", "fault_type", "status", "le", "strategy", "test_id", "label_a", "label_b", "verdict"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     let mut exprs: Vec<String> = panel_queries().into_iter().flat_map(|(_, _, e)| e).collect();
     exprs.extend(alert_expressions(&AlertOptions::default()).into_iter().map(|(_, _, e, _)| e));
     for expr in &exprs {

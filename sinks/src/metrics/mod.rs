@@ -10,7 +10,7 @@ use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
 use chaoseater_schemas::bus::{ApplyError, Origin, Processor, StateView};
-use chaoseater_schemas::events::{CircuitState, Event, RegionResult};
+use chaoseater_schemas::events::{AbTestConcluded, AbVerdict, CircuitState, Event, RegionResult};
 use chaoseater_schemas::sync::lock;
 use chaoseater_schemas::topics::Topic;
 
@@ -43,6 +43,12 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (ROLLBACK_FAILED_TOTAL, "counter", "Rollbacks failed."),
     (ROLLBACK_PAUSED_TOTAL, "counter", "Rollbacks paused by a failed health check."),
     (CIRCUIT_STATE, "gauge", "Circuit breaker state per region: 0 closed, 1 half-open, 2 open."),
+    (
+        AB_VERDICT,
+        "gauge",
+        "1 for each A/B test's verdict (B_BETTER, B_WORSE, MIXED, NO_SIGNIFICANT_DIFFERENCE), 0 for the others.",
+    ),
+    (AB_SCORE, "gauge", "Group score of each A/B test: percentage of metrics B does not do worse on."),
 ];
 
 /// Label sets, kept as ordered name=value pairs.
@@ -122,6 +128,7 @@ impl MetricsView {
             Event::RollbackPaused(e) => {
                 self.with(|s| s.add(ROLLBACK_PAUSED_TOTAL, vec![("region", e.region.to_string())], 1.0))
             }
+            Event::AbTestConcluded(c) => self.ab_test(c),
             Event::CircuitStateChanged(e) => self.with(|s| {
                 let value = match e.to_state {
                     CircuitState::Closed => 0.0,
@@ -132,6 +139,23 @@ impl MetricsView {
             }),
             _ => {}
         }
+    }
+
+    /// A concluded test's verdict, as a state set labelled with the test and its variants; tests that
+    /// were aborted or failed have no verdict and export nothing.
+    fn ab_test(&self, c: &AbTestConcluded) {
+        let Some(judgement) = &c.judgement else { return };
+        let labels: Labels =
+            vec![("test_id", c.run_id.to_string()), ("label_a", c.label_a.clone()), ("label_b", c.label_b.clone())];
+        self.with(|s| {
+            for verdict in [AbVerdict::BBetter, AbVerdict::BWorse, AbVerdict::Mixed, AbVerdict::NoSignificantDifference]
+            {
+                let mut with_verdict = labels.clone();
+                with_verdict.push(("verdict", verdict.as_str().to_owned()));
+                s.set(AB_VERDICT, with_verdict, if verdict == judgement.verdict { 1.0 } else { 0.0 });
+            }
+            s.set(AB_SCORE, labels.clone(), judgement.score);
+        });
     }
 
     fn result(&self, r: &RegionResult) {

@@ -26,3 +26,7 @@ pub const CIRCUIT_STATE: &str = "chaos_circuit_state";
 pub const PROCESSOR_RESTARTS_TOTAL: &str = "chaos_processor_restarts_total";
 /// 1 while a processor runs, 0 while it waits to be restarted (gauge).
 pub const PROCESSOR_UP: &str = "chaos_processor_up";
+/// 1 for the latest verdict of each A/B test, 0 for the other verdicts (a state set; gauge).
+pub const AB_VERDICT: &str = "chaos_ab_verdict";
+/// Kayenta's group score of each A/B test: the percentage of metrics B does not do worse on (gauge).
+pub const AB_SCORE: &str = "chaos_ab_score";

@@ -60,3 +60,23 @@ fn the_deprecated_error_count_is_rendered_only_when_asked_for() {
     assert!(text.contains("# TYPE chaos_error_count gauge"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("chaos_error_count{") && l.ends_with(" 4")), "{text}");
 }
+
+#[test]
+fn a_concluded_ab_test_exports_its_verdict_as_a_state_set_and_its_score() {
+    let view = MetricsView::new();
+    view.apply(&samples::sample(EventKind::AbTestConcluded));
+    let text = view.render();
+    let verdicts: Vec<&str> = text.lines().filter(|l| l.starts_with("chaos_ab_verdict{")).collect();
+    assert_eq!(verdicts.len(), 4, "{text}");
+    let current: Vec<&&str> = verdicts.iter().filter(|l| l.ends_with(" 1")).collect();
+    assert_eq!(current.len(), 1, "{text}");
+    assert!(current[0].contains("verdict=\"NO_SIGNIFICANT_DIFFERENCE\""), "{text}");
+    assert!(current[0].contains("label_b=\"validate\""), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("chaos_ab_score{") && l.ends_with(" 100")), "{text}");
+    // An aborted test has no verdict to show.
+    let Event::AbTestConcluded(mut aborted) = samples::sample(EventKind::AbTestConcluded) else { unreachable!() };
+    aborted.run_id = chaoseater_schemas::ids::RunId::new("aborted");
+    aborted.judgement = None;
+    view.apply(&Event::AbTestConcluded(aborted));
+    assert!(!view.render().contains("test_id=\"aborted\""));
+}
