@@ -161,6 +161,7 @@ fn a_coordinator_killed_mid_test_ends_with_exactly_2n_samples_and_a_complete_rep
     let mut killed = c.services.remove(coordinator);
     killed.0.kill().expect("SIGKILL the coordinator");
     killed.0.wait().expect("reaped");
+    assert!(c.results("AbTestConcluded").is_empty(), "killed mid-test, not after it");
     c.serve("ab");
 
     let out = child.wait_with_output().expect("ab finished");

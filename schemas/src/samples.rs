@@ -91,7 +91,7 @@ pub fn sample(kind: EventKind) -> Event {
             variant_b: AbVariant {
                 label: "shorter-fault".into(),
                 regions: vec![region("eu-west")],
-                experiment: Some(ExperimentSpec { duration_ms: 1_000, ..experiment() }),
+                experiment: Some(Box::new(ExperimentSpec { duration_ms: 1_000, ..experiment() })),
             },
             samples_per_variant: 8,
             metrics: vec![AbMetric::ResilienceScore.spec(), AbMetric::LatencyP95Ms.spec()],

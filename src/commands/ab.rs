@@ -97,7 +97,8 @@ async fn test(args: AbTestArgs, config: &Config) -> Result<()> {
     let ctx = broker::client_context(config)?;
     super::ensure_topics(&ctx, config.brokers.is_none()).await?;
     EventProducer::new(&ctx)?.publish(&Event::AbTestRequested(request.clone())).await?;
-    println!("{}", describe(&request));
+    // Progress on stderr, the report alone on stdout (`--format json` pipes into other tools).
+    eprintln!("{}", describe(&request));
     let report = follow(&ctx, &request, Duration::from_secs_f64(args.timeout.max(1.0))).await?;
     ab_report::print(&report, format, &mut std::io::stdout().lock())?;
     let passed = match expect {

@@ -144,7 +144,7 @@ fn disjoint_variants_run_a_pair_at_a_time_interleaved_and_conclude_with_the_judg
 fn variants_sharing_regions_run_one_sample_at_a_time_and_tests_share_regions_in_turn() {
     let mut rig = Rig::new(AbCoordinator);
     let mut shared = request("t2", &["eu"], &["eu"], 3);
-    shared.variant_b.experiment = Some(experiment(2_000));
+    shared.variant_b.experiment = Some(Box::new(experiment(2_000)));
     assert_eq!(started(&rig.apply(Event::AbTestRequested(shared))), ["t2.a1"]);
     // A second test on the same region waits for it.
     assert!(started(&rig.apply(Event::AbTestRequested(request("t3", &["eu"], &["us"], 3)))).is_empty());

@@ -87,7 +87,7 @@ pub fn parse_ab_test(
     let (mut variant_b, experiment_b) = variant("variant_b", &section.variant_b, "B")?;
     let experiment = experiment_a.experiment.clone();
     if experiment_b.experiment != experiment {
-        variant_b.experiment = Some(experiment_b.experiment.clone());
+        variant_b.experiment = Some(Box::new(experiment_b.experiment.clone()));
     }
     let samples = overrides.samples.or(section.samples).unwrap_or(i64::from(ab::DEFAULT_SAMPLES_PER_VARIANT));
     let metrics = match &section.metrics {

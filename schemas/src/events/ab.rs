@@ -111,7 +111,8 @@ pub struct AbVariant {
     /// Regions that serve this variant; each sample runs in all of them.
     pub regions: Vec<RegionName>,
     /// This variant's own experiment; `None`: the test's.
-    pub experiment: Option<ExperimentSpec>,
+    /// Boxed: an experiment is large, and most variants have none of their own.
+    pub experiment: Option<Box<ExperimentSpec>>,
 }
 
 /// The two sides of a test.
@@ -176,7 +177,7 @@ impl AbTestRequested {
 
     /// The experiment a side runs.
     pub fn experiment_of(&self, side: AbSide) -> &ExperimentSpec {
-        self.variant(side).experiment.as_ref().unwrap_or(&self.experiment)
+        self.variant(side).experiment.as_deref().unwrap_or(&self.experiment)
     }
 
     /// The run id of sample `number` (1-based) of `side`: derived, so a coordinator that starts it again
