@@ -159,6 +159,9 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     std::fs::write(&tokens_file, tokens)?;
     demo_config.dispatcher.tokens_file = Some(tokens_file);
     demo_config.dispatcher.tokens_from_environment = false;
+    // Segments every second instead of every ten: the A/B report reaches the history before the demo
+    // stops, so `ab report` finds it afterwards.
+    demo_config.history.max_age_s = 1.0;
     let shutdown = Shutdown::new();
     let mut handles = Vec::new();
     let (mut metrics_addr, mut started_names) = (None, Vec::new());
@@ -238,6 +241,9 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     producer.publish(&Event::AbTestRequested(ab_request.clone())).await?;
     println!("\n{}", commands::ab::describe(&ab_request));
     let ab_report = commands::ab::follow(&ctx, &ab_request, AB_TIMEOUT).await;
+    if ab_report.is_ok() {
+        wait_for_history(&config.history_dir(), &ab_request.run_id).await;
+    }
 
     // Stop everything before reporting: processors, then agents (each reverts what it injected).
     shutdown.trigger();
@@ -280,7 +286,9 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     println!("malformed message sent to {} -> dead-lettered:", ctx.topics.name(Topic::Commands));
     println!("  {}", commands::tail::render(&ctx.codec, &dead));
     println!("\n== A/B test ==");
-    commands::ab_report::print(&ab_report?, commands::ab_report::Format::Text, &mut std::io::stdout().lock())?;
+    let ab_report = ab_report?;
+    commands::ab_report::print(&ab_report, commands::ab_report::Format::Text, &mut std::io::stdout().lock())?;
+    println!("  again, from the history: chaoseater ab report {} [--format markdown|json]", ab_report.run_id);
     println!(
         "\nhistory    {} (Parquet; try: chaoseater sql \"SELECT experiment_name, region, status, resilience_score FROM experiments ORDER BY finished_at DESC LIMIT 10\")",
         config.history_dir().display()
@@ -308,6 +316,21 @@ async fn scrape(addr: std::net::SocketAddr, runs: usize) -> Result<String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits (a few seconds at most) until the A/B report is in the history, so that `ab report` finds it
+/// once the demo has stopped; says so when it is not.
+async fn wait_for_history(dir: &std::path::Path, test_id: &chaoseater_schemas::ids::RunId) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(analytics) = chaoseater_processors::analytics::Analytics::open(dir).await
+            && matches!(analytics.ab_report(test_id.as_str()).await, Ok(Some(_)))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("the A/B report did not reach the history at {} within 20 s", dir.display());
 }
 
 /// A token for this demo's agents, never printed.
