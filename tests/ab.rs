@@ -203,3 +203,45 @@ fn bad_ab_files_are_refused_with_exit_code_2_before_anything_runs() {
         assert!(text(&out.stderr).contains(needle), "{needle}: {}", text(&out.stderr));
     }
 }
+
+#[test]
+fn an_aborted_test_aborts_its_samples_in_flight_and_ends_not_judged() {
+    let mut c = Cluster::new("ab-abort");
+    c.region("abort-a", "127.0.0.47", 1, "");
+    c.region("abort-b", "127.0.0.48", 1, "");
+    c.serve("ledger,orchestrator,dispatcher,ab");
+    let file = c.write("abort.yaml", &ab_file("abort-a", "abort-b", "[resilience_score]"));
+    let child = c
+        .cmd()
+        .args(["ab", file.to_str().expect("path"), "--samples", "10", "--format", "json", "--timeout", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ab");
+    let mut id = String::new();
+    wait_until(Duration::from_secs(120), "the first samples started", || {
+        let requested = c.events(chaoseater_schemas::topics::Topic::Commands, "AbTestRequested");
+        id = requested.first().and_then(|r| r["run_id"].as_str()).unwrap_or_default().to_owned();
+        !id.is_empty() && !sample_starts(&c, &id).is_empty()
+    });
+    let out = c.run(&["abort", &id, "--reason", "enough"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = child.wait_with_output().expect("ab finished");
+    assert_eq!(out.status.code(), Some(1), "an aborted test is no pass: {}", text(&out.stderr));
+    let report = report(&out);
+    assert_eq!(report["status"], "ABORTED", "{report:#}");
+    assert!(report["reason"].as_str().is_some_and(|r| r.contains("enough")), "{report:#}");
+    assert!(report["verdict"].is_null(), "not judged");
+    let ran = report["samples"].as_array().expect("samples").len();
+    assert!(ran < 20, "no sample starts after the abort: {ran}");
+    // Each sample in flight was asked to abort, and no sample started that did not end.
+    let aborts: Vec<Value> = c
+        .events(chaoseater_schemas::topics::Topic::Commands, "AbortRequested")
+        .into_iter()
+        .filter(|a| a["run_id"].as_str().is_some_and(|r| r.starts_with(&format!("{id}."))))
+        .collect();
+    assert!(!aborts.is_empty(), "the samples in flight were aborted");
+    assert_eq!(sample_starts(&c, &id).len(), ran, "every sample that started is in the report");
+}
