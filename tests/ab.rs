@@ -29,6 +29,18 @@ experiments:
     )
 }
 
+/// Starts `chaoseater ab ARGS` with its output captured, to wait for later.
+fn spawn_ab(c: &Cluster, args: &[&str]) -> std::process::Child {
+    c.cmd()
+        .arg("ab")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ab")
+}
+
 fn report(out: &std::process::Output) -> Value {
     let stdout = text(&out.stdout);
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", text(&out.stderr)))
@@ -63,33 +75,34 @@ fn a_real_defence_is_judged_better_and_an_a_a_test_no_different() {
     // test beside it on other regions: the coordinator runs both at once.
     let better = c.write("better.yaml", &ab_file("none-1", "validate", "[resilience_score]"));
     let same = c.write("same.yaml", &ab_file("none-2", "none-3", "[resilience_score]"));
-    let spawn = |args: &[&str]| {
-        c.cmd().args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn ab")
-    };
-    let better_run = spawn(&[
-        "ab",
-        better.to_str().expect("path"),
-        "--samples",
-        "8",
-        "--expect",
-        "b-better",
-        "--format",
-        "json",
-        "--timeout",
-        "300",
-    ]);
-    let same_run = spawn(&[
-        "ab",
-        same.to_str().expect("path"),
-        "--samples",
-        "6",
-        "--expect",
-        "not-worse",
-        "--format",
-        "json",
-        "--timeout",
-        "300",
-    ]);
+    let better_run = spawn_ab(
+        &c,
+        &[
+            better.to_str().expect("path"),
+            "--samples",
+            "8",
+            "--expect",
+            "b-better",
+            "--format",
+            "json",
+            "--timeout",
+            "300",
+        ],
+    );
+    let same_run = spawn_ab(
+        &c,
+        &[
+            same.to_str().expect("path"),
+            "--samples",
+            "6",
+            "--expect",
+            "not-worse",
+            "--format",
+            "json",
+            "--timeout",
+            "300",
+        ],
+    );
     let out = better_run.wait_with_output().expect("ab finished");
 
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
@@ -144,14 +157,7 @@ fn a_coordinator_killed_mid_test_ends_with_exactly_2n_samples_and_a_complete_rep
     c.serve("ledger,orchestrator,dispatcher");
     let coordinator = c.serve("ab");
     let file = c.write("kill.yaml", &ab_file("kill-a", "kill-b", "[resilience_score]"));
-    let child = c
-        .cmd()
-        .args(["ab", file.to_str().expect("path"), "--samples", "4", "--format", "json", "--timeout", "300"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ab");
+    let child = spawn_ab(&c, &[file.to_str().expect("path"), "--samples", "4", "--format", "json", "--timeout", "300"]);
 
     // SIGKILL the coordinator once the first samples are in, then start a new one on the same state.
     let completed = |c: &Cluster| {
@@ -211,14 +217,8 @@ fn an_aborted_test_aborts_its_samples_in_flight_and_ends_not_judged() {
     c.region("abort-b", "127.0.0.48", 1, "");
     c.serve("ledger,orchestrator,dispatcher,ab");
     let file = c.write("abort.yaml", &ab_file("abort-a", "abort-b", "[resilience_score]"));
-    let child = c
-        .cmd()
-        .args(["ab", file.to_str().expect("path"), "--samples", "10", "--format", "json", "--timeout", "300"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ab");
+    let child =
+        spawn_ab(&c, &[file.to_str().expect("path"), "--samples", "10", "--format", "json", "--timeout", "300"]);
     let mut id = String::new();
     wait_until(Duration::from_secs(120), "the first samples started", || {
         let requested = c.events(chaoseater_schemas::topics::Topic::Commands, "AbTestRequested");
