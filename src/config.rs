@@ -47,6 +47,9 @@ pub struct FileConfig {
     /// Limits of one SQL query (memory, time): `sql` and every history question.
     #[serde(default)]
     pub sql: chaoseater_processors::analytics::QueryLimits,
+    /// When `serve` retrains the optimizer.
+    #[serde(default)]
+    pub optimizer: chaoseater_processors::optimizer::OptimizerConfig,
 }
 
 /// Schema settings.
@@ -86,6 +89,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub processors: RunnerConfig,
     pub sql: chaoseater_processors::analytics::QueryLimits,
+    pub optimizer: chaoseater_processors::optimizer::OptimizerConfig,
 }
 
 impl Config {
@@ -123,6 +127,7 @@ impl Config {
             history: file.history,
             processors: file.processors,
             sql: file.sql,
+            optimizer: file.optimizer,
         };
 
         for (key, value) in &env {
@@ -172,6 +177,7 @@ impl Config {
         self.processors.validate()?;
         self.dispatcher.validate()?;
         self.circuit.validate()?;
+        self.optimizer.validate()?;
         if self.kafka.contains_key("bootstrap.servers") {
             bail!("set brokers with --brokers, CHAOSEATER_BROKERS or `brokers =`, not kafka.bootstrap.servers");
         }

@@ -20,6 +20,10 @@
 //!
 //! - [`analytics`]: DataFusion over the history: query, trends, compare, summary, read-only SQL.
 //!
+//! - [`optimizer`]: forests trained on the history predict a fault's damage with conformal intervals,
+//!   suggest the harshest parameters that meet a target, and analyze weak points; its trainer retrains
+//!   in `serve`.
+//!
 //! [`components`] lists the processors `serve` and `demo` run. Processors never import producers or
 //! sinks: they talk through topics.
 
@@ -28,6 +32,7 @@ pub mod analytics;
 pub mod circuit;
 pub mod history;
 pub mod ledger;
+pub mod optimizer;
 pub mod orchestrator;
 pub mod rollback;
 
@@ -40,6 +45,7 @@ use chaoseater_schemas::bus::{Component, ProcessorComponent};
 pub struct Settings<'a> {
     pub circuit: &'a circuit::CircuitConfig,
     pub history: &'a history::HistoryConfig,
+    pub optimizer: &'a optimizer::OptimizerConfig,
     /// The state directory (the history's default home).
     pub state_dir: &'a Path,
 }
@@ -55,5 +61,6 @@ pub fn components(settings: Settings<'_>) -> Vec<Box<dyn Component>> {
         Box::new(ProcessorComponent::new(move || circuit::CircuitBreaker { config: circuit.clone() })),
         Box::new(ProcessorComponent::new(|| rollback::RollbackProcessor)),
         Box::new(history::HistoryComponent::new(settings.history, settings.state_dir)),
+        Box::new(optimizer::Trainer::new(settings.optimizer, settings.history, settings.state_dir)),
     ]
 }

@@ -249,6 +249,22 @@ pub fn spec(fault_type: &str) -> Option<&'static FaultSpec> {
     CATALOGUE.iter().find(|spec| spec.fault_type == fault_type)
 }
 
+/// Whether a smaller value of a numeric parameter is the harsher fault: an IOPS limit strangles more the
+/// lower it is; every other numeric parameter (rates, delays, sizes, percentages) hurts more as it grows.
+pub fn lower_is_harsher(param: &str) -> bool {
+    param == "iops_limit"
+}
+
+/// The bounds of a numeric parameter (rates are [0, 1]); `None` for the others.
+pub fn numeric_bounds(param: &ParamSpec) -> Option<(f64, f64)> {
+    match param.kind {
+        K::Rate => Some((0.0, 1.0)),
+        K::Float { min, max } => Some((min, max)),
+        K::Int { min, max } => Some((min as f64, max as f64)),
+        K::Choice(_) | K::Text | K::List => None,
+    }
+}
+
 /// Fault types of one layer, for error messages and help.
 pub fn fault_types(layer: Layer) -> Vec<&'static str> {
     CATALOGUE.iter().filter(|s| s.layer == layer).map(|s| s.fault_type).collect()

@@ -166,7 +166,9 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     let mut handles = Vec::new();
     let (mut metrics_addr, mut started_names) = (None, Vec::new());
     let mut catalog = commands::serve::catalog(&demo_config, &ServiceHealth::new());
-    catalog.retain(|c| c.name() != GrafanaSink::NAME);
+    // The demo trains the optimizer itself, once, at the end: a background trainer would compete with the
+    // campaign for the CPU.
+    catalog.retain(|c| c.name() != GrafanaSink::NAME && c.name() != chaoseater_processors::optimizer::Trainer::NAME);
     for (component, duty) in commands::serve::select(catalog, None)? {
         let name = component.name();
         started_names.push(name);
@@ -289,12 +291,94 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     let ab_report = ab_report?;
     commands::ab_report::print(&ab_report, commands::ab_report::Format::Text, &mut std::io::stdout().lock())?;
     println!("  again, from the history: chaoseater ab report {} [--format markdown|json]", ab_report.run_id);
+    println!("\n== optimizer ==");
+    if let Err(e) = optimizer_section(&config).await {
+        println!("  (the optimizer could not run: {e:#})");
+    }
     println!(
         "\nhistory    {} (Parquet; try: chaoseater sql \"SELECT experiment_name, region, status, resilience_score FROM experiments ORDER BY finished_at DESC LIMIT 10\")",
         config.history_dir().display()
     );
     println!("\ndemo finished in {:.1} s; everything it started has stopped.", started.elapsed().as_secs_f64());
     drop(embedded);
+    Ok(())
+}
+
+/// Trains the optimizer on the demo's history, seeded with labelled synthetic runs where it has too few of
+/// its own, and shows a prediction, a suggestion and the analysis's top findings.
+async fn optimizer_section(config: &Config) -> Result<()> {
+    use chaoseater_processors::optimizer::{self, ForestParams, Model, Target, synthetic, train};
+    let analytics = chaoseater_processors::analytics::Analytics::open(&config.history_dir()).await?;
+    let own = optimizer::dataset::load(&analytics, None).await?;
+    let corruption = own.iter().filter(|s| s.point.fault_type == "data_corruption").count();
+    let mut samples = own.clone();
+    let mut seeded = 0;
+    if corruption < 5 * train::MIN_ROWS {
+        let today = TimestampMs::now().0 as f64 / 86_400_000.0;
+        let synthetic = synthetic::labelled(200, 0.6, 3_000.0, today - 3.0, 17);
+        seeded = synthetic.len();
+        samples.extend(synthetic);
+        samples.sort_by(|a, b| a.finished_day.total_cmp(&b.finished_day));
+    }
+    let model = tokio::task::spawn_blocking(move || {
+        Model::train(&samples, &[Target::ResilienceScore], None, &ForestParams::default(), &mut |_, _, _| {})
+            .map(|m| (m, samples))
+    })
+    .await??;
+    let (model, samples) = model;
+    let path = model.save(&config.state_dir)?;
+    println!(
+        "trained on {} results of this history{} in {:.1} s (saved: {}):",
+        own.len(),
+        if seeded > 0 {
+            format!(" + {seeded} labelled synthetic ones (tag source=synthetic: too few of its own)")
+        } else {
+            String::new()
+        },
+        model.seconds,
+        path.display()
+    );
+    for s in model.scopes.iter().filter(|s| s.cv.rows >= train::MIN_ROWS) {
+        println!(
+            "  {:<18} {:>5} results  CV MAE {:>5.2} (baseline, the mean of the last 50: {:>5.2})  R² {:>5.2}  90% intervals held {:.0}%  {}",
+            s.scope.to_string(),
+            s.cv.rows,
+            s.cv.model_mae,
+            s.cv.baseline_mae,
+            s.cv.model_r2,
+            100.0 * s.cv.coverage,
+            if s.cv.beats_baseline() { "used" } else { "not used: the baseline answers" }
+        );
+    }
+    let question = |params: &[(&str, &str)], region: Option<&str>| optimizer::query::Question {
+        fault_type: "data_corruption".into(),
+        params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        region: region.map(str::to_owned),
+        ..Default::default()
+    };
+    if let Some(p) = model.predict(&question(&[("corruption_rate", "0.3")], Some("us-east")))?.first() {
+        println!(
+            "predict    data_corruption corruption_rate=0.3 in us-east: {:.1}, 90% interval [{:.1}, {:.1}], {} past runs near",
+            p.value, p.lower, p.upper, p.near_runs
+        );
+    }
+    let suggestion = model.suggest(&question(&[], None), 70.0)?;
+    println!(
+        "suggest    the harshest data_corruption still scoring 70 (lower bound, every region): {} (searched {} points)",
+        suggestion.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
+        suggestion.points_searched
+    );
+    let analysis = optimizer::analyze::analyze(&samples, None);
+    println!(
+        "analyze    {} weak points, {} anomalies, {} recommendations; the first:",
+        analysis.weak_points.len(),
+        analysis.anomalies.len(),
+        analysis.recommendations.len()
+    );
+    for r in analysis.recommendations.iter().take(2) {
+        println!("  [{}] {}\n    {}", r.category.as_str(), r.title, r.evidence);
+    }
+    println!("  try: chaoseater optimizer predict data_corruption --param corruption_rate=0.5; optimizer analyze");
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod follow;
 mod grafana;
 pub mod history;
 mod ledger;
+pub mod optimizer;
 mod rollback;
 pub mod runs;
 mod schemas;
@@ -46,6 +47,7 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
         Command::Trends(args) => history::trends(args, &config).await,
         Command::Compare(args) => history::compare(args, &config).await,
         Command::Ab(args) => ab::run(args, &config).await,
+        Command::Optimizer(cmd) => optimizer::run(cmd, &config).await,
         Command::Summary(args) => history::summary(args, &config).await,
         Command::Export(args) => history::export(args, &config).await,
         Command::Sql(args) => history::sql(args, &config).await,

@@ -35,6 +35,7 @@ pub fn catalog(config: &Config, health: &ServiceHealth) -> Vec<Box<dyn Component
     let settings = chaoseater_processors::Settings {
         circuit: &config.circuit,
         history: &config.history,
+        optimizer: &config.optimizer,
         state_dir: &config.state_dir,
     };
     let mut all = chaoseater_processors::components(settings);

@@ -6,6 +6,7 @@
 pub mod ab;
 pub mod groups;
 pub mod render;
+pub mod trend;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -382,10 +383,25 @@ impl Analytics {
     }
 
     /// One experiment over the `days` days up to the day of `today_ms`: the totals (runs, success rate,
-    /// mean, median and p95 score, mean recovery time, slope of the score per day) and the daily series.
+    /// mean, median and p95 score, mean recovery time, and the score's trend: Theil-Sen slope per day
+    /// with its 95% interval, Mann-Kendall p-value and direction, see [`trend`]) and the daily series.
     pub async fn trends(&self, name: &str, days: u32, today_ms: i64) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
         let (totals, daily) = trends_sql(name, days, today_ms, "experiments");
-        Ok((self.sql(&totals).await?, self.sql(&daily).await?))
+        let totals = self.sql(&totals).await?;
+        let points = self
+            .sql(&format!(
+                "SELECT CAST(date_part('epoch', finished_at) AS DOUBLE) / 86400.0, resilience_score FROM experiments \
+                 WHERE {} AND resilience_score IS NOT NULL",
+                trends_filter(name, days, today_ms)
+            ))
+            .await?;
+        let points: Vec<(f64, f64)> = render::floats(&points, 0)
+            .into_iter()
+            .zip(render::floats(&points, 1))
+            .filter_map(|(t, v)| Some((t?, v?)))
+            .collect();
+        let trend = trend::trend(&points, TREND_ALPHA);
+        Ok((vec![with_trend(&totals, &trend)?], self.sql(&daily).await?))
     }
 
     /// Runs side by side: a row per metric, a column per run (the mean over its regions).
@@ -517,22 +533,56 @@ fn summary_section(all: &RecordBatch, column: &str) -> std::result::Result<Recor
 /// The two queries of `trends` over `table` (totals, daily series), in SQL that DuckDB runs unchanged
 /// (the benchmark compares the engines on exactly these).
 pub fn trends_sql(name: &str, days: u32, today_ms: i64, table: &str) -> (String, String) {
-    let today = crate::history::day(today_ms);
-    let since = crate::history::day(today_ms - i64::from(days.max(1) - 1) * 86_400_000);
-    let filter =
-        format!("experiment_name = {} AND date >= {} AND date <= {}", literal(name), literal(&since), literal(&today));
+    let filter = trends_filter(name, days, today_ms);
     let measures = "count(*) AS runs, \
         round(100.0 * avg(CASE WHEN status = 'COMPLETED' THEN 1.0 ELSE 0.0 END), 2) AS success_rate_pct, \
         round(avg(resilience_score), 2) AS mean_score, round(median(resilience_score), 2) AS median_score, \
         round(percentile_cont(0.95) WITHIN GROUP (ORDER BY resilience_score), 2) AS p95_score, \
         round(avg(recovery_time_s), 3) AS mean_recovery_s";
     (
-        format!(
-            "SELECT {measures}, round(regr_slope(resilience_score, date_part('epoch', finished_at) / 86400.0), 4) \
-             AS score_slope_per_day FROM {table} WHERE {filter}"
-        ),
+        format!("SELECT {measures} FROM {table} WHERE {filter}"),
         format!("SELECT date AS day, {measures} FROM {table} WHERE {filter} GROUP BY date ORDER BY date"),
     )
+}
+
+/// The rows of one experiment in the `days` days up to the day of `today_ms`.
+fn trends_filter(name: &str, days: u32, today_ms: i64) -> String {
+    let today = crate::history::day(today_ms);
+    let since = crate::history::day(today_ms - i64::from(days.max(1) - 1) * 86_400_000);
+    format!("experiment_name = {} AND date >= {} AND date <= {}", literal(name), literal(&since), literal(&today))
+}
+
+/// Significance of the trends `trends` reports (two-sided).
+pub const TREND_ALPHA: f64 = 0.05;
+
+/// `totals` (one row) with the trend's columns after its own: the slope and its interval are null when
+/// the runs span too little time to carry one, and `trend` then says why.
+fn with_trend(totals: &[RecordBatch], trend: &trend::Trend) -> Result<RecordBatch> {
+    use arrow::array::{ArrayRef, Float64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    let engine = |e: arrow::error::ArrowError| AnalyticsError::Engine(e.to_string());
+    let schema = totals.first().map(RecordBatch::schema).ok_or_else(|| AnalyticsError::Engine("no totals".into()))?;
+    let base = arrow::compute::concat_batches(&schema, totals).map_err(engine)?;
+    let round = |v: f64, places: i32| (v * 10f64.powi(places)).round() / 10f64.powi(places);
+    let float = |v: Option<f64>| Arc::new(Float64Array::from(vec![v; base.num_rows()])) as ArrayRef;
+    let text = |v: String| Arc::new(StringArray::from(vec![v; base.num_rows()])) as ArrayRef;
+    let words = match &trend.note {
+        Some(note) => format!("{}: {note}", trend.direction.as_str()),
+        None => trend.direction.as_str().to_owned(),
+    };
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns = base.columns().to_vec();
+    for (name, column) in [
+        ("score_slope_per_day", float(trend.slope_per_day.map(|v| round(v, 4)))),
+        ("slope_low", float(trend.slope_interval.map(|i| round(i.0, 4)))),
+        ("slope_high", float(trend.slope_interval.map(|i| round(i.1, 4)))),
+        ("trend_p_value", float(trend.p_value.map(|p| round(p, 4)))),
+        ("trend", text(words)),
+    ] {
+        fields.push(Field::new(name, column.data_type().clone(), true));
+        columns.push(column);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(engine)
 }
 
 /// The one statement of `summary` over `table`, DuckDB-compatible: one scan folds the rows into their

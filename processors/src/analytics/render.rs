@@ -166,3 +166,19 @@ pub fn strings(batches: &[RecordBatch], index: usize) -> Vec<String> {
     }
     out
 }
+
+/// The values of numeric column `index` across `batches` as floats, nulls as `None` (one per row).
+pub fn floats(batches: &[RecordBatch], index: usize) -> Vec<Option<f64>> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let Some(col) = batch.columns().get(index).and_then(|c| arrow::compute::cast(c, &DataType::Float64).ok())
+        else {
+            out.extend(std::iter::repeat_n(None, batch.num_rows()));
+            continue;
+        };
+        if let Some(col) = col.as_any().downcast_ref::<arrow::array::Float64Array>() {
+            out.extend(col.iter());
+        }
+    }
+    out
+}

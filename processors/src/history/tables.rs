@@ -177,7 +177,8 @@ impl<'a> Cell<'a> {
     }
 }
 
-fn param_text(value: &ParamValue) -> (Cow<'_, str>, Option<f64>) {
+/// A parameter as the parameters table keeps it: its text, and its number when it has one.
+pub fn param_text(value: &ParamValue) -> (Cow<'_, str>, Option<f64>) {
     match value {
         ParamValue::Bool(b) => (Cow::Borrowed(if *b { "true" } else { "false" }), Some(if *b { 1.0 } else { 0.0 })),
         ParamValue::Int(i) => (Cow::Owned(i.to_string()), Some(*i as f64)),

@@ -8,6 +8,7 @@ pub mod ab;
 mod commands;
 mod dispatch;
 mod health;
+mod optimizer;
 mod regions;
 mod results;
 mod rollback;
@@ -22,6 +23,7 @@ pub use ab::{
 pub use commands::{AbortRequested, RollbackAction, RollbackRequested, RunRequested};
 pub use dispatch::{RegionDispatched, RollbackStepRequested};
 pub use health::{HealthStatus, RegionHealthSampled};
+pub use optimizer::{ModelQuality, ModelTrained};
 pub use regions::{RegionRegistered, RegionRemoved};
 pub use results::{
     AggregateReport, RegionMetrics, RegionResult, RegionStatus, RegionSummary, RunCompleted, RunRejected, RunStarted,
@@ -149,6 +151,7 @@ catalogue! {
     RunCompleted => "run_completed.avsc", Results;
     RunRejected => "run_rejected.avsc", Results;
     AbTestConcluded => "ab_test_concluded.avsc", Results;
+    ModelTrained => "model_trained.avsc", Results;
     RegionHealthSampled => "region_health_sampled.avsc", Health;
     FaultHeld => "fault_held.avsc", Rollback;
     RollbackStarted => "rollback_started.avsc", Rollback;
@@ -181,6 +184,7 @@ impl Event {
             Event::RollbackCompleted(e) => Some(&e.run_id),
             Event::RollbackFailed(e) => Some(&e.run_id),
             Event::RegionRegistered(_)
+            | Event::ModelTrained(_)
             | Event::RegionRemoved(_)
             | Event::RegionHealthSampled(_)
             | Event::CircuitStateChanged(_) => None,
@@ -198,6 +202,7 @@ impl Event {
             Event::RegionRemoved(e) => e.region.as_str(),
             Event::RegionHealthSampled(e) => e.region.as_str(),
             Event::CircuitStateChanged(e) => e.region.as_str(),
+            Event::ModelTrained(e) => e.model_id.as_str(),
             _ => self.event_id().as_str(),
         }
     }
