@@ -127,9 +127,13 @@ impl OptimizerError {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Support {
     pub params: Vec<String>,
+    /// The range seen; NaN for a parameter never seen (JSON has no NaN: saved as null).
+    #[serde(with = "nan_as_null")]
     pub lo: Vec<f64>,
+    #[serde(with = "nan_as_null")]
     pub hi: Vec<f64>,
     /// One row per training row, the values of `params` (absent: NaN), as f32 to keep the file small.
+    #[serde(with = "nan_as_null::rows")]
     pub points: Vec<Vec<f32>>,
     /// Each row's run (an index), and its resilience score.
     pub run: Vec<u32>,
@@ -313,6 +317,37 @@ impl Model {
     /// The models of `target`.
     pub fn scopes_of(&self, target: Target) -> impl Iterator<Item = &ScopeModel> {
         self.scopes.iter().filter(move |s| s.target == target)
+    }
+}
+
+/// Floats that may be NaN or infinite, saved in JSON (which has neither) as null and read back as NaN.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(values: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        values.iter().map(|v| v.is_finite().then_some(*v)).collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Ok(Vec::<Option<f64>>::deserialize(d)?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+    }
+
+    pub mod rows {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(rows: &[Vec<f32>], s: S) -> Result<S::Ok, S::Error> {
+            rows.iter()
+                .map(|row| row.iter().map(|v| v.is_finite().then_some(*v)).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+                .serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f32>>, D::Error> {
+            Ok(Vec::<Vec<Option<f32>>>::deserialize(d)?
+                .into_iter()
+                .map(|row| row.into_iter().map(|v| v.unwrap_or(f32::NAN)).collect())
+                .collect())
+        }
     }
 }
 
