@@ -292,7 +292,7 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     commands::ab_report::print(&ab_report, commands::ab_report::Format::Text, &mut std::io::stdout().lock())?;
     println!("  again, from the history: chaoseater ab report {} [--format markdown|json]", ab_report.run_id);
     println!("\n== optimizer ==");
-    if let Err(e) = optimizer_section(&config).await {
+    if let Err(e) = optimizer_section(config).await {
         println!("  (the optimizer could not run: {e:#})");
     }
     println!(
