@@ -51,16 +51,7 @@ fn json_format(text: &str) -> Result<bool> {
 /// Trains on the history's window and saves the model; prints its figures.
 pub async fn train(args: OptimizerTrainArgs, config: &Config) -> Result<()> {
     let json = json_format(&args.format)?;
-    let mut targets = vec![Target::ResilienceScore];
-    for m in &args.metrics {
-        let target = Target::parse(m).ok_or_else(|| {
-            let known: Vec<&str> = Target::ALL.iter().map(|t| t.column()).collect();
-            invalid(format!("--metric {m:?}: one of {}", known.join(", ")))
-        })?;
-        if !targets.contains(&target) {
-            targets.push(target);
-        }
-    }
+    let targets = Target::with_score(&args.metrics).map_err(|e| invalid(format!("--metric {e}")))?;
     if args.days == Some(0) {
         return Err(invalid("--days: at least 1"));
     }

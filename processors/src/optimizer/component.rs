@@ -61,17 +61,7 @@ impl OptimizerConfig {
 
     /// The resilience score and the metrics asked.
     pub fn targets(&self) -> Result<Vec<Target>, ConfigError> {
-        let mut targets = vec![Target::ResilienceScore];
-        for m in &self.metrics {
-            let t = Target::parse(m).ok_or_else(|| {
-                let known: Vec<&str> = Target::ALL.iter().map(|t| t.column()).collect();
-                ConfigError(format!("optimizer.metrics: {m:?} is not one of {}", known.join(", ")))
-            })?;
-            if !targets.contains(&t) {
-                targets.push(t);
-            }
-        }
-        Ok(targets)
+        Target::with_score(&self.metrics).map_err(|e| ConfigError(format!("optimizer.metrics: {e}")))
     }
 }
 

@@ -74,6 +74,22 @@ impl Target {
         Target::ALL.into_iter().find(|t| t.column() == text)
     }
 
+    /// The resilience score (always learnt) and the metrics named, each once; an unknown name is refused
+    /// with the known ones.
+    pub fn with_score(names: &[String]) -> Result<Vec<Target>, String> {
+        let mut targets = vec![Target::ResilienceScore];
+        for name in names {
+            let target = Target::parse(name).ok_or_else(|| {
+                let known: Vec<&str> = Target::ALL.iter().map(|t| t.column()).collect();
+                format!("{name:?} is not one of {}", known.join(", "))
+            })?;
+            if !targets.contains(&target) {
+                targets.push(target);
+            }
+        }
+        Ok(targets)
+    }
+
     /// Whether more of it is better (the score) or worse (everything else).
     pub fn higher_is_better(self) -> bool {
         self == Target::ResilienceScore
