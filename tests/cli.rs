@@ -184,11 +184,11 @@ fn topics_and_schemas_commands() {
     assert!(text(&out.stdout).contains(&format!("{prefix}.regions\t1 partition(s)")));
 
     let out = run(bin().args(["schemas", "list"]));
-    assert_eq!(text(&out.stdout).lines().count(), 23, "a header and 22 event types");
+    assert_eq!(text(&out.stdout).lines().count(), 24, "a header and 23 event types");
     let dir = tempfile::tempdir().unwrap();
     let out = run(bin().args(["schemas", "export"]).arg(dir.path()));
     assert!(out.status.success());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 22);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 23);
     let out = run(bin().args(["schemas", "show", "Nope"]));
     assert_eq!(out.status.code(), Some(2));
 }

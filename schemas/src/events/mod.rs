@@ -23,7 +23,7 @@ pub use ab::{
 pub use commands::{AbortRequested, RollbackAction, RollbackRequested, RunRequested};
 pub use dispatch::{RegionDispatched, RollbackStepRequested};
 pub use health::{HealthStatus, RegionHealthSampled};
-pub use optimizer::{ModelQuality, ModelTrained};
+pub use optimizer::{ExperimentProposed, ModelQuality, ModelTrained, ProposalReason};
 pub use regions::{RegionRegistered, RegionRemoved};
 pub use results::{
     AggregateReport, RegionMetrics, RegionResult, RegionStatus, RegionSummary, RunCompleted, RunRejected, RunStarted,
@@ -152,6 +152,7 @@ catalogue! {
     RunRejected => "run_rejected.avsc", Results;
     AbTestConcluded => "ab_test_concluded.avsc", Results;
     ModelTrained => "model_trained.avsc", Results;
+    ExperimentProposed => "experiment_proposed.avsc", Results;
     RegionHealthSampled => "region_health_sampled.avsc", Health;
     FaultHeld => "fault_held.avsc", Rollback;
     RollbackStarted => "rollback_started.avsc", Rollback;
@@ -185,6 +186,7 @@ impl Event {
             Event::RollbackFailed(e) => Some(&e.run_id),
             Event::RegionRegistered(_)
             | Event::ModelTrained(_)
+            | Event::ExperimentProposed(_)
             | Event::RegionRemoved(_)
             | Event::RegionHealthSampled(_)
             | Event::CircuitStateChanged(_) => None,
@@ -203,6 +205,7 @@ impl Event {
             Event::RegionHealthSampled(e) => e.region.as_str(),
             Event::CircuitStateChanged(e) => e.region.as_str(),
             Event::ModelTrained(e) => e.model_id.as_str(),
+            Event::ExperimentProposed(e) => e.proposal_id.as_str(),
             _ => self.event_id().as_str(),
         }
     }

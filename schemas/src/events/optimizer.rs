@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{EventId, TimestampMs};
+use crate::experiment::ExperimentSpec;
+use crate::ids::{EventId, RegionName, RunId, TimestampMs};
 
 /// The optimizer trained a model on the history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,4 +45,57 @@ pub struct ModelQuality {
     pub level: f64,
     pub median_width: f64,
     pub used: bool,
+}
+
+/// Why the optimizer proposes an experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProposalReason {
+    /// The model's prediction interval is widest here.
+    Uncertain,
+    /// The lower bound is lowest here, where few past runs are near.
+    Weak,
+}
+
+impl ProposalReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposalReason::Uncertain => "uncertain",
+            ProposalReason::Weak => "weak",
+        }
+    }
+}
+
+/// The optimizer proposes an experiment; `chaoseater plan approve` (or serve's auto-approve) turns it
+/// into a [`RunRequested`](crate::events::RunRequested).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentProposed {
+    pub event_id: EventId,
+    pub occurred_at: TimestampMs,
+    pub proposal_id: String,
+    pub model_id: String,
+    pub region: RegionName,
+    pub experiment: ExperimentSpec,
+    pub reason: ProposalReason,
+    pub predicted_score: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub level: f64,
+    pub expected_gain: f64,
+    pub near_runs: i32,
+    pub explanation: String,
+    /// `cli` or `auto`.
+    pub proposed_by: String,
+}
+
+impl ExperimentProposed {
+    /// One event per proposal.
+    pub fn id_for(proposal_id: &str) -> EventId {
+        EventId::derive("ExperimentProposed", &[proposal_id])
+    }
+
+    /// The run an approval creates: one per proposal, so approving twice requests the same run.
+    pub fn run_id_for(proposal_id: &str) -> RunId {
+        RunId::new(format!("run-{proposal_id}"))
+    }
 }
