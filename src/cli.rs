@@ -81,6 +81,10 @@ pub enum Command {
     /// parameters that still meet a target score.
     #[command(subcommand)]
     Optimizer(OptimizerCommand),
+    /// Propose the next experiments where the model is least sure or the pipeline may be weakest, within
+    /// the catalogue's bounds and the agents' caps, skipping regions whose circuit is open; each is
+    /// published as ExperimentProposed. `plan approve ID` runs one. Needs a trained model.
+    Plan(PlanArgs),
     /// Totals by layer, fault type, region and status.
     Summary(OutputArgs),
     /// Write a query's rows (the query filters, or --sql) as CSV with a header.

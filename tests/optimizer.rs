@@ -138,3 +138,75 @@ fn train_predict_suggest_and_analyze_answer_from_the_history() {
         assert!(out.status.success() && text(&out.stdout).contains("Recommendations"), "{}", text(&out.stdout));
     }
 }
+
+#[test]
+fn plan_proposes_within_the_caps_and_open_circuits_and_approve_runs_a_proposal() {
+    use chaoseater_schemas::bus::EventProducer;
+    use chaoseater_schemas::events::{CircuitState, CircuitStateChanged, Event};
+    use chaoseater_schemas::ids::{EventId, RegionName, TimestampMs};
+    use std::time::Duration;
+
+    let mut c = Cluster::new("plan");
+    // No model yet: a clear refusal.
+    let out = c.run(&["plan"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    write_history(&c);
+    json(&c.run(&["optimizer", "train", "--format", "json"]));
+
+    // eu-west: a real agent allowing 2 s faults; us-east: its circuit is open; ap-south: no agent answers.
+    c.region("eu-west", "127.0.0.61", 3, "[caps]\nmax_duration_s = 2");
+    c.region("us-east", "127.0.0.62", 2, "");
+    c.register("ap-south", "http://127.0.0.63:9", 1);
+    let ctx = context(&c.brokers, &c.prefix);
+    let open = Event::CircuitStateChanged(CircuitStateChanged {
+        event_id: EventId::derive("CircuitStateChanged", &["us-east", "test"]),
+        occurred_at: TimestampMs::now(),
+        region: RegionName::new("us-east"),
+        from_state: CircuitState::Closed,
+        to_state: CircuitState::Open,
+        reason: "the test opened it".into(),
+    });
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async { EventProducer::new(&ctx).expect("producer").publish(&open).await }).expect("publish");
+
+    let out = c.run(&["plan", "--budget", "3", "--fault-type", "data_corruption", "--format", "json"]);
+    let plan = json(&out);
+    let proposals = plan["proposals"].as_array().expect("proposals");
+    assert_eq!(proposals.len(), 3, "{plan:#}");
+    for p in proposals {
+        assert_eq!(p["prediction"]["region"], "eu-west", "{p}");
+        assert!(p["prediction"]["duration_s"].as_f64().expect("duration") <= 2.0, "{p}");
+        let rate: f64 = p["prediction"]["params"]["corruption_rate"].as_str().expect("rate").parse().expect("number");
+        assert!((0.0..=1.0).contains(&rate), "{p}");
+    }
+    let notes = plan["notes"].to_string();
+    assert!(notes.contains("us-east: circuit open"), "{notes}");
+    assert!(notes.contains("ap-south: its agent did not report its caps"), "{notes}");
+    let published = c.results("ExperimentProposed");
+    assert_eq!(published.len(), 3, "{published:?}");
+
+    // A human approves one: it runs in eu-west, once, however often it is approved.
+    c.serve("ledger,orchestrator,dispatcher");
+    let id = proposals[0]["proposal_id"].as_str().expect("id").to_owned();
+    for _ in 0..2 {
+        let out = c.run(&["plan", "approve", &id]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains(&format!("run run-{id} requested")), "{}", text(&out.stdout));
+    }
+    let run_id = format!("run-{id}");
+    wait_until(Duration::from_secs(120), "the approved run completes", || {
+        c.results("RunCompleted").iter().any(|e| e["run_id"] == run_id.as_str())
+    });
+    let results: Vec<Value> =
+        c.results("RegionResult").into_iter().filter(|e| e["run_id"] == run_id.as_str()).collect();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0]["region"], "eu-west");
+    // Approved proposals are not proposed again; an unknown one is refused.
+    let again = json(&c.run(&["plan", "--budget", "3", "--fault-type", "data_corruption", "--format", "json"]));
+    assert!(again["proposals"].as_array().expect("proposals").iter().all(|p| p["proposal_id"] != id.as_str()));
+    let out = c.run(&["plan", "approve", "prop-000000000000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = c.run(&["plan", "--budget", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--budget"), "{}", text(&out.stderr));
+}

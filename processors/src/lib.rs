@@ -48,6 +48,8 @@ pub struct Settings<'a> {
     pub optimizer: &'a optimizer::OptimizerConfig,
     /// The state directory (the history's default home).
     pub state_dir: &'a Path,
+    /// Where the optimizer's auto-approved runs may go (the binary asks the registry and the agents).
+    pub plan_space: Option<&'a std::sync::Arc<dyn optimizer::auto::PlanSpace>>,
 }
 
 /// Every processor of this crate, in the order `serve` gives DLQ duty (the first reader of a topic
@@ -61,6 +63,11 @@ pub fn components(settings: Settings<'_>) -> Vec<Box<dyn Component>> {
         Box::new(ProcessorComponent::new(move || circuit::CircuitBreaker { config: circuit.clone() })),
         Box::new(ProcessorComponent::new(|| rollback::RollbackProcessor)),
         Box::new(history::HistoryComponent::new(settings.history, settings.state_dir)),
-        Box::new(optimizer::Trainer::new(settings.optimizer, settings.history, settings.state_dir)),
+        Box::new(optimizer::Trainer::new(
+            settings.optimizer,
+            settings.history,
+            settings.state_dir,
+            settings.plan_space.cloned(),
+        )),
     ]
 }

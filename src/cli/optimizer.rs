@@ -95,3 +95,37 @@ pub struct OptimizerSuggestArgs {
     #[arg(long)]
     pub target_score: f64,
 }
+
+/// `chaoseater plan`: propose the next experiments, or approve one.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct PlanArgs {
+    #[command(subcommand)]
+    pub command: Option<PlanCommand>,
+    /// How many experiments to propose (1 to 100).
+    #[arg(long, default_value_t = 5)]
+    pub budget: usize,
+    /// Only these fault types (repeatable; default: every one the model covers).
+    #[arg(long = "fault-type", value_name = "FAULT_TYPE")]
+    pub fault_types: Vec<String>,
+    /// The score a region should keep: a weak proposal says how far its lower bound falls below.
+    #[arg(long, default_value_t = 70.0)]
+    pub target_score: f64,
+    /// text or json.
+    #[arg(long, default_value = "text")]
+    pub format: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Turn a proposal into a RunRequested (its experiment, in its region). Approving twice requests the
+    /// same run, which runs once. Exit code 2 when the log has no such proposal, 1 when its region's
+    /// circuit is open.
+    Approve(PlanApproveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanApproveArgs {
+    /// The proposal's id (prop-...), as `chaoseater plan` printed it.
+    pub proposal_id: String,
+}

@@ -247,6 +247,10 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
         wait_for_history(&config.history_dir(), &ab_request.run_id).await;
     }
 
+    // Where a plan may put experiments, as the registry, the circuits and the agents tell it now (the
+    // optimizer's section plans after the agents have stopped).
+    let plan_space = commands::plan::space(&ctx).await;
+
     // Stop everything before reporting: processors, then agents (each reverts what it injected).
     shutdown.trigger();
     for handle in handles {
@@ -292,7 +296,7 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     commands::ab_report::print(&ab_report, commands::ab_report::Format::Text, &mut std::io::stdout().lock())?;
     println!("  again, from the history: chaoseater ab report {} [--format markdown|json]", ab_report.run_id);
     println!("\n== optimizer ==");
-    if let Err(e) = optimizer_section(config).await {
+    if let Err(e) = optimizer_section(config, &ctx, plan_space).await {
         println!("  (the optimizer could not run: {e:#})");
     }
     println!(
@@ -305,8 +309,12 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
 }
 
 /// Trains the optimizer on the demo's history, seeded with labelled synthetic runs where it has too few of
-/// its own, and shows a prediction, a suggestion and the analysis's top findings.
-async fn optimizer_section(config: &Config) -> Result<()> {
+/// its own, and shows a prediction, a suggestion, the analysis's top findings and one plan proposal.
+async fn optimizer_section(
+    config: &Config,
+    ctx: &chaoseater_schemas::bus::BusContext,
+    plan_space: Result<(Vec<chaoseater_processors::optimizer::plan::RegionLimits>, Vec<String>)>,
+) -> Result<()> {
     use chaoseater_processors::optimizer::{self, ForestParams, Model, Target, synthetic, train};
     let analytics = chaoseater_processors::analytics::Analytics::open(&config.history_dir()).await?;
     let own = optimizer::dataset::load(&analytics, None).await?;
@@ -378,7 +386,29 @@ async fn optimizer_section(config: &Config) -> Result<()> {
     for r in analysis.recommendations.iter().take(2) {
         println!("  [{}] {}\n    {}", r.category.as_str(), r.title, r.evidence);
     }
-    println!("  try: chaoseater optimizer predict data_corruption --param corruption_rate=0.5; optimizer analyze");
+    let (regions, notes) = plan_space?;
+    let request = optimizer::plan::PlanRequest {
+        budget: 1,
+        regions,
+        fault_types: Vec::new(),
+        target_score: 70.0,
+        skip: Vec::new(),
+    };
+    let mut plan = model.plan(&request)?;
+    plan.notes.splice(0..0, notes);
+    for (i, line) in commands::plan::plan_text(&plan).lines().filter(|l| !l.is_empty()).enumerate() {
+        println!("{}{line}", if i == 0 { "plan       " } else { "  " });
+    }
+    let events: Vec<Event> = plan
+        .proposals
+        .iter()
+        .map(|p| p.event(&model.model_id, TimestampMs::now(), "cli").map(Event::ExperimentProposed))
+        .collect::<Result<_, _>>()?;
+    EventProducer::new(ctx)?.publish_all(&events).await?;
+    println!("  published as ExperimentProposed; with `serve` running, `chaoseater plan approve ID` would run it");
+    println!(
+        "  try: chaoseater optimizer predict data_corruption --param corruption_rate=0.5; optimizer analyze; plan"
+    );
     Ok(())
 }
 

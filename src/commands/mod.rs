@@ -9,6 +9,7 @@ mod grafana;
 pub mod history;
 mod ledger;
 pub mod optimizer;
+pub mod plan;
 mod rollback;
 pub mod runs;
 mod schemas;
@@ -48,6 +49,7 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
         Command::Compare(args) => history::compare(args, &config).await,
         Command::Ab(args) => ab::run(args, &config).await,
         Command::Optimizer(cmd) => optimizer::run(cmd, &config).await,
+        Command::Plan(args) => plan::run(args, &config).await,
         Command::Summary(args) => history::summary(args, &config).await,
         Command::Export(args) => history::export(args, &config).await,
         Command::Sql(args) => history::sql(args, &config).await,

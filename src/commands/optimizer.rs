@@ -27,7 +27,7 @@ fn invalid(message: impl Into<String>) -> anyhow::Error {
 }
 
 /// The user's to fix (exit 2), or ours.
-fn optimizer_err(e: OptimizerError) -> anyhow::Error {
+pub(crate) fn optimizer_err(e: OptimizerError) -> anyhow::Error {
     if e.is_user_error() { invalid(e.to_string()) } else { anyhow::anyhow!(e.to_string()) }
 }
 

@@ -81,7 +81,7 @@ pub async fn region(command: RegionCommand, config: &Config) -> Result<()> {
 }
 
 /// The registry as the regions topic tells it now, highest priority first.
-async fn registry(ctx: &chaoseater_schemas::bus::BusContext) -> Result<Vec<RegionEntry>> {
+pub(crate) async fn registry(ctx: &chaoseater_schemas::bus::BusContext) -> Result<Vec<RegionEntry>> {
     let topic = ctx.topics.name(Topic::Regions);
     let mut registry = Registry::default();
     for message in EventConsumer::read_to_end(ctx, "chaoseater-region-list", &[&topic]).await? {

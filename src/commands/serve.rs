@@ -6,9 +6,10 @@
 //! state and offsets. One that fails [`MAX_FAILURES`] times in a row, each within [`HEALTHY_AFTER`] of
 //! its start, stops `serve` with a non-zero exit, for the service manager to see.
 
-use anyhow::{Result, anyhow, bail};
 use std::time::{Duration, Instant};
 
+use anyhow::{Result, anyhow, bail};
+use chaoseater_processors::optimizer::auto::PlanSpace;
 use chaoseater_schemas::bus::{BusContext, Component, DeadLetterDuty, Env, Prepared, RunnerOptions, Shutdown};
 use chaoseater_schemas::topics::Topic;
 use chaoseater_sinks::metrics::ServiceHealth;
@@ -32,11 +33,13 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Every component `serve` can run, from each role crate's list: processors, producers, sinks. The
 /// order decides which of those reading a topic copies its bad messages to the DLQ: the first.
 pub fn catalog(config: &Config, health: &ServiceHealth) -> Vec<Box<dyn Component>> {
+    let space: std::sync::Arc<dyn PlanSpace> = std::sync::Arc::new(super::plan::AgentSpace);
     let settings = chaoseater_processors::Settings {
         circuit: &config.circuit,
         history: &config.history,
         optimizer: &config.optimizer,
         state_dir: &config.state_dir,
+        plan_space: Some(&space),
     };
     let mut all = chaoseater_processors::components(settings);
     all.extend(chaoseater_producers::components(&config.dispatcher));

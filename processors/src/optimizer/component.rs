@@ -1,10 +1,12 @@
 //! The trainer in `serve`: retrains the optimizer on a schedule and after enough new results, saves the
-//! model where `chaoseater optimizer predict` finds it, and publishes ModelTrained.
+//! model where `chaoseater optimizer predict` finds it, and publishes ModelTrained; with
+//! `auto_approve_per_day` set, then plans and approves runs within that budget (see [`auto`]).
 //!
 //! It reads the Parquet history (which the materializer writes), not a topic: the history already holds
 //! the rows joined with their parameters and tags, and a training is a pure function of it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chaoseater_schemas::bus::{Component, ComponentError, ConfigError, Env, EventProducer, Handle, Prepared};
@@ -13,6 +15,7 @@ use chaoseater_schemas::ids::TimestampMs;
 use chaoseater_schemas::topics::Topic;
 use serde::Deserialize;
 
+use super::auto::{self, PlanSpace};
 use super::{ForestParams, Model, OptimizerError, Target, dataset};
 use crate::analytics::{Analytics, render};
 use crate::history::HistoryConfig;
@@ -31,6 +34,13 @@ pub struct OptimizerConfig {
     pub days: Option<u32>,
     /// Metrics besides the resilience score to learn.
     pub metrics: Vec<String>,
+    /// Runs the trainer may approve itself per rolling 24 hours, planning after each training
+    /// (`chaoseater plan`'s proposals). 0, the default: a human approves with `chaoseater plan approve`.
+    pub auto_approve_per_day: u32,
+    /// Most proposals one auto-approval round makes.
+    pub plan_budget: usize,
+    /// The score a region should keep (a weak proposal says how far its lower bound falls below).
+    pub target_score: f64,
 }
 
 impl Default for OptimizerConfig {
@@ -41,6 +51,9 @@ impl Default for OptimizerConfig {
             check_interval_s: 30.0,
             days: None,
             metrics: Vec::new(),
+            auto_approve_per_day: 0,
+            plan_budget: 5,
+            target_score: 70.0,
         }
     }
 }
@@ -55,6 +68,16 @@ impl OptimizerConfig {
         }
         if self.retrain_after_results == 0 || self.days == Some(0) {
             return Err(ConfigError("optimizer.retrain_after_results and optimizer.days must be at least 1".into()));
+        }
+        if !(0.0..=100.0).contains(&self.target_score) {
+            return Err(ConfigError(format!("optimizer.target_score must be within 0-100, got {}", self.target_score)));
+        }
+        if !(1..=super::plan::MAX_BUDGET).contains(&self.plan_budget) {
+            return Err(ConfigError(format!(
+                "optimizer.plan_budget must be 1 to {}, got {}",
+                super::plan::MAX_BUDGET,
+                self.plan_budget
+            )));
         }
         self.targets().map(drop)
     }
@@ -71,13 +94,20 @@ pub struct Trainer {
     config: OptimizerConfig,
     history: PathBuf,
     state_dir: PathBuf,
+    /// Where auto-approved runs may go; without it auto-approve is off.
+    space: Option<Arc<dyn PlanSpace>>,
 }
 
 impl Trainer {
     pub const NAME: &'static str = "optimizer";
 
-    pub fn new(config: &OptimizerConfig, history: &HistoryConfig, state_dir: &Path) -> Self {
-        Self { config: config.clone(), history: history.dir_in(state_dir), state_dir: state_dir.to_owned() }
+    pub fn new(
+        config: &OptimizerConfig,
+        history: &HistoryConfig,
+        state_dir: &Path,
+        space: Option<Arc<dyn PlanSpace>>,
+    ) -> Self {
+        Self { config: config.clone(), history: history.dir_in(state_dir), state_dir: state_dir.to_owned(), space }
     }
 }
 
@@ -135,6 +165,11 @@ impl Component for Trainer {
                                 .await
                                 .map_err(|e| ComponentError::new("publishing ModelTrained", e))?;
                             tracing::info!(model = %model.model_id, rows = model.rows, trigger, "Optimizer trained.");
+                            if this.config.auto_approve_per_day > 0
+                                && let Some(space) = &this.space
+                            {
+                                this.auto_approve(&model, space.as_ref(), &bus, &producer).await?;
+                            }
                         }
                         Err(OptimizerError::TooLittle(why)) => {
                             tracing::info!(%why, "Optimizer: too little history to train yet.");
@@ -163,6 +198,44 @@ impl Trainer {
         })
         .await
         .map_err(|e| OptimizerError::Model(e.to_string()))?
+    }
+}
+
+impl Trainer {
+    /// Plans and approves within the day's budget. Where runs may go comes from the bus and the agents; a
+    /// failure to learn it skips this round (the next training tries again).
+    async fn auto_approve(
+        &self,
+        model: &Model,
+        space: &dyn PlanSpace,
+        bus: &chaoseater_schemas::bus::BusContext,
+        producer: &EventProducer,
+    ) -> Result<(), ComponentError> {
+        let (regions, notes) = match space.space(bus).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "Optimizer: cannot learn where runs may go; no auto-approval this round.");
+                return Ok(());
+            }
+        };
+        let events = match auto::approve_round(model, &self.config, regions, &self.state_dir, TimestampMs::now()) {
+            Ok(events) => events,
+            Err(e) if e.is_user_error() => {
+                tracing::info!(why = %e, ?notes, "Optimizer: nothing to auto-approve.");
+                return Ok(());
+            }
+            Err(e) => return Err(ComponentError::new("auto-approve", e)),
+        };
+        if events.is_empty() {
+            return Ok(());
+        }
+        producer.publish_all(&events).await.map_err(|e| ComponentError::new("publishing auto-approved runs", e))?;
+        tracing::info!(
+            runs = events.len() / 2,
+            per_day = self.config.auto_approve_per_day,
+            "Optimizer auto-approved runs."
+        );
+        Ok(())
     }
 }
 

@@ -13,8 +13,8 @@ use super::dataset::{Point, Sample};
 /// A tag key is a feature when it takes 2 to this many values in the training rows: a campaign or a
 /// team is a property of runs worth learning from; an id that differs per run is not.
 pub const MAX_TAG_VALUES: usize = 16;
-/// Tags the A/B coordinator sets: bookkeeping of tests, not properties of the pipeline.
-const BOOKKEEPING_TAGS: [&str; 4] = ["ab_test", "ab_variant", "ab_label", "ab_sample"];
+/// Tags the A/B coordinator and the planner set: bookkeeping, not properties of the pipeline.
+const BOOKKEEPING_TAGS: [&str; 5] = ["ab_test", "ab_variant", "ab_label", "ab_sample", "proposal"];
 /// What an absent numeric parameter encodes as.
 pub const ABSENT: f64 = -1.0;
 

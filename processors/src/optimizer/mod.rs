@@ -13,11 +13,14 @@
 //! cross-validation figures.
 
 pub mod analyze;
+pub mod auto;
 pub mod component;
 pub mod dataset;
 pub mod features;
 pub mod forest;
+pub mod plan;
 pub mod query;
+pub mod simulate;
 pub mod synthetic;
 pub mod train;
 
@@ -156,6 +159,10 @@ pub struct Support {
     pub scores: Vec<Option<f32>>,
     /// Distinct runs of this fault type.
     pub runs: usize,
+    /// Each row's region, as an index into [`Model::regions`] (absent in a model saved before the planner:
+    /// then every row counts in every region).
+    #[serde(default)]
+    pub region: Vec<u16>,
 }
 
 /// A trained optimizer: the models of every target and scope, and what they were trained on.
@@ -213,6 +220,12 @@ impl Model {
             *rows_by_fault_type.entry(s.point.fault_type.clone()).or_insert(0) += 1;
             durations.entry(s.point.fault_type.clone()).or_default().push(s.point.duration_s);
         }
+        let regions: Vec<String> = samples
+            .iter()
+            .map(|s| s.point.region.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let day_ms = |d: f64| (d * 86_400_000.0).round() as i64;
         let trained_at_ms = chaoseater_schemas::ids::TimestampMs::now().0;
         Ok(Self {
@@ -228,13 +241,8 @@ impl Model {
             params: params.clone(),
             targets: targets.to_vec(),
             scopes,
-            support: query::support(samples),
-            regions: samples
-                .iter()
-                .map(|s| s.point.region.clone())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect(),
+            support: query::support(samples, &regions),
+            regions,
             median_duration_s: durations
                 .into_iter()
                 .map(|(t, mut d)| {

@@ -66,8 +66,8 @@ pub struct Prediction {
     pub warning: Option<String>,
 }
 
-/// The support of every fault type in `samples`.
-pub fn support(samples: &[Sample]) -> BTreeMap<String, Support> {
+/// The support of every fault type in `samples`; `regions` lists every region of `samples`, sorted.
+pub fn support(samples: &[Sample], regions: &[String]) -> BTreeMap<String, Support> {
     let mut by_type: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
     for s in samples {
         by_type.entry(s.point.fault_type.as_str()).or_default().push(s);
@@ -82,7 +82,9 @@ pub fn support(samples: &[Sample]) -> BTreeMap<String, Support> {
             let mut points = Vec::with_capacity(rows.len());
             let mut runs = Vec::with_capacity(rows.len());
             let mut scores = Vec::with_capacity(rows.len());
+            let mut region = Vec::with_capacity(rows.len());
             for s in &rows {
+                region.push(regions.binary_search(&s.point.region).map_or(u16::MAX, |i| i as u16));
                 let values: Vec<f32> = params
                     .iter()
                     .enumerate()
@@ -100,7 +102,7 @@ pub fn support(samples: &[Sample]) -> BTreeMap<String, Support> {
                 runs.push(*run_index.entry(s.run_id.as_str()).or_insert(next));
                 scores.push(s.target(Target::ResilienceScore).map(|v| v as f32));
             }
-            let support = Support { params, lo, hi, points, run: runs, scores, runs: run_index.len() };
+            let support = Support { params, lo, hi, points, run: runs, scores, runs: run_index.len(), region };
             (fault_type.to_owned(), support)
         })
         .collect()
@@ -118,8 +120,18 @@ fn numeric_params(fault_type: &str) -> Vec<String> {
 impl Support {
     /// Distinct runs near `values` (one per `self.params`).
     pub fn near_runs(&self, values: &[f64]) -> usize {
+        self.near_runs_in(values, None)
+    }
+
+    /// Distinct runs near `values` in one region (an index into the model's regions), or in any.
+    pub fn near_runs_in(&self, values: &[f64], region: Option<u16>) -> usize {
         let mut near = BTreeSet::new();
         for (row, point) in self.points.iter().enumerate() {
+            if let Some(r) = region
+                && self.region.get(row).is_some_and(|&at| at != r)
+            {
+                continue;
+            }
             let close = point.iter().enumerate().all(|(i, v)| {
                 let v = f64::from(*v);
                 let q = values[i];
@@ -150,7 +162,7 @@ impl Support {
             .collect()
     }
 
-    fn values(&self, params: &BTreeMap<String, String>) -> Vec<f64> {
+    pub fn values(&self, params: &BTreeMap<String, String>) -> Vec<f64> {
         self.params.iter().map(|p| params.get(p).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)).collect()
     }
 }
@@ -208,7 +220,7 @@ impl Model {
             fault_type: fault_type.to_owned(),
             layer: spec.layer.to_string(),
             region: question.region.clone().unwrap_or_default(),
-            params: params.iter().map(|(k, v)| (k.clone(), chaoseater_schemas_text(v))).collect(),
+            params: params.iter().map(|(k, v)| (k.clone(), param_string(v))).collect(),
             tags: question.tags.clone(),
             duration_s: question.duration_s.or_else(|| self.median_duration_s.get(fault_type).copied()).unwrap_or(60.0),
         })
@@ -342,7 +354,7 @@ impl Answer<'_> {
 }
 
 /// A parameter's text as the parameters table keeps it.
-fn chaoseater_schemas_text(value: &chaoseater_schemas::experiment::ParamValue) -> String {
+pub(super) fn param_string(value: &chaoseater_schemas::experiment::ParamValue) -> String {
     crate::history::tables::param_text(value).0.into_owned()
 }
 
@@ -375,31 +387,10 @@ impl Model {
             return Err(OptimizerError::invalid("--target-score", format!("must be within 0-100, got {target_score}")));
         }
         let base = self.point(question)?;
-        let spec = faults::spec(&base.fault_type).expect("point() checked the fault type");
         let support = self.support.get(&base.fault_type).cloned().unwrap_or_default();
         let fixed: BTreeSet<&str> = question.params.iter().map(|(k, _)| k.as_str()).collect();
-        // The free numeric parameters and their search ranges.
-        let mut axes: Vec<(String, f64, f64, bool, bool)> = Vec::new();
-        for p in spec.params {
-            let Some((min, max)) = faults::numeric_bounds(p) else { continue };
-            if fixed.contains(p.name) {
-                continue;
-            }
-            let Some(i) = support.params.iter().position(|n| n == p.name) else { continue };
-            if !support.lo[i].is_finite() {
-                continue; // never seen: held at its default
-            }
-            let range = (support.hi[i] - support.lo[i]).max(0.0);
-            let lo = (support.lo[i] - SEARCH_BEYOND * range).max(min);
-            let hi = (support.hi[i] + SEARCH_BEYOND * range).min(max);
-            axes.push((
-                p.name.to_owned(),
-                lo,
-                hi,
-                matches!(p.kind, ParamKind::Int { .. }),
-                faults::lower_is_harsher(p.name),
-            ));
-        }
+        let axes: Vec<Axis> =
+            self.axes(&base.fault_type).into_iter().filter(|a| !fixed.contains(a.name.as_str())).collect();
         let levels = match axes.len() {
             0 => 1,
             1 => 101,
@@ -408,16 +399,13 @@ impl Model {
             _ => 7,
         };
         let mut grid: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new()];
-        for (name, lo, hi, int, _) in &axes {
+        for axis in &axes {
             let mut next = Vec::with_capacity(grid.len() * levels);
             for g in &grid {
                 for step in 0..levels {
-                    let mut v = if levels == 1 { *lo } else { lo + (hi - lo) * step as f64 / (levels - 1) as f64 };
-                    if *int {
-                        v = v.round();
-                    }
+                    let share = if levels == 1 { 0.0 } else { step as f64 / (levels - 1) as f64 };
                     let mut g = g.clone();
-                    g.insert(name.clone(), v);
+                    g.insert(axis.name.clone(), axis.at(share));
                     next.push(g);
                 }
             }
@@ -425,9 +413,9 @@ impl Model {
         }
         let harshness = |values: &BTreeMap<String, f64>| -> f64 {
             axes.iter()
-                .map(|(name, lo, hi, _, lower_harsher)| {
-                    let share = if hi > lo { (values[name] - lo) / (hi - lo) } else { 0.0 };
-                    if *lower_harsher { 1.0 - share } else { share }
+                .map(|a| {
+                    let share = if a.hi > a.lo { (values[&a.name] - a.lo) / (a.hi - a.lo) } else { 0.0 };
+                    if a.lower_is_harsher { 1.0 - share } else { share }
                 })
                 .sum()
         };
@@ -461,9 +449,9 @@ impl Model {
                 continue;
             }
             let mut values = BTreeMap::new();
-            for (name, ..) in &axes {
-                let i = support.params.iter().position(|n| n == name).expect("axes come from support");
-                values.insert(name.clone(), f64::from(point[i]));
+            for axis in &axes {
+                let i = support.params.iter().position(|n| *n == axis.name).expect("axes come from support");
+                values.insert(axis.name.clone(), f64::from(point[i]));
             }
             if values.values().any(|v| v.is_nan()) {
                 continue;
@@ -483,7 +471,7 @@ impl Model {
             meets_target,
             params: points[chosen * regions.len()].params.clone(),
             predictions: per_point[chosen].to_vec(),
-            searched: axes.iter().map(|(n, lo, hi, ..)| (n.clone(), (*lo, *hi))).collect(),
+            searched: axes.iter().map(|a| (a.name.clone(), (a.lo, a.hi))).collect(),
             points_searched: grid.len(),
             harshest_past: harshest_past.map(|(_, v)| v),
             harsher_than_past,
@@ -491,7 +479,54 @@ impl Model {
     }
 }
 
+/// A numeric parameter searched by `suggest` and `plan`: its range and how to step along it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Axis {
+    pub name: String,
+    pub lo: f64,
+    pub hi: f64,
+    pub int: bool,
+    pub lower_is_harsher: bool,
+}
+
+impl Axis {
+    /// The value at `share` (0 to 1) of the range, rounded for an integer parameter.
+    pub fn at(&self, share: f64) -> f64 {
+        let v = self.lo + (self.hi - self.lo) * share;
+        if self.int { v.round() } else { v }
+    }
+}
+
+impl Model {
+    /// The numeric parameters of `fault_type` the history has seen, each searched over its seen range
+    /// widened by [`SEARCH_BEYOND`] and clipped to the catalogue's bounds. A parameter never seen has no
+    /// axis: a search holds it at its default.
+    pub fn axes(&self, fault_type: &str) -> Vec<Axis> {
+        let (Some(spec), Some(support)) = (faults::spec(fault_type), self.support.get(fault_type)) else {
+            return Vec::new();
+        };
+        spec.params
+            .iter()
+            .filter_map(|p| {
+                let (min, max) = faults::numeric_bounds(p)?;
+                let i = support.params.iter().position(|n| n == p.name)?;
+                if !support.lo[i].is_finite() {
+                    return None;
+                }
+                let range = (support.hi[i] - support.lo[i]).max(0.0);
+                Some(Axis {
+                    name: p.name.to_owned(),
+                    lo: (support.lo[i] - SEARCH_BEYOND * range).max(min),
+                    hi: (support.hi[i] + SEARCH_BEYOND * range).min(max),
+                    int: matches!(p.kind, ParamKind::Int { .. }),
+                    lower_is_harsher: faults::lower_is_harsher(p.name),
+                })
+            })
+            .collect()
+    }
+}
+
 /// A number as a parameter's text: whole numbers without a decimal point.
-fn number_text(v: f64) -> String {
+pub(super) fn number_text(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 9e15 { format!("{}", v as i64) } else { format!("{}", (v * 1e6).round() / 1e6) }
 }

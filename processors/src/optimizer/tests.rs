@@ -233,3 +233,169 @@ fn a_planted_outlier_is_named_with_its_run_region_and_metric() {
 }
 
 const ANOMALY: f64 = analyze::ANOMALY_Z;
+
+fn regions(names: &[&str]) -> Vec<plan::RegionLimits> {
+    names.iter().map(|r| plan::RegionLimits { region: (*r).to_owned(), caps: plan::Caps::default() }).collect()
+}
+
+fn plan_request(budget: usize, regions: Vec<plan::RegionLimits>) -> plan::PlanRequest {
+    plan::PlanRequest { budget, regions, fault_types: Vec::new(), target_score: 70.0, skip: Vec::new() }
+}
+
+#[test]
+fn planning_learns_faster_than_random_choice() {
+    use super::simulate::{Strategy, learning_curve};
+    // Deterministic: the histories, the noise, the forests and the plan's candidates are all seeded.
+    let (mut plan, mut random) = (0.0, 0.0);
+    for seed in 1..=6 {
+        plan += learning_curve(Strategy::Plan, 6, 6, seed).expect("plan").mae[1..].iter().sum::<f64>();
+        random += learning_curve(Strategy::Random, 6, 6, seed).expect("random").mae[1..].iter().sum::<f64>();
+    }
+    assert!(plan < random, "area under the plan's learning curve {plan:.2}, random choice's {random:.2}");
+}
+
+#[test]
+fn a_plan_stays_in_the_regions_given_within_the_catalogue_and_the_caps() {
+    let model = train(&history(60, 1.0, 2_000.0, 3));
+    let mut limits = regions(&["eu-west", "us-east", "mars"]);
+    limits[0].caps.max_duration_s = Some(10.0);
+    let plan = model.plan(&plan_request(8, limits)).expect("plan");
+    assert_eq!(plan.proposals.len(), 8, "{:?}", plan.notes);
+    assert!(plan.notes.iter().any(|n| n.starts_with("mars:")), "{:?}", plan.notes);
+    let reasons: std::collections::BTreeSet<_> = plan.proposals.iter().map(|p| p.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 2, "both reasons take turns");
+    let fault_types: std::collections::BTreeSet<_> =
+        plan.proposals.iter().map(|p| p.point.fault_type.as_str()).collect();
+    assert_eq!(fault_types.len(), 2, "the budget is shared among the fault types");
+    let at = chaoseater_schemas::ids::TimestampMs(1_767_225_600_000);
+    for p in &plan.proposals {
+        assert!(["eu-west", "us-east"].contains(&p.point.region.as_str()));
+        if p.point.region == "eu-west" {
+            assert!(p.point.duration_s <= 10.0, "the agent's duration cap holds: {}", p.point.duration_s);
+        }
+        assert!(p.expected_gain >= 0.0 && p.prediction.lower <= p.prediction.upper);
+        // The experiment passes the catalogue and the platform's limits, and approving it requests one run
+        // in the proposal's region.
+        let event = p.event(&plan.model_id, at, "cli").expect("event");
+        let run = plan::approve(&event, "tester", at);
+        chaoseater_schemas::limits::check_run_request(&run).expect("within the platform's limits");
+        assert_eq!(run.regions, vec![event.region.clone()]);
+        assert_eq!(run.run_id, plan::approve(&event, "someone else", at).run_id, "one run per proposal");
+    }
+    let ids: std::collections::BTreeSet<_> = plan.proposals.iter().map(|p| p.proposal_id.clone()).collect();
+    assert_eq!(ids.len(), 8);
+    // The same model plans the same proposals; ones to skip are not proposed again.
+    let again = model.plan(&plan_request(8, regions(&["eu-west", "us-east"]))).expect("plan");
+    assert_eq!(again.proposals[0].proposal_id, plan.proposals[0].proposal_id);
+    let mut skipping = plan_request(8, regions(&["eu-west", "us-east"]));
+    skipping.skip = ids.iter().cloned().collect();
+    let fresh = model.plan(&skipping).expect("plan");
+    assert!(fresh.proposals.iter().all(|p| !ids.contains(&p.proposal_id)));
+}
+
+#[test]
+fn a_plan_keeps_within_an_agents_cap() {
+    // cpu_throttle scored 95 - 0.5 x percent: the harshest settings are the weakest.
+    let mut rng = chaoseater_schemas::rng::Rng::new(9);
+    let mut samples = Vec::new();
+    for run in 0..40 {
+        let percent = rng.uniform(0.0, 90.0).round();
+        for region in REGIONS {
+            let mut targets = [None; Target::ALL.len()];
+            targets[Target::ResilienceScore as usize] = Some(95.0 - 0.5 * percent + NOISE * rng.normal());
+            samples.push(Sample {
+                run_id: format!("cpu-{run}"),
+                point: Point {
+                    fault_type: "cpu_throttle".into(),
+                    layer: "infrastructure".into(),
+                    region: region.into(),
+                    params: BTreeMap::from([("throttle_percent".to_owned(), percent.to_string())]),
+                    tags: BTreeMap::new(),
+                    duration_s: 30.0,
+                },
+                finished_day: 20_000.0 + run as f64 / 96.0,
+                targets,
+            });
+        }
+    }
+    let model = train(&samples);
+    let mut limits = regions(&REGIONS);
+    limits[0].caps.max_cpu_percent = Some(40.0);
+    let plan = model.plan(&plan_request(12, limits)).expect("plan");
+    let in_capped: Vec<f64> = plan
+        .proposals
+        .iter()
+        .filter(|p| p.point.region == REGIONS[0])
+        .map(|p| p.point.params["throttle_percent"].parse().unwrap())
+        .collect();
+    assert!(!in_capped.is_empty());
+    assert!(in_capped.iter().all(|&v| v <= 40.0), "{in_capped:?}");
+    let elsewhere = plan.proposals.iter().filter(|p| p.point.region != REGIONS[0]);
+    assert!(elsewhere.map(|p| p.point.params["throttle_percent"].parse::<f64>().unwrap()).any(|v| v > 40.0));
+    // A cap under the whole range searched leaves the region out, and says so.
+    let mut limits = regions(&REGIONS);
+    limits[1].caps.max_cpu_percent = Some(-1.0);
+    let plan = model.plan(&plan_request(4, limits)).expect("plan");
+    assert!(plan.proposals.iter().all(|p| p.point.region != REGIONS[1]));
+    assert!(plan.notes.iter().any(|n| n.contains("cap on throttle_percent")), "{:?}", plan.notes);
+}
+
+#[test]
+fn a_bad_plan_request_names_its_field() {
+    let model = train(&history(60, 1.0, 2_000.0, 4));
+    let field = |request: plan::PlanRequest| match model.plan(&request) {
+        Err(OptimizerError::Invalid { field, .. }) => field,
+        other => panic!("expected an invalid field, got {other:?}"),
+    };
+    assert_eq!(field(plan_request(0, regions(&REGIONS))), "--budget");
+    assert_eq!(
+        field(plan::PlanRequest { target_score: 150.0, ..plan_request(3, regions(&REGIONS)) }),
+        "--target-score"
+    );
+    let unknown = plan::PlanRequest { fault_types: vec!["nope".into()], ..plan_request(3, regions(&REGIONS)) };
+    assert_eq!(field(unknown), "fault_type");
+    assert!(matches!(model.plan(&plan_request(3, regions(&["mars"]))), Err(OptimizerError::TooLittle(_))));
+}
+
+#[test]
+fn auto_approve_keeps_within_its_daily_budget_and_never_approves_twice() {
+    use chaoseater_schemas::events::Event;
+    use chaoseater_schemas::ids::TimestampMs;
+    let model = train(&history(60, 1.0, 2_000.0, 5));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = OptimizerConfig { auto_approve_per_day: 3, plan_budget: 5, ..OptimizerConfig::default() };
+    let t0 = TimestampMs(1_767_225_600_000);
+    let first = auto::approve_round(&model, &config, regions(&REGIONS), dir.path(), t0).expect("round");
+    assert_eq!(first.len(), 6, "3 proposals, each with its run");
+    for pair in first.chunks(2) {
+        let (Event::ExperimentProposed(p), Event::RunRequested(r)) = (&pair[0], &pair[1]) else {
+            panic!("a proposal, then its run: {pair:?}")
+        };
+        assert_eq!(r.run_id, chaoseater_schemas::events::ExperimentProposed::run_id_for(&p.proposal_id));
+        assert_eq!(p.proposed_by, "auto");
+    }
+    assert!(dir.path().join(auto::LEDGER_FILE).is_file(), "recorded before publishing");
+    // The day's budget is spent; a day later there is a new one, and nothing is approved twice.
+    let later = TimestampMs(t0.0 + 3_600_000);
+    assert!(auto::approve_round(&model, &config, regions(&REGIONS), dir.path(), later).expect("round").is_empty());
+    let next_day = TimestampMs(t0.0 + 86_400_000);
+    let second = auto::approve_round(&model, &config, regions(&REGIONS), dir.path(), next_day).expect("round");
+    assert_eq!(second.len(), 6);
+    let ids = |events: &[Event]| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ExperimentProposed(p) => Some(p.proposal_id.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let before = ids(&first);
+    assert!(ids(&second).iter().all(|id| !before.contains(id)), "{before:?} / {:?}", ids(&second));
+    // Off by default: a human approves.
+    assert!(
+        auto::approve_round(&model, &OptimizerConfig::default(), regions(&REGIONS), dir.path(), next_day)
+            .expect("round")
+            .is_empty()
+    );
+}

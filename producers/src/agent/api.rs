@@ -92,6 +92,13 @@ async fn health(State(core): State<Arc<AgentCore>>) -> Response {
         "target": detail,
         "upstream": core.proxy.active_upstream(),
         "experiment": active,
+        // What `chaoseater plan` keeps its proposals within.
+        "caps": {
+            "max_memory_mb": core.config.caps.max_memory_mb,
+            "max_disk_bytes": core.config.caps.max_disk_bytes,
+            "max_cpu_percent": core.config.caps.max_cpu_percent,
+            "max_duration_s": core.config.caps.max_duration_s,
+        },
     });
     reply(if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
 }
