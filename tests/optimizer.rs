@@ -210,3 +210,28 @@ fn plan_proposes_within_the_caps_and_open_circuits_and_approve_runs_a_proposal()
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("--budget"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn serve_auto_approves_within_its_daily_budget() {
+    use std::time::Duration;
+
+    let mut c = Cluster::new("auto-plan")
+        .with_config("[optimizer]\ncheck_interval_s = 0.5\nauto_approve_per_day = 2\nplan_budget = 5\n");
+    write_history(&c);
+    c.region("eu-west", "127.0.0.64", 1, "[caps]\nmax_duration_s = 1");
+    c.serve("ledger,orchestrator,dispatcher,optimizer");
+    wait_until(Duration::from_secs(180), "two auto-approved runs complete", || {
+        let runs: Vec<String> = c
+            .events(chaoseater_schemas::topics::Topic::Commands, "RunRequested")
+            .iter()
+            .filter(|r| r["requested_by"].as_str().unwrap_or_default().contains("auto-approve"))
+            .map(|r| r["run_id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let completed = c.results("RunCompleted");
+        runs.len() == 2 && runs.iter().all(|id| completed.iter().any(|e| e["run_id"] == id.as_str()))
+    });
+    let proposed = c.results("ExperimentProposed");
+    assert_eq!(proposed.len(), 2, "the day's budget is 2: {proposed:?}");
+    assert!(proposed.iter().all(|p| p["proposed_by"] == "auto" && p["region"] == "eu-west"), "{proposed:?}");
+    assert!(c.dir.path().join("state/optimizer/auto_approved.json").is_file());
+}
