@@ -23,9 +23,8 @@ use chaoseater_schemas::experiment::{ExperimentSpec, RollbackConfig, RunMode};
 use chaoseater_schemas::faults;
 use chaoseater_schemas::ids::{EventId, RegionName, TimestampMs};
 use chaoseater_schemas::rng::Rng;
-use serde_json::Value as Json;
 
-use super::query::{Axis, FEW_NEAR, Prediction, Question, number_text};
+use super::query::{Axis, FEW_NEAR, Prediction, Question, given_params, number_text};
 use super::{Model, OptimizerError, Point, Target, train};
 
 /// Candidates per fault type and region.
@@ -426,17 +425,7 @@ impl Proposal {
     pub fn experiment(&self) -> Result<ExperimentSpec, OptimizerError> {
         let spec = faults::spec(&self.point.fault_type)
             .ok_or_else(|| OptimizerError::invalid("fault_type", format!("unknown {}", self.point.fault_type)))?;
-        let mut given = serde_json::Map::new();
-        for (name, text) in &self.point.params {
-            let value = if let Ok(i) = text.parse::<i64>() {
-                Json::from(i)
-            } else if let Some(n) = text.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
-                Json::Number(n)
-            } else {
-                Json::String(text.clone())
-            };
-            given.insert(name.clone(), value);
-        }
+        let given = given_params(self.point.params.iter());
         let parameters = faults::validate(spec.layer, spec.fault_type, &given)
             .map_err(|e| OptimizerError::invalid(&e.field, e.message))?;
         Ok(ExperimentSpec {

@@ -179,17 +179,7 @@ impl Model {
                 format!("unknown fault type {fault_type:?}; known: {}", known.join(", ")),
             )
         })?;
-        let mut given = serde_json::Map::new();
-        for (name, value) in &question.params {
-            let json = if let Ok(i) = value.parse::<i64>() {
-                Json::from(i)
-            } else if let Some(n) = value.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
-                Json::Number(n)
-            } else {
-                Json::String(value.clone())
-            };
-            given.insert(name.clone(), json);
-        }
+        let given = given_params(question.params.iter().map(|(k, v)| (k, v)));
         let params = faults::validate(spec.layer, fault_type, &given)
             .map_err(|e| OptimizerError::invalid(&format!("--param {}", e.field), e.message))?;
         let rows = self.rows_by_fault_type.get(fault_type).copied().unwrap_or(0);
@@ -477,6 +467,24 @@ impl Model {
             harsher_than_past,
         })
     }
+}
+
+/// Parameters given as text, as the catalogue's validation takes them: integers, other numbers, else text.
+pub(super) fn given_params<'a>(
+    params: impl Iterator<Item = (&'a String, &'a String)>,
+) -> serde_json::Map<String, Json> {
+    params
+        .map(|(name, text)| {
+            let value = if let Ok(i) = text.parse::<i64>() {
+                Json::from(i)
+            } else if let Some(n) = text.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+                Json::Number(n)
+            } else {
+                Json::String(text.clone())
+            };
+            (name.clone(), value)
+        })
+        .collect()
 }
 
 /// A numeric parameter searched by `suggest` and `plan`: its range and how to step along it.
