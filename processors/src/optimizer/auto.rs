@@ -20,6 +20,8 @@ use super::{Model, OptimizerConfig, OptimizerError};
 /// The ledger of auto-approvals, in the state directory.
 pub const LEDGER_FILE: &str = "optimizer/auto_approved.json";
 const DAY_MS: i64 = 86_400_000;
+/// Approvals the ledger remembers (oldest dropped first): years of a daily budget, a few hundred KB.
+const MAX_REMEMBERED: usize = 10_000;
 
 /// Where experiments may run now, and what was left out (the binary asks the registry, the circuits and
 /// the agents; this crate has no HTTP client).
@@ -68,8 +70,12 @@ pub fn approve_round(
     now: TimestampMs,
 ) -> Result<Vec<Event>, OptimizerError> {
     let mut ledger = load(state_dir)?;
-    ledger.approved.retain(|(_, at)| now.0 - at < DAY_MS);
-    let remaining = (config.auto_approve_per_day as usize).saturating_sub(ledger.approved.len());
+    // The budget counts the last 24 hours; the skip list is every approval the ledger keeps (the newest
+    // MAX_REMEMBERED), so a proposal approved yesterday is not approved again today.
+    let today = ledger.approved.iter().filter(|(_, at)| now.0 - at < DAY_MS).count();
+    let excess = ledger.approved.len().saturating_sub(MAX_REMEMBERED);
+    ledger.approved.drain(..excess);
+    let remaining = (config.auto_approve_per_day as usize).saturating_sub(today);
     if remaining == 0 || config.plan_budget == 0 {
         return Ok(Vec::new());
     }
