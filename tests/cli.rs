@@ -52,6 +52,11 @@ fn submit_refuses_bad_files_with_exit_code_2_and_publishes_nothing() {
             "field duration: missing",
         ),
         ("syntax.yaml", "experiments:\n  - {name: a, layer: model\n", "not a valid experiment file"),
+        (
+            "push.yaml",
+            "experiments:\n  - {name: b, layer: model, fault_type: model_drift, duration: 1}\nprometheus: {pushgateway_url: \"https://pg:9091\"}\n",
+            "field prometheus: pushgateway_url \"https://pg:9091\": only http:// is supported",
+        ),
     ];
     for (file, body, expected) in cases {
         let path = dir.path().join(file);
@@ -64,6 +69,25 @@ fn submit_refuses_bad_files_with_exit_code_2_and_publishes_nothing() {
         assert!(stderr.contains(expected), "{file}: expected {expected:?} in {stderr}");
     }
     assert_eq!(count_messages(&brokers, &prefix, "commands"), 0, "a refused file published something");
+}
+
+/// The Python tool's `config.example.yaml` shape: its experiments and its `prometheus:` block.
+#[test]
+fn submit_dry_run_accepts_the_python_tools_config_with_its_prometheus_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.example.yaml");
+    std::fs::write(
+        &path,
+        "experiments:\n  - name: data_corruption_test\n    description: Corrupt 10% of input data\n    layer: data\n    fault_type: data_corruption\n    duration: 60\n    parameters:\n      corruption_rate: 0.1\n    rollback_strategy: auto\n  - name: model_unavailable_test\n    layer: model\n    fault_type: model_unavailable\n    duration: 30\n    parameters:\n      failure_rate: 0.5\n\nprometheus:\n  pushgateway_url: \"localhost:9091\"\n  job_name: \"chaos_engineering\"\n",
+    )
+    .unwrap();
+    let out = run(bin().args(["submit", "--dry-run"]).arg(&path));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let names: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON")["experiment"]["name"].to_string())
+        .collect();
+    assert_eq!(names, ["\"data_corruption_test\"", "\"model_unavailable_test\""]);
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! A real Prometheus scrapes the exporter during an end-to-end run, and every PromQL expression of the
 //! dashboard and the alert rules returns data from its HTTP API; promtool checks and unit-tests the rules.
-//! Needs CHAOSEATER_PROMETHEUS and CHAOSEATER_PROMTOOL (set by .ci/run, which installs Debian's package).
+//! Needs CHAOSEATER_PROMETHEUS, CHAOSEATER_PROMTOOL and CHAOSEATER_PUSHGATEWAY (set by .ci/run, which
+//! installs Debian's packages).
 
 mod common;
 
 use std::time::Duration;
 
+use common::cluster::Cluster;
 use common::*;
 use serde_json::Value;
 
@@ -155,4 +157,55 @@ fn prometheus_scrapes_the_exporter_and_every_dashboard_and_alert_query_returns_d
     std::io::Write::write_all(&mut check.stdin.take().expect("stdin"), page.as_bytes()).expect("page to promtool");
     let out = check.wait_with_output().expect("promtool");
     assert!(out.status.success(), "promtool check metrics:\n{}{}\n{page}", text(&out.stdout), text(&out.stderr));
+}
+
+/// `chaoseater run` with the Python tool's `prometheus:` block pushes each run's results to a real
+/// Pushgateway (Debian's `prometheus-pushgateway`, CHAOSEATER_PUSHGATEWAY), under the file's job name.
+#[test]
+fn run_pushes_each_runs_results_to_the_pushgateway_of_its_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let gateway = std::process::Command::new(tool("CHAOSEATER_PUSHGATEWAY"))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pushgateway");
+    let _gateway = KillOnDrop(gateway);
+    let pg = format!("127.0.0.1:{port}");
+    wait_until(Duration::from_secs(60), "the Pushgateway to be ready", || {
+        std::net::TcpStream::connect(&pg).is_ok() && http(&pg, "GET", "/-/ready", None, None).0 == 200
+    });
+
+    let mut c = Cluster::new("push");
+    c.region("solo", "127.0.0.14", 1, "");
+    c.serve("orchestrator,dispatcher");
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "experiments:\n  - name: pushed outage\n    layer: model\n    fault_type: model_unavailable\n    duration: 1\n    parameters: {{failure_rate: 1.0}}\nprometheus:\n  pushgateway_url: \"{pg}\"\n  job_name: chaos_ci\n"
+        ),
+    )
+    .expect("experiment file");
+    let out = c.run(&["run", file.to_str().expect("path"), "--min-score", "0", "--timeout", "120"]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).contains("pushgateway: pushed 1 region results"), "{}", text(&out.stderr));
+
+    let result = c.results("RegionResult").pop().expect("a region result");
+    let score = result["resilience_score"].as_f64().expect("a score");
+    let (status, page) = http(&pg, "GET", "/metrics", None, None);
+    assert_eq!(status, 200, "{page}");
+    let line = page
+        .lines()
+        .find(|l| {
+            l.starts_with("chaos_resilience_score{")
+                && l.contains("experiment=\"pushed outage\"")
+                && l.contains("job=\"chaos_ci\"")
+                && l.contains("region=\"solo\"")
+        })
+        .unwrap_or_else(|| panic!("no pushed score in the Pushgateway's page:\n{page}"));
+    let pushed: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a value");
+    assert!((pushed - score).abs() < 1e-9, "pushed {pushed}, the result says {score}");
+    assert!(page.contains("chaos_probe_errors{"), "{page}");
 }

@@ -299,7 +299,9 @@ where
     let _ = stream.set_nodelay(true);
     let last = Arc::new(Mutex::new(Instant::now()));
     let (busy_in, last_in) = (busy.clone(), last.clone());
-    let wrapped = hyper::service::service_fn(move |request| {
+    let wrapped = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        // The peer's address, for handlers that decide by network (axum's `ConnectInfo` extractor).
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
         let guard = InFlight::new(&busy_in, &last_in);
         let call = service.call(request);
         async move {

@@ -3,12 +3,15 @@
 //! - [`metrics`]: the Prometheus exporter, a view of the results and rollback topics served at `/metrics`.
 //! - [`grafana`]: the dashboard, alert rules (Grafana provisioning payloads) and a Prometheus rules file,
 //!   generated from the names the exporter writes; the Grafana sink that pushes them and annotates runs.
+//! - [`pushgateway`]: a run's results pushed to a Prometheus Pushgateway (`chaoseater run` with an
+//!   experiment file's `prometheus:` block).
 //!
 //! [`components`] lists the sinks `serve` and `demo` run. Sinks never import producers or processors:
 //! they consume topics.
 
 pub mod grafana;
 pub mod metrics;
+pub mod pushgateway;
 
 use chaoseater_schemas::bus::Component;
 use serde::Deserialize;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use chaoseater_net::http::HttpClient;
 use chaoseater_producers::dispatcher::health;
+use chaoseater_producers::gateway::PrometheusBlock;
 use chaoseater_schemas::bus::regions::{RegionEntry, Registry};
 use chaoseater_schemas::bus::{EventConsumer, EventProducer};
 use chaoseater_schemas::events::{
@@ -13,6 +14,7 @@ use chaoseater_schemas::events::{
 };
 use chaoseater_schemas::ids::{RegionName, RunId, TimestampMs};
 use chaoseater_schemas::topics::Topic;
+use chaoseater_sinks::pushgateway::Pushgateway;
 
 use super::follow::{self, RunView};
 use crate::cli::{AbortArgs, HealthArgs, RegionCommand, RunArgs, RunIdArgs};
@@ -93,7 +95,8 @@ pub(crate) async fn registry(ctx: &chaoseater_schemas::bus::BusContext) -> Resul
 }
 
 pub async fn run(args: RunArgs, config: &Config) -> Result<()> {
-    let requests = super::submit::load(&args.file, &args.overrides)?;
+    let plan = super::submit::load(&args.file, &args.overrides)?;
+    let requests = plan.requests;
     let ctx = broker::client_context(config)?;
     super::ensure_topics(&ctx, config.brokers.is_none()).await?;
     let views: Vec<RunView> = requests
@@ -106,7 +109,35 @@ pub async fn run(args: RunArgs, config: &Config) -> Result<()> {
         eprintln!("submitted run {} \"{}\"", view.run_id, view.name);
     }
     let finished = follow::follow(&ctx, views, Duration::from_secs_f64(args.timeout)).await?;
+    if let Some(block) = &plan.prometheus
+        && let Err(e) = push(block, &finished).await
+    {
+        // The results are on the log either way: a Pushgateway outage must not turn the gate's verdict.
+        eprintln!("pushgateway: FAILED: {e:#}");
+    }
     gate(&finished, args.overrides.min_score)
+}
+
+/// Pushes each run's results to the file's Pushgateway (the Python tool's observer did after each run).
+async fn push(block: &PrometheusBlock, runs: &[RunView]) -> Result<()> {
+    let gateway = Pushgateway::new(&block.url(), &block.job_name);
+    for view in runs {
+        let events: Vec<Event> =
+            view.regions.iter().filter_map(|r| r.result.clone()).map(Event::RegionResult).collect();
+        if events.is_empty() {
+            eprintln!("pushgateway: run {} has no region results to push", view.run_id);
+            continue;
+        }
+        gateway.push(&view.name, &events).await?;
+        eprintln!(
+            "pushgateway: pushed {} region results of \"{}\" to {} (job {})",
+            events.len(),
+            view.name,
+            block.url(),
+            block.job_name
+        );
+    }
+    Ok(())
 }
 
 /// Prints every report and applies the CI/CD gate: exit 1 unless every region passed.

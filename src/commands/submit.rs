@@ -1,7 +1,7 @@
 //! `chaoseater submit FILE`: validate every experiment, then publish one RunRequested each.
 
 use anyhow::Result;
-use chaoseater_producers::gateway::{RunOverrides, load_experiment_file};
+use chaoseater_producers::gateway::{ExperimentPlan, RunOverrides, load_experiment_file};
 use chaoseater_schemas::bus::EventProducer;
 use chaoseater_schemas::events::Event;
 
@@ -19,7 +19,7 @@ pub fn requester() -> String {
 
 /// Reads and validates an experiment file: every experiment is checked before anything is published, so
 /// one bad experiment publishes nothing.
-pub fn load(file: &std::path::Path, args: &OverrideArgs) -> Result<Vec<chaoseater_schemas::events::RunRequested>> {
+pub fn load(file: &std::path::Path, args: &OverrideArgs) -> Result<ExperimentPlan> {
     let overrides = RunOverrides {
         regions: args.regions.clone(),
         mode: args.mode.clone(),
@@ -32,7 +32,7 @@ pub fn load(file: &std::path::Path, args: &OverrideArgs) -> Result<Vec<chaoseate
 }
 
 pub async fn run(args: SubmitArgs, config: &Config) -> Result<()> {
-    let requests = load(&args.file, &args.overrides)?;
+    let requests = load(&args.file, &args.overrides)?.requests;
     if args.dry_run {
         for request in requests {
             println!("{}", serde_json::to_string(&Event::RunRequested(request))?);

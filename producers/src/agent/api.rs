@@ -1,5 +1,6 @@
 //! The agent's HTTP API. Mutating routes need the bearer token, checked by a layer before the body is
-//! read; bodies are capped at [`MAX_BODY_BYTES`].
+//! read (see [`auth`] for the one exception a configuration can make); bodies are capped at
+//! [`MAX_BODY_BYTES`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,42 +8,31 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::AgentCore;
-use super::experiment::ExperimentRequest;
+use super::experiment::{ExperimentRequest, Outcome, SYNC_ANSWER_SLACK};
+use super::{AgentCore, auth};
 
 /// The largest request body the API reads (an experiment request is a few hundred bytes).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 pub fn router(core: Arc<AgentCore>) -> Router {
-    let auth = axum::middleware::from_fn_with_state(core.clone(), require_token);
+    let token = axum::middleware::from_fn_with_state(core.clone(), auth::require_token);
+    let sync_auth = axum::middleware::from_fn_with_state(core.clone(), auth::require_token_or_network);
     Router::new()
         .route("/health", get(health))
-        .route("/api/v1/experiments/run", post(run_sync).route_layer(auth.clone()))
-        .route("/api/v1/experiments", post(start).route_layer(auth.clone()).get(list))
+        .route("/api/v1/experiments/run", post(run_sync).route_layer(sync_auth))
+        .route("/api/v1/experiments", post(start).route_layer(token.clone()).get(list))
         .route("/api/v1/experiments/{id}", get(status))
-        .route("/api/v1/experiments/{id}/rollback", post(rollback).route_layer(auth.clone()))
-        .route("/api/v1/experiments/{id}/abort", post(abort).route_layer(auth.clone()))
-        .route("/api/v1/upstream", post(switch_upstream).route_layer(auth))
+        .route("/api/v1/experiments/{id}/rollback", post(rollback).route_layer(token.clone()))
+        .route("/api/v1/experiments/{id}/abort", post(abort).route_layer(token.clone()))
+        .route("/api/v1/upstream", post(switch_upstream).route_layer(token))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(core)
-}
-
-/// Refuses a request without the right token before anything reads its body.
-async fn require_token(
-    State(core): State<Arc<AgentCore>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match authorize(&core, request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(refused) => refused,
-    }
 }
 
 fn reply(status: StatusCode, body: Json) -> Response {
@@ -51,30 +41,6 @@ fn reply(status: StatusCode, body: Json) -> Response {
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     reply(status, json!({ "error": message.into() }))
-}
-
-/// Compares in time independent of where the inputs differ (the length is not secret).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-// Handlers answer with a response either way; boxing the error side would buy nothing.
-#[allow(clippy::result_large_err)]
-fn authorize(core: &AgentCore, headers: &HeaderMap) -> Result<(), Response> {
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        // Strict: exactly `Bearer <token>`, no space around or inside the token.
-        Some(token)
-            if !token.contains(char::is_whitespace) && constant_time_eq(token.as_bytes(), core.token.as_bytes()) =>
-        {
-            Ok(())
-        }
-        Some(_) => Err(error(StatusCode::UNAUTHORIZED, "invalid bearer token")),
-        None => Err(error(StatusCode::UNAUTHORIZED, "this route needs an Authorization: Bearer token")),
-    }
 }
 
 #[allow(clippy::result_large_err)]
@@ -99,26 +65,49 @@ async fn health(State(core): State<Arc<AgentCore>>) -> Response {
             "max_cpu_percent": core.config.caps.max_cpu_percent,
             "max_duration_s": core.config.caps.max_duration_s,
         },
+        "warnings": core.config.auth.warning().into_iter().collect::<Vec<_>>(),
     });
     reply(if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
 }
 
+/// Runs an experiment and answers with its outcome within its duration + [`SYNC_ANSWER_SLACK`]: the
+/// recovery wait is cut to fit, and should the baseline itself overrun, the experiment is aborted and the
+/// answer says so. Never a null score or metrics (see [`Outcome::sync_body`]).
 async fn run_sync(State(core): State<Arc<AgentCore>>, body: Bytes) -> Response {
-    let request: ExperimentRequest = match parse(&body) {
+    let mut request: ExperimentRequest = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r,
     };
+    if request.duration.is_finite() && request.duration > 0.0 {
+        request.answer_within = Some(Duration::from_secs_f64(request.duration.min(1e6)) + SYNC_ANSWER_SLACK);
+    }
     let experiment = match core.start(request).await {
         Ok(e) => e,
         Err((status, message)) => return error(status, message),
     };
-    match experiment.finished().await {
-        Some(outcome) => {
-            let mut body = serde_json::to_value(&outcome).unwrap_or_default();
-            body["id"] = json!(experiment.id);
-            reply(StatusCode::OK, body)
+    let outcome = match experiment.answer_by() {
+        Some(by) => tokio::time::timeout_at(by, experiment.finished()).await,
+        // A retried id returns the first experiment, which may have come from the asynchronous route.
+        None => Ok(experiment.finished().await),
+    };
+    match outcome {
+        Ok(Some(outcome)) => reply(StatusCode::OK, outcome.sync_body(&experiment.id)),
+        Ok(None) => error(StatusCode::INTERNAL_SERVER_ERROR, "the experiment ended without an outcome"),
+        Err(_) => {
+            experiment.abort();
+            let late = Outcome {
+                status: super::experiment::Phase::Failed,
+                resilience_score: None,
+                metrics: None,
+                error: Some(format!(
+                    "no outcome within duration + {} s (phase {:?}); the experiment is being aborted",
+                    SYNC_ANSWER_SLACK.as_secs() + 1,
+                    experiment.phase()
+                )),
+                partial: None,
+            };
+            reply(StatusCode::OK, late.sync_body(&experiment.id))
         }
-        None => error(StatusCode::INTERNAL_SERVER_ERROR, "the experiment ended without an outcome"),
     }
 }
 
@@ -206,17 +195,5 @@ async fn switch_upstream(State(core): State<Arc<AgentCore>>, body: Bytes) -> Res
     match core.proxy.switch_upstream(&request.name) {
         Ok(()) => reply(StatusCode::OK, json!({"upstream": request.name})),
         Err(message) => error(StatusCode::BAD_REQUEST, message),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
     }
 }

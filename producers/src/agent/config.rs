@@ -40,6 +40,9 @@ pub struct AgentConfig {
     pub token_file: Option<PathBuf>,
     #[serde(default = "default_token_env")]
     pub token_env: String,
+    /// Exceptions to the token, off by default.
+    #[serde(default)]
+    pub auth: super::auth::AuthConfig,
     pub probe: ProbeConfig,
     #[serde(default)]
     pub slo: SloConfig,
@@ -186,6 +189,7 @@ impl AgentConfig {
             state_dir: default_state_dir(),
             token_file: None,
             token_env: default_token_env(),
+            auth: super::auth::AuthConfig::default(),
             probe: ProbeConfig::new(probe_set),
             slo: SloConfig::default(),
             caps: Caps::default(),

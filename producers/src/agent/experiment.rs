@@ -37,7 +37,15 @@ pub struct ExperimentRequest {
     /// rollback steps reach 100%, an abort, or this many seconds, whichever comes first.
     #[serde(default)]
     pub hold_s: Option<f64>,
+    /// Set by the synchronous endpoint, never read from a body: the answer is due this long after the
+    /// request arrived, so the recovery wait is cut to fit (see [`SYNC_ANSWER_SLACK`]).
+    #[serde(skip)]
+    pub answer_within: Option<Duration>,
 }
+
+/// The synchronous endpoint answers within the fault's duration plus this: the Python tool's client
+/// gives up after duration + 30 s, and a second is kept for the answer's way back.
+pub const SYNC_ANSWER_SLACK: Duration = Duration::from_secs(29);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,13 +74,41 @@ pub struct Control {
     pub rolled_back: f64,
 }
 
-/// The final outcome, in the shape of the synchronous endpoint's answer.
+/// The final outcome. `resilience_score` and `metrics` are null unless the fault ran and was measured
+/// (what the status endpoint shows, and the dispatcher records); [`Outcome::sync_body`] is the
+/// synchronous endpoint's never-null answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     pub status: Phase,
     pub resilience_score: Option<f64>,
     pub metrics: Option<RunMetrics>,
     pub error: Option<String>,
+    /// What the probes measured before the experiment failed or was aborted without a score.
+    #[serde(skip)]
+    pub partial: Option<RunMetrics>,
+}
+
+impl Outcome {
+    fn failed(message: String, partial: Option<RunMetrics>) -> Self {
+        Self { status: Phase::Failed, resilience_score: None, metrics: None, error: Some(message), partial }
+    }
+
+    /// The synchronous endpoint's answer: the Python tool's `{status, resilience_score, metrics}` with a
+    /// number and an object always (its client formats both), so a failed region reads as score 0 with
+    /// the metrics measured so far and the agent's `error`.
+    pub fn sync_body(&self, id: &str) -> Json {
+        let metrics = self.metrics.clone().or_else(|| self.partial.clone()).unwrap_or_else(RunMetrics::unmeasured);
+        json!({
+            "id": id,
+            "status": self.status,
+            "resilience_score": self.resilience_score.unwrap_or(0.0),
+            "metrics": metrics,
+            "error": self.error,
+            "note": (!metrics.recovered && self.status == Phase::Completed).then(|| format!(
+                "not recovered within the {:.1} s recovery window", metrics.recovery_window_s
+            )),
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +135,8 @@ pub struct Experiment {
     traffic_at_start: TrafficSnapshot,
     /// The probes of the running experiment, for the live error rate `/health` reports.
     recorder: Mutex<Option<Arc<Recorder>>>,
+    /// When the request arrived: the synchronous answer's deadline counts from here.
+    received: tokio::time::Instant,
 }
 
 impl Experiment {
@@ -120,6 +158,7 @@ impl Experiment {
             done: watch::channel(false).0,
             traffic_at_start: traffic,
             recorder: Mutex::new(None),
+            received: tokio::time::Instant::now(),
         }
     }
 
@@ -174,6 +213,11 @@ impl Experiment {
             .map(|s| s.ok)
             .collect();
         (!recent.is_empty()).then(|| recent.iter().filter(|ok| !**ok).count() as f64 / recent.len() as f64)
+    }
+
+    /// When the synchronous answer is due, if this experiment has one.
+    pub fn answer_by(&self) -> Option<tokio::time::Instant> {
+        self.request.answer_within.map(|within| self.received + within)
     }
 
     pub fn outcome(&self) -> Option<Outcome> {
@@ -270,20 +314,11 @@ pub async fn run(core: Arc<AgentCore>, experiment: Arc<Experiment>) {
     let task = tokio::spawn(drive(core.clone(), experiment.clone()));
     let outcome = match task.await {
         Ok(outcome) => outcome,
-        Err(e) => Outcome {
-            status: Phase::Failed,
-            resilience_score: None,
-            metrics: None,
-            error: Some(format!("the experiment task failed: {e}")),
-        },
+        Err(e) => Outcome::failed(format!("the experiment task failed: {e}"), None),
     };
     // Free the agent first: whoever waits for the outcome may start the next experiment at once.
     core.release(&experiment.id);
     experiment.finish(outcome);
-}
-
-fn failed(message: String) -> Outcome {
-    Outcome { status: Phase::Failed, resilience_score: None, metrics: None, error: Some(message) }
 }
 
 async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
@@ -305,7 +340,8 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
         Err(message) => {
             stop_probes().await;
             let _ = prober.await;
-            return failed(format!("the target is not in a steady state before injecting: {message}"));
+            let message = format!("the target is not in a steady state before injecting: {message}");
+            return Outcome::failed(message, Some(probe::partial(&recorder.samples(), None)));
         }
     };
     let aborted = wait(&mut control, Duration::from_millis(config.probe.baseline_ms), |c| c.abort).await;
@@ -318,6 +354,7 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
             resilience_score: None,
             metrics: None,
             error: Some("aborted before injecting".into()),
+            partial: Some(probe::partial(&recorder.samples(), None)),
         };
     }
     // Baseline probes still in flight are waited for, so a slow target does not skew the baseline.
@@ -327,15 +364,32 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
     let Some(baseline) = Baseline::measure(&recorder.samples(), inject_at, reference, core.probe_records) else {
         stop_probes().await;
         let _ = prober.await;
-        return failed("no baseline: no probe completed before injecting".to_owned());
+        return Outcome::failed("no baseline: no probe completed before injecting".to_owned(), None);
     };
     if baseline.availability < config.slo.availability {
         stop_probes().await;
         let _ = prober.await;
-        return failed(format!(
+        let message = format!(
             "the target is not in a steady state before injecting: availability {:.3} below the SLO {} (is the upstream up?)",
             baseline.availability, config.slo.availability
-        ));
+        );
+        return Outcome::failed(message, Some(probe::partial(&recorder.samples(), Some(&baseline))));
+    }
+    // A synchronous caller must have its answer in time: inject only if the whole fault fits.
+    let settle = config.probe.timeout() + Duration::from_millis(500);
+    let duration = Duration::from_secs_f64(experiment.request.duration);
+    if let Some(by) = experiment.answer_by()
+        && tokio::time::Instant::now() + duration + settle > by
+    {
+        stop_probes().await;
+        let _ = prober.await;
+        let message = format!(
+            "the baseline took {:.1} s, too long to run a {:.1} s fault and still answer within duration + {} s; nothing was injected",
+            recorder.now().as_secs_f64(),
+            duration.as_secs_f64(),
+            SYNC_ANSWER_SLACK.as_secs() + 1
+        );
+        return Outcome::failed(message, Some(probe::partial(&recorder.samples(), Some(&baseline))));
     }
     let steady = Steady::new(&config.slo, &baseline);
 
@@ -346,12 +400,12 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
         Err(message) => {
             stop_probes().await;
             let _ = prober.await;
-            return failed(message);
+            return Outcome::failed(message, Some(probe::partial(&recorder.samples(), Some(&baseline))));
         }
     };
     let inject_at = recorder.now();
     experiment.set_phase(Phase::Injecting);
-    let mut deadline = tokio::time::Instant::now() + Duration::from_secs_f64(experiment.request.duration);
+    let mut deadline = tokio::time::Instant::now() + duration;
     let mut hold = experiment.request.hold_s.map(Duration::from_secs_f64);
     let mut aborted = false;
     loop {
@@ -383,10 +437,14 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
     let revert_at = recorder.now();
     tracing::info!(experiment = %experiment.id, aborted, "Fault reverted.");
 
-    // Recovery: probe until the steady state held for the stability window, or the timeout.
+    // Recovery: probe until the steady state held for the stability window, or the timeout, cut short
+    // when a synchronous answer is due (the probes still in flight then settle within `settle`).
     experiment.set_phase(Phase::Recovering);
     let stability = Duration::from_millis(config.slo.stability_window_ms);
-    let timeout = Duration::from_millis(config.slo.recovery_timeout_ms);
+    let mut timeout = Duration::from_millis(config.slo.recovery_timeout_ms);
+    if let Some(by) = experiment.answer_by() {
+        timeout = timeout.min(by.saturating_duration_since(tokio::time::Instant::now()).saturating_sub(settle));
+    }
     let mut recovery = None;
     if !aborted {
         loop {
@@ -408,13 +466,14 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
     stop_probes().await;
     let _ = prober.await;
     let phases = Phases { inject: inject_at, revert: revert_at, end: end_at.max(revert_at) };
-    let metrics = probe::measure(&recorder.samples(), &baseline, &steady, phases, window, recovery);
+    let metrics = probe::measure(&recorder.samples(), &baseline, &steady, phases, window, recovery, timeout);
     let score = probe::score(&metrics);
     Outcome {
         status: if aborted { Phase::Aborted } else { Phase::Completed },
         resilience_score: Some(score),
         metrics: Some(metrics),
         error: None,
+        partial: None,
     }
 }
 
@@ -448,5 +507,27 @@ async fn inject(core: &Arc<AgentCore>, experiment: &Arc<Experiment>, seed: u64) 
     } else {
         lock(&experiment.progress).mechanism = Some(format!("proxy on {}", core.proxy_addr));
         Ok(Injected { proxy: Some(core.proxy.install(fault, seed)), host: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sync_answer_of_a_failure_is_a_number_an_object_and_the_error() {
+        let partial = probe::partial(&[], None);
+        let failed =
+            Outcome::failed("the target is not in a steady state before injecting: refused".into(), Some(partial));
+        let body = failed.sync_body("x");
+        assert_eq!(body["status"], "failed");
+        assert_eq!(body["resilience_score"], 0.0);
+        assert!(body["metrics"].is_object() && body["metrics"]["recovery_time"] == 0.0, "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("steady state")), "{body}");
+        // What the status route shows and the dispatcher records stays null: a failure is not a measured 0.
+        let view = serde_json::to_value(&failed).expect("JSON");
+        assert!(view["resilience_score"].is_null() && view["metrics"].is_null(), "{view}");
+        let lost = Outcome::failed("the experiment task failed: panic".into(), None).sync_body("y");
+        assert!(lost["metrics"].is_object() && lost["resilience_score"] == 0.0, "{lost}");
     }
 }

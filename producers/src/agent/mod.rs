@@ -3,6 +3,7 @@
 //! client) drives. The fault catalogue is `chaoseater_schemas::faults`.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod experiment;
 pub mod faults;
@@ -295,6 +296,9 @@ impl Agent {
             shutdown.clone(),
         )));
         tracing::info!(%api_addr, %proxy_addr, upstream = %core.config.upstream, "Agent serving.");
+        if let Some(warning) = core.config.auth.warning() {
+            tracing::warn!(%warning, "Unauthenticated experiments are allowed.");
+        }
         Ok(Self { core, api_addr, proxy_addr, cleaned, shutdown, tasks })
     }
 

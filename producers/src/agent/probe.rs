@@ -378,7 +378,14 @@ pub struct Phases {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunMetrics {
     pub pipeline_downtime_s: f64,
+    /// From the revert until the steady state held for the stability window; null if it did not within
+    /// the recovery window.
     pub recovery_time_s: Option<f64>,
+    /// Whether the steady state came back within `recovery_window_s`.
+    pub recovered: bool,
+    /// How long recovery was waited for after the revert: the configured timeout, or less when a
+    /// synchronous answer was due.
+    pub recovery_window_s: f64,
     pub accuracy_degradation: f64,
     pub error_count: u64,
     pub requests_total: u64,
@@ -395,9 +402,60 @@ pub struct RunMetrics {
     pub baseline_latency_p99_ms: f64,
     pub fault_duration_s: f64,
     pub score_version: i32,
+    /// The Python tool's name for `pipeline_downtime_s` (its history and comparison code read it).
+    pub pipeline_downtime: f64,
+    /// The Python tool's name for `recovery_time_s`, always a number for its client: the recovery time,
+    /// or, when the steady state did not come back, the window waited (a lower bound; `recovered` says).
+    pub recovery_time: f64,
 }
 
-/// Computes the metrics from the probes.
+impl RunMetrics {
+    /// Nothing measured: every count zero (a failure before any probe, or a task that failed).
+    pub fn unmeasured() -> Self {
+        Self {
+            pipeline_downtime_s: 0.0,
+            recovery_time_s: None,
+            recovered: false,
+            recovery_window_s: 0.0,
+            accuracy_degradation: 0.0,
+            error_count: 0,
+            requests_total: 0,
+            requests_during_fault: 0,
+            availability_during_fault: 0.0,
+            accuracy_during_fault: None,
+            latency_p50_ms: 0.0,
+            latency_p95_ms: 0.0,
+            latency_p99_ms: 0.0,
+            baseline_availability: 0.0,
+            baseline_accuracy: 0.0,
+            baseline_latency_p50_ms: 0.0,
+            baseline_latency_p95_ms: 0.0,
+            baseline_latency_p99_ms: 0.0,
+            fault_duration_s: 0.0,
+            score_version: SCORE_VERSION,
+            pipeline_downtime: 0.0,
+            recovery_time: 0.0,
+        }
+    }
+}
+
+/// What the probes saw of an experiment that ended before its fault was measured: the probes sent and
+/// failed, and the baseline if it was measured. Nothing is reported for a fault that did not run.
+pub fn partial(samples: &[Sample], baseline: Option<&Baseline>) -> RunMetrics {
+    let mut m = RunMetrics::unmeasured();
+    m.requests_total = samples.len() as u64;
+    m.error_count = samples.iter().filter(|s| !s.ok).count() as u64;
+    if let Some(b) = baseline {
+        m.baseline_availability = round3(b.availability);
+        m.baseline_accuracy = round3(b.accuracy);
+        m.baseline_latency_p50_ms = round3(b.latency_p50_ms);
+        m.baseline_latency_p95_ms = round3(b.latency_p95_ms);
+        m.baseline_latency_p99_ms = round3(b.latency_p99_ms);
+    }
+    m
+}
+
+/// Computes the metrics from the probes; `recovery_window` is how long recovery was waited for.
 pub fn measure(
     samples: &[Sample],
     baseline: &Baseline,
@@ -405,6 +463,7 @@ pub fn measure(
     phases: Phases,
     window: Duration,
     recovery: Option<Duration>,
+    recovery_window: Duration,
 ) -> RunMetrics {
     let fault = in_range(samples, phases.inject, phases.revert);
     let after = in_range(samples, phases.inject, phases.end);
@@ -421,9 +480,14 @@ pub fn measure(
     let lost = accuracy_lost(&fault, &baseline.reference);
     let accuracy_during_fault = lost.map(|l| baseline.accuracy - l);
     let degradation = lost.map_or(0.0, |l| l * 100.0);
+    let downtime_s = round3(downtime.as_secs_f64());
+    let recovery_s = recovery.map(|r| round3(r.as_secs_f64()));
+    let window_s = round3(recovery_window.as_secs_f64());
     RunMetrics {
-        pipeline_downtime_s: round3(downtime.as_secs_f64()),
-        recovery_time_s: recovery.map(|r| round3(r.as_secs_f64())),
+        pipeline_downtime_s: downtime_s,
+        recovery_time_s: recovery_s,
+        recovered: recovery.is_some(),
+        recovery_window_s: window_s,
         accuracy_degradation: round3(degradation),
         error_count: after.iter().filter(|s| !s.ok).count() as u64,
         requests_total: samples.len() as u64,
@@ -440,6 +504,8 @@ pub fn measure(
         baseline_latency_p99_ms: round3(baseline.latency_p99_ms),
         fault_duration_s: round3((phases.revert - phases.inject).as_secs_f64()),
         score_version: SCORE_VERSION,
+        pipeline_downtime: downtime_s,
+        recovery_time: recovery_s.unwrap_or(window_s),
     }
 }
 
@@ -491,10 +557,12 @@ mod tests {
         let recovery = recovered_at(&samples, &steady, revert, Duration::from_secs(4), window, Duration::from_secs(1));
         assert_eq!(recovery, Some(Duration::from_millis(500)));
         let phases = Phases { inject: Duration::from_secs(1), revert, end: Duration::from_secs(4) };
-        let m = measure(&samples, &baseline, &steady, phases, window, recovery);
+        let m = measure(&samples, &baseline, &steady, phases, window, recovery, Duration::from_secs(30));
         assert_eq!(m.pipeline_downtime_s, 1.5);
         assert_eq!(m.error_count, 30);
         assert_eq!(m.recovery_time_s, Some(0.5));
+        assert!(m.recovered);
+        assert_eq!((m.pipeline_downtime, m.recovery_time), (1.5, 0.5), "the Python tool's names");
         assert_eq!(score(&m), 100.0 - 0.15 - 0.0 - 30.0);
     }
 }

@@ -64,7 +64,8 @@ pub fn parse_ab_test(
     requested_by: &str,
     now: TimestampMs,
 ) -> Result<AbTestRequested, GatewayError> {
-    let (section, experiments) = parse_file(file, text, &RunOverrides::default(), requested_by, now)?;
+    let parsed = parse_file(file, text, &RunOverrides::default(), requested_by, now)?;
+    let (section, experiments) = (parsed.ab, parsed.requests);
     let at = |field: &str, message: String| GatewayError {
         file: file.to_owned(),
         experiment: None,

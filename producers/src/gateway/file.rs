@@ -24,9 +24,57 @@ struct ExperimentFile {
     experiments: Vec<ExperimentEntry>,
     /// An A/B test of two variants under these experiments (`chaoseater ab FILE`).
     ab: Option<super::ab::AbSection>,
+    /// The Python tool's block: `chaoseater run` pushes each run's results to this Pushgateway.
+    prometheus: Option<PrometheusBlock>,
     /// Default run settings for every experiment of the file.
     #[serde(flatten)]
     run: RunSettings,
+}
+
+/// The Python tool's `prometheus:` block.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusBlock {
+    /// Base URL of a Prometheus Pushgateway (`http://host:9091`).
+    pub pushgateway_url: String,
+    /// The `job` label of the pushed groups (the Python tool's default).
+    #[serde(default = "default_job_name")]
+    pub job_name: String,
+}
+
+fn default_job_name() -> String {
+    "chaos_engineering".to_owned()
+}
+
+impl PrometheusBlock {
+    /// The Pushgateway's base URL. Like the Python tool's client (`push_to_gateway`), a bare
+    /// `host:port` means `http://host:port`.
+    pub fn url(&self) -> String {
+        let url = self.pushgateway_url.trim();
+        if url.contains("://") { url.to_owned() } else { format!("http://{url}") }
+    }
+
+    /// Checked before anything runs: a push that cannot work is an error now, not after the runs.
+    pub fn check(&self) -> Result<(), String> {
+        let (given, url) = (&self.pushgateway_url, self.url());
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("pushgateway_url {given:?}: only http:// is supported"))?;
+        if rest.trim_end_matches('/').is_empty() || url.parse::<hyper::Uri>().is_err() {
+            return Err(format!("pushgateway_url {given:?} is not a URL with a host"));
+        }
+        if self.job_name.trim().is_empty() {
+            return Err("job_name must not be empty".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// A checked experiment file: one `RunRequested` per experiment, and where `run` pushes the results.
+#[derive(Debug, Clone)]
+pub struct ExperimentPlan {
+    pub requests: Vec<RunRequested>,
+    pub prometheus: Option<PrometheusBlock>,
 }
 
 /// Run settings: file-level defaults, overridable per experiment and by command-line flags.
@@ -117,12 +165,13 @@ impl fmt::Display for GatewayError {
     }
 }
 
-/// Reads and validates an experiment file; returns one `RunRequested` per experiment, or the first error.
+/// Reads and validates an experiment file: one `RunRequested` per experiment and its `prometheus:`
+/// block, or the first error.
 pub fn load_experiment_file(
     path: &Path,
     overrides: &RunOverrides,
     requested_by: &str,
-) -> Result<Vec<RunRequested>, GatewayError> {
+) -> Result<ExperimentPlan, GatewayError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| GatewayError {
         file: file.clone(),
@@ -130,7 +179,28 @@ pub fn load_experiment_file(
         field: None,
         message: format!("cannot read: {e}"),
     })?;
-    parse_experiments(&file, &text, overrides, requested_by, TimestampMs::now())
+    let parsed = parse_file(&file, &text, overrides, requested_by, TimestampMs::now())?;
+    refuse_ab(&file, &parsed)?;
+    Ok(ExperimentPlan { requests: parsed.requests, prometheus: parsed.prometheus })
+}
+
+/// What [`parse_file`] read.
+pub(super) struct ParsedFile {
+    pub ab: Option<super::ab::AbSection>,
+    pub requests: Vec<RunRequested>,
+    pub prometheus: Option<PrometheusBlock>,
+}
+
+fn refuse_ab(file: &str, parsed: &ParsedFile) -> Result<(), GatewayError> {
+    if parsed.ab.is_some() {
+        return Err(GatewayError {
+            file: file.to_owned(),
+            experiment: None,
+            field: Some("ab".into()),
+            message: "this file describes an A/B test: run it with `chaoseater ab FILE`".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Parses and validates experiment YAML (`file` names it in errors). A file with an `ab:` section is
@@ -142,26 +212,19 @@ pub fn parse_experiments(
     requested_by: &str,
     now: TimestampMs,
 ) -> Result<Vec<RunRequested>, GatewayError> {
-    let (ab, requests) = parse_file(file, text, overrides, requested_by, now)?;
-    if ab.is_some() {
-        return Err(GatewayError {
-            file: file.to_owned(),
-            experiment: None,
-            field: Some("ab".into()),
-            message: "this file describes an A/B test: run it with `chaoseater ab FILE`".into(),
-        });
-    }
-    Ok(requests)
+    let parsed = parse_file(file, text, overrides, requested_by, now)?;
+    refuse_ab(file, &parsed)?;
+    Ok(parsed.requests)
 }
 
-/// The file's A/B section, if any, and one validated `RunRequested` per experiment.
+/// The file's A/B section and `prometheus:` block, if any, and one validated `RunRequested` per experiment.
 pub(super) fn parse_file(
     file: &str,
     text: &str,
     overrides: &RunOverrides,
     requested_by: &str,
     now: TimestampMs,
-) -> Result<(Option<super::ab::AbSection>, Vec<RunRequested>), GatewayError> {
+) -> Result<ParsedFile, GatewayError> {
     let whole = |field: Option<&str>, message: String| GatewayError {
         file: file.to_owned(),
         experiment: None,
@@ -172,6 +235,9 @@ pub(super) fn parse_file(
         serde_yaml::from_str(text).map_err(|e| whole(None, format!("not a valid experiment file: {e}")))?;
     if parsed.experiments.is_empty() {
         return Err(whole(Some("experiments"), "the list is empty: nothing to run".into()));
+    }
+    if let Some(block) = &parsed.prometheus {
+        block.check().map_err(|m| whole(Some("prometheus"), m))?;
     }
     let mut names = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(parsed.experiments.len());
@@ -189,7 +255,7 @@ pub(super) fn parse_file(
         }
         out.push(request);
     }
-    Ok((parsed.ab, out))
+    Ok(ParsedFile { ab: parsed.ab, requests: out, prometheus: parsed.prometheus })
 }
 
 fn build(

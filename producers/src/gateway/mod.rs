@@ -5,7 +5,7 @@ mod ab;
 mod file;
 
 pub use ab::{AbOverrides, AbSection, parse_ab_test};
-pub use file::{GatewayError, RunOverrides, load_experiment_file, parse_experiments};
+pub use file::{ExperimentPlan, GatewayError, PrometheusBlock, RunOverrides, load_experiment_file, parse_experiments};
 
 #[cfg(test)]
 mod tests;

@@ -183,3 +183,27 @@ fn bad_ab_files_are_refused_naming_the_field() {
     }
     assert_eq!(parse_ab(AB_FILE, Some(0)).unwrap_err().field.as_deref(), Some("ab.samples"));
 }
+
+#[test]
+fn the_python_tools_prometheus_block_is_read_and_checked() {
+    let file = |block: &str| format!("{PYTHON_TOOL_FILE}{block}");
+    let parsed =
+        |text: &str| super::file::parse_file("config.yaml", text, &RunOverrides::default(), "t", TimestampMs(1));
+    let with = parsed(&file("prometheus:\n  pushgateway_url: localhost:9091\n  job_name: chaos_engineering\n"))
+        .expect("the Python tool's config.example.yaml shape");
+    let block = with.prometheus.expect("the block");
+    assert_eq!(block.url(), "http://localhost:9091", "a bare host:port is http, as push_to_gateway reads it");
+    assert_eq!(block.job_name, "chaos_engineering");
+    let defaulted = parsed(&file("prometheus:\n  pushgateway_url: http://pg:9091/\n")).expect("job_name defaults");
+    assert_eq!(defaulted.prometheus.expect("block").job_name, "chaos_engineering");
+    assert!(parsed(PYTHON_TOOL_FILE).expect("no block").prometheus.is_none());
+    for (block, expected) in [
+        ("prometheus:\n  pushgateway_url: https://pg:9091\n", "only http://"),
+        ("prometheus:\n  pushgateway_url: \"http://\"\n", "with a host"),
+        ("prometheus:\n  pushgateway_url: http://pg:9091\n  job_name: \"\"\n", "job_name"),
+        ("prometheus:\n  pushgateway_url: http://pg:9091\n  job: x\n", "unknown field"),
+    ] {
+        let error = parsed(&file(block)).err().expect(block).to_string();
+        assert!(error.contains("prometheus") && error.contains(expected), "{block}: {error}");
+    }
+}
