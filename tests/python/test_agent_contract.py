@@ -6,25 +6,15 @@ A client written against the contract ({name, layer, fault_type, parameters, dur
 
 import json
 import os
-import pathlib
 import subprocess
 import urllib.error
 import urllib.request
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = os.environ.get("CHAOSEATER_BIN", str(ROOT / "target" / "release" / "chaoseater"))
+from processes import BIN, address
+
 TOKEN = "python-contract-token"
-
-
-def address(process, marker):
-    """Reads stdout up to the line with `marker` and returns the http:// addresses on it."""
-    while True:
-        line = process.stdout.readline()
-        assert line, f"process exited before printing {marker!r}"
-        if marker in line:
-            return [w[len("http://"):].rstrip(")") for w in line.split() if w.startswith("http://")]
 
 
 @pytest.fixture()

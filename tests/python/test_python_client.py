@@ -10,7 +10,6 @@ CHAOSEATER_BIN.
 import asyncio
 import json
 import os
-import pathlib
 import subprocess
 import time
 import urllib.request
@@ -18,18 +17,9 @@ import urllib.request
 import aiohttp
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = os.environ.get("CHAOSEATER_BIN", str(ROOT / "target" / "release" / "chaoseater"))
+from processes import BIN, address
+
 TOKEN = "python-client-token"
-
-
-def address(process, marker):
-    """Reads stdout up to the line with `marker` and returns the http:// addresses on it."""
-    while True:
-        line = process.stdout.readline()
-        assert line, f"process exited before printing {marker!r}"
-        if marker in line:
-            return [w[len("http://"):].rstrip(")") for w in line.split() if w.startswith("http://")]
 
 
 class Region:

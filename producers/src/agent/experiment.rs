@@ -337,11 +337,15 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
     // Baseline: the reference pass over the whole probe set, and the probes' view of the steady state.
     let reference = match core.probe.reference().await {
         Ok(r) => r,
-        Err(message) => {
+        Err(failed) => {
             stop_probes().await;
             let _ = prober.await;
-            let message = format!("the target is not in a steady state before injecting: {message}");
-            return Outcome::failed(message, Some(probe::partial(&recorder.samples(), None)));
+            let message = format!("the target is not in a steady state before injecting: {}", failed.message);
+            // The reference pass's own requests are measurements too: they are why it failed.
+            let mut partial = probe::partial(&recorder.samples(), None);
+            partial.requests_total += failed.sent;
+            partial.error_count += failed.failed;
+            return Outcome::failed(message, Some(partial));
         }
     };
     let aborted = wait(&mut control, Duration::from_millis(config.probe.baseline_ms), |c| c.abort).await;

@@ -89,17 +89,22 @@ impl ProbeTarget {
     /// The reference pass: every batch once, before the fault, giving the number of correct predictions
     /// per batch. Accuracy under fault is compared batch by batch against it (a paired comparison), so
     /// that which batches happened to be sent in a phase does not show up as accuracy lost or gained.
-    pub async fn reference(&self) -> Result<Vec<usize>, String> {
+    pub async fn reference(&self) -> Result<Vec<usize>, ReferenceFailed> {
         let mut correct = Vec::with_capacity(self.batches.len());
+        let (mut sent, mut failed) = (0, 0);
         for i in 0..self.batches.len() {
             let mut outcome = self.probe(i).await;
+            sent += 1;
             if !outcome.0 {
+                failed += 1;
                 outcome = self.probe(i).await;
+                sent += 1;
             }
             match outcome {
                 (true, c, _, _) => correct.push(c),
                 (false, _, _, error) => {
-                    return Err(format!("probe batch {i} failed twice: {}", error.unwrap_or_default()));
+                    let message = format!("probe batch {i} failed twice: {}", error.unwrap_or_default());
+                    return Err(ReferenceFailed { message, sent, failed: failed + 1 });
                 }
             }
         }
@@ -137,6 +142,14 @@ impl ProbeTarget {
         let correct = predictions.items.iter().zip(labels).filter(|(p, label)| predicted(p) == Some(**label)).count();
         (true, correct, labels.len(), None)
     }
+}
+
+/// A reference pass that could not finish, with the requests it sent and saw fail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceFailed {
+    pub message: String,
+    pub sent: u64,
+    pub failed: u64,
 }
 
 /// The class a prediction names: the argmax of a score vector, or a value read as a class index.
