@@ -14,8 +14,9 @@ use tokio::sync::watch;
 use super::AgentCore;
 use super::faults::Fault;
 use super::host::HostFault;
-use super::probe::{self, Baseline, Phases, Recorder, RunMetrics, Steady};
+use super::probe::{self, Recorder};
 use super::proxy::{ProxyFaultGuard, TrafficSnapshot};
+use super::steady::{self, Baseline, Phases, RunMetrics, Steady};
 
 /// The body of `POST /api/v1/experiments[/run]`: the Python tool's contract, plus optional `id`
 /// (an idempotency key: a second request with the same id returns the first experiment) and `seed`.
@@ -342,7 +343,7 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
             let _ = prober.await;
             let message = format!("the target is not in a steady state before injecting: {}", failed.message);
             // The reference pass's own requests are measurements too: they are why it failed.
-            let mut partial = probe::partial(&recorder.samples(), None);
+            let mut partial = steady::partial(&recorder.samples(), None);
             partial.requests_total += failed.sent;
             partial.error_count += failed.failed;
             return Outcome::failed(message, Some(partial));
@@ -358,7 +359,7 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
             resilience_score: None,
             metrics: None,
             error: Some("aborted before injecting".into()),
-            partial: Some(probe::partial(&recorder.samples(), None)),
+            partial: Some(steady::partial(&recorder.samples(), None)),
         };
     }
     // Baseline probes still in flight are waited for, so a slow target does not skew the baseline.
@@ -377,7 +378,7 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
             "the target is not in a steady state before injecting: availability {:.3} below the SLO {} (is the upstream up?)",
             baseline.availability, config.slo.availability
         );
-        return Outcome::failed(message, Some(probe::partial(&recorder.samples(), Some(&baseline))));
+        return Outcome::failed(message, Some(steady::partial(&recorder.samples(), Some(&baseline))));
     }
     // A synchronous caller must have its answer in time: inject only if the whole fault fits.
     let settle = config.probe.timeout() + Duration::from_millis(500);
@@ -393,7 +394,7 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
             duration.as_secs_f64(),
             SYNC_ANSWER_SLACK.as_secs() + 1
         );
-        return Outcome::failed(message, Some(probe::partial(&recorder.samples(), Some(&baseline))));
+        return Outcome::failed(message, Some(steady::partial(&recorder.samples(), Some(&baseline))));
     }
     let steady = Steady::new(&config.slo, &baseline);
 
@@ -404,7 +405,7 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
         Err(message) => {
             stop_probes().await;
             let _ = prober.await;
-            return Outcome::failed(message, Some(probe::partial(&recorder.samples(), Some(&baseline))));
+            return Outcome::failed(message, Some(steady::partial(&recorder.samples(), Some(&baseline))));
         }
     };
     let inject_at = recorder.now();
@@ -453,7 +454,7 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
     if !aborted {
         loop {
             let settled = recorder.settled_until();
-            recovery = probe::recovered_at(&recorder.samples(), &steady, revert_at, settled, window, stability);
+            recovery = steady::recovered_at(&recorder.samples(), &steady, revert_at, settled, window, stability);
             if recovery.is_some() || recorder.now() >= revert_at + timeout {
                 break;
             }
@@ -470,8 +471,8 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
     stop_probes().await;
     let _ = prober.await;
     let phases = Phases { inject: inject_at, revert: revert_at, end: end_at.max(revert_at) };
-    let metrics = probe::measure(&recorder.samples(), &baseline, &steady, phases, window, recovery, timeout);
-    let score = probe::score(&metrics);
+    let metrics = steady::measure(&recorder.samples(), &baseline, &steady, phases, window, recovery, timeout);
+    let score = steady::score(&metrics);
     Outcome {
         status: if aborted { Phase::Aborted } else { Phase::Completed },
         resilience_score: Some(score),
@@ -520,7 +521,7 @@ mod tests {
 
     #[test]
     fn the_sync_answer_of_a_failure_is_a_number_an_object_and_the_error() {
-        let partial = probe::partial(&[], None);
+        let partial = steady::partial(&[], None);
         let failed =
             Outcome::failed("the target is not in a steady state before injecting: refused".into(), Some(partial));
         let body = failed.sync_body("x");

@@ -11,6 +11,7 @@ pub mod host;
 pub mod payload;
 pub mod probe;
 pub mod proxy;
+pub mod steady;
 mod upstream;
 
 use std::collections::BTreeMap;
