@@ -80,9 +80,9 @@ async fn approved(ctx: &BusContext) -> Result<BTreeSet<String>> {
     let mut ids = BTreeSet::new();
     for message in EventConsumer::read_to_end(ctx, "chaoseater-plan-approved", &[&topic]).await? {
         if let Some(Ok(Event::RunRequested(r))) = message.payload.as_deref().map(|p| ctx.codec.decode(p))
-            && let Some(id) = r.run_id.as_str().strip_prefix("run-prop-")
+            && let Some(id) = ExperimentProposed::proposal_of(&r.run_id)
         {
-            ids.insert(format!("prop-{id}"));
+            ids.insert(id.to_owned());
         }
     }
     Ok(ids)

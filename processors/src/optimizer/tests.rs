@@ -372,6 +372,10 @@ fn auto_approve_keeps_within_its_daily_budget_and_never_approves_twice() {
             panic!("a proposal, then its run: {pair:?}")
         };
         assert_eq!(r.run_id, chaoseater_schemas::events::ExperimentProposed::run_id_for(&p.proposal_id));
+        assert_eq!(
+            chaoseater_schemas::events::ExperimentProposed::proposal_of(&r.run_id),
+            Some(p.proposal_id.as_str())
+        );
         assert_eq!(p.proposed_by, "auto");
     }
     assert!(dir.path().join(auto::LEDGER_FILE).is_file(), "recorded before publishing");

@@ -88,6 +88,9 @@ pub struct ExperimentProposed {
     pub proposed_by: String,
 }
 
+/// What an approved proposal's run id starts with.
+const APPROVED_RUN_PREFIX: &str = "run-";
+
 impl ExperimentProposed {
     /// One event per proposal.
     pub fn id_for(proposal_id: &str) -> EventId {
@@ -96,6 +99,11 @@ impl ExperimentProposed {
 
     /// The run an approval creates: one per proposal, so approving twice requests the same run.
     pub fn run_id_for(proposal_id: &str) -> RunId {
-        RunId::new(format!("run-{proposal_id}"))
+        RunId::new(format!("{APPROVED_RUN_PREFIX}{proposal_id}"))
+    }
+
+    /// The proposal a run approved, if `run_id` is one [`ExperimentProposed::run_id_for`] made.
+    pub fn proposal_of(run_id: &RunId) -> Option<&str> {
+        run_id.as_str().strip_prefix(APPROVED_RUN_PREFIX).filter(|id| id.starts_with("prop-"))
     }
 }
