@@ -205,7 +205,7 @@ async fn queries(dir: &Path) {
         analytics.sql(&statement).await.expect("summary statement");
     })
     .await;
-    let (totals, daily) = analytics::trends_sql("latency-eu", 30, END_MS, "t");
+    let (totals, daily) = analytics::trends_sql("latency-eu", 30, END_MS, None, "t");
     let summary = vec![analytics::summary_sql("t")];
     let groups = vec![("trends".to_owned(), vec![totals, daily]), ("summary".to_owned(), summary)];
     let theirs = duckdb(dir, &groups);

@@ -41,7 +41,8 @@ async fn main() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let started = Instant::now();
     let analytics = Analytics::open(tmp.path()).await.expect("analytics");
-    let samples = optimizer::dataset::load(&analytics, None).await.expect("load");
+    let window = optimizer::dataset::Window::newest(&analytics, None).await.expect("window");
+    let samples = optimizer::dataset::load(&analytics, &window).await.expect("load");
     let read_s = started.elapsed().as_secs_f64();
     let fit_started = Instant::now();
     let model = tokio::task::spawn_blocking(move || {

@@ -227,6 +227,9 @@ pub struct FilterArgs {
     pub min_score: Option<f64>,
     #[arg(long)]
     pub max_score: Option<f64>,
+    /// Only results scored with this version of the score formula (1 or 2; see the README).
+    #[arg(long)]
+    pub score_version: Option<i32>,
     /// key=value; repeat for several (all must match).
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,

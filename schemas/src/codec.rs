@@ -31,8 +31,10 @@ const MAX_ALLOCATION_BYTES: usize = 16 * 1024 * 1024;
 
 /// Earlier versions of our schemas, shipped so that the bytes their writers left on the topics still
 /// decode (resolved into the current types). A schema that changes moves its old text here.
-const PREVIOUS: &[(&str, &str)] =
-    &[("previous/ab_test_requested.v1.avsc", include_str!("../avro/previous/ab_test_requested.v1.avsc"))];
+const PREVIOUS: &[(&str, &str)] = &[
+    ("previous/ab_test_requested.v1.avsc", include_str!("../avro/previous/ab_test_requested.v1.avsc")),
+    ("previous/region_result.v1.avsc", include_str!("../avro/previous/region_result.v1.avsc")),
+];
 
 /// One schema the store knows.
 #[derive(Debug)]

@@ -37,10 +37,9 @@ pub fn experiment() -> ExperimentSpec {
     }
 }
 
-/// The sample of one event type.
-pub fn sample(kind: EventKind) -> Event {
-    let id = EventId::derive(kind.name(), &["sample"]);
-    let metrics = RegionMetrics {
+/// Version-1 region metrics (the fields version 2 added are null).
+fn metrics_v1() -> RegionMetrics {
+    RegionMetrics {
         pipeline_downtime_s: 1.5,
         recovery_time_s: Some(0.75),
         accuracy_degradation: 2.5,
@@ -52,6 +51,24 @@ pub fn sample(kind: EventKind) -> Event {
         baseline_accuracy: 0.93,
         baseline_latency_p50_ms: 3.5,
         baseline_availability: 1.0,
+        ..RegionMetrics::default()
+    }
+}
+
+/// The sample of one event type.
+pub fn sample(kind: EventKind) -> Event {
+    let id = EventId::derive(kind.name(), &["sample"]);
+    let metrics = RegionMetrics {
+        slo_latency_ms: Some(52.5),
+        slo_latency_quantile: Some(0.99),
+        latency_within_objective: Some(0.125),
+        slow_count: Some(35),
+        coverage: Some(0.975),
+        accuracy_degradation_low: Some(0.5),
+        accuracy_degradation_high: Some(4.5),
+        baseline_latency_p95_ms: Some(4.25),
+        baseline_latency_p99_ms: Some(5.0),
+        ..metrics_v1()
     };
     match kind {
         EventKind::RunRequested => Event::RunRequested(RunRequested {
@@ -197,7 +214,7 @@ pub fn sample(kind: EventKind) -> Event {
             tags: experiment().tags,
             status: RegionStatus::Completed,
             resilience_score: Some(82.35),
-            score_version: 1,
+            score_version: 2,
             metrics: Some(metrics),
             message: None,
             started_at: TimestampMs(AT.0 - 2_500),
@@ -315,6 +332,15 @@ pub fn sample(kind: EventKind) -> Event {
 /// One sample of every event type, in catalogue order.
 pub fn all() -> Vec<Event> {
     EventKind::ALL.iter().map(|&kind| sample(kind)).collect()
+}
+
+/// What the version-1 RegionResult sample (`tests/golden/previous/region_result.v1.bin`) reads as today:
+/// score_version 1, and null for every metric version 2 added.
+pub fn region_result_v1() -> RegionResult {
+    let Event::RegionResult(mut result) = sample(EventKind::RegionResult) else { unreachable!() };
+    result.score_version = 1;
+    result.metrics = Some(metrics_v1());
+    result
 }
 
 /// What the version-1 AbTestRequested sample (`tests/golden/previous/ab_test_requested.v1.bin`) reads as

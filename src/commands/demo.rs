@@ -317,7 +317,8 @@ async fn optimizer_section(
 ) -> Result<()> {
     use chaoseater_processors::optimizer::{self, ForestParams, Model, Target, synthetic, train};
     let analytics = chaoseater_processors::analytics::Analytics::open(&config.history_dir()).await?;
-    let own = optimizer::dataset::load(&analytics, None).await?;
+    let window = optimizer::dataset::Window::newest(&analytics, None).await?;
+    let own = optimizer::dataset::load(&analytics, &window).await?;
     let corruption = own.iter().filter(|s| s.point.fault_type == "data_corruption").count();
     let mut samples = own.clone();
     let mut seeded = 0;
@@ -376,7 +377,7 @@ async fn optimizer_section(
         suggestion.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
         suggestion.points_searched
     );
-    let analysis = optimizer::analyze::analyze(&samples, None);
+    let analysis = optimizer::analyze::analyze(&samples, &window);
     println!(
         "analyze    {} weak points, {} anomalies, {} recommendations; the first:",
         analysis.weak_points.len(),

@@ -88,6 +88,7 @@ fn filters(args: &FilterArgs) -> Result<Filters> {
         region: args.region.clone(),
         min_score: args.min_score,
         max_score: args.max_score,
+        score_version: args.score_version,
         tags,
         since: args.since.as_deref().map(|d| resolve_day("since", d)).transpose()?,
         until: args.until.as_deref().map(|d| resolve_day("until", d)).transpose()?,
@@ -128,7 +129,10 @@ pub async fn compare(args: CompareArgs, config: &Config) -> Result<()> {
 
 pub async fn summary(args: OutputArgs, config: &Config) -> Result<()> {
     let analytics = open(&args.history, config).await?;
-    let sections = analytics.summary().await.map_err(answer_err)?;
+    let mut sections = analytics.summary().await.map_err(answer_err)?;
+    // The scores above are over every version of the formula; this section says which they mix.
+    let versions = analytics.score_versions().await.map_err(answer_err)?;
+    sections.push(("by score version".to_owned(), versions));
     let format = format(&args.format)?;
     if format == Format::Json {
         // One object: section → rows.

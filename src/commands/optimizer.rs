@@ -91,7 +91,8 @@ pub(crate) async fn train_model(
 ) -> Result<Model> {
     let analytics = super::history::open(history, config).await?;
     let since = days.map(|d| day(TimestampMs::now().0 - i64::from(d.max(1) - 1) * 86_400_000));
-    let samples = optimizer::dataset::load(&analytics, since.as_deref()).await.map_err(optimizer_err)?;
+    let window = optimizer::dataset::Window::newest(&analytics, since.as_deref()).await.map_err(optimizer_err)?;
+    let samples = optimizer::dataset::load(&analytics, &window).await.map_err(optimizer_err)?;
     let targets = targets.to_vec();
     let model = tokio::task::spawn_blocking(move || {
         let mut report = |what: &str, done: usize, of: usize| {
@@ -338,8 +339,9 @@ async fn analyze(args: OptimizerAnalyzeArgs, config: &Config) -> Result<()> {
     }
     let analytics = super::history::open(&args.history, config).await?;
     let since = day(TimestampMs::now().0 - i64::from(args.days - 1) * 86_400_000);
-    let samples = optimizer::dataset::load(&analytics, Some(&since)).await.map_err(optimizer_err)?;
-    let analysis = tokio::task::spawn_blocking(move || optimizer::analyze::analyze(&samples, Some(&since))).await?;
+    let window = optimizer::dataset::Window::newest(&analytics, Some(&since)).await.map_err(optimizer_err)?;
+    let samples = optimizer::dataset::load(&analytics, &window).await.map_err(optimizer_err)?;
+    let analysis = tokio::task::spawn_blocking(move || optimizer::analyze::analyze(&samples, &window)).await?;
     let mut out = std::io::stdout().lock();
     match format {
         super::ab_report::Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&analysis)?)?,
@@ -359,8 +361,11 @@ fn analysis_text(a: &Analysis, days: u32, max_anomalies: usize, markdown: bool) 
     let sql = |s: &str| if markdown { format!("`{s}`") } else { s.to_owned() };
     let mut text = if markdown { "# Resilience analysis\n\n".to_owned() } else { String::new() };
     text.push_str(&format!(
-        "{} results over the last {days} days ({} scored), {} groups judged.\n",
-        a.rows, a.scored_rows, a.groups_judged
+        "{} results over the last {days} days ({} scored, score_version {}), {} groups judged.\n",
+        a.rows,
+        a.scored_rows,
+        a.score_version.map_or("-".to_owned(), |v| v.to_string()),
+        a.groups_judged
     ));
     text.push_str(&heading("Weak points"));
     if a.weak_points.is_empty() {

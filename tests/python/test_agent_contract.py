@@ -78,7 +78,10 @@ def test_python_client_runs_an_experiment_unchanged(agent):
     assert metrics["error_count"] > 0
     assert metrics["pipeline_downtime_s"] > 0
     assert 0 <= result["resilience_score"] < 70
-    assert metrics["score_version"] == 1
+    assert metrics["score_version"] == 2
+    # Version 2 says what it judged against: the latency objective, and accuracy over every request.
+    assert metrics["slo_latency_ms"] > 0 and metrics["slo_latency_quantile"] == 0.99
+    assert metrics["coverage"] < 1 and metrics["accuracy_degradation"] > 0
 
 
 def test_python_client_gets_401_without_token_and_400_for_a_bad_fault(agent):

@@ -183,6 +183,22 @@ def test_version_1_ab_test_bytes_resolve_into_version_2_for_any_avro_reader(tmp_
     assert ours["alpha"] == 0.05 and ours["variant_b"]["experiment"] is None and ours["metrics"] == []
 
 
+def test_version_1_region_results_resolve_into_version_2(tmp_path):
+    """RegionResult's metrics gained the latency objective, coverage and the accuracy interval with
+    score_version 2; version 1's bytes read with every new field null and their score_version kept."""
+    v1 = parse(json.loads((AVRO / "previous" / "region_result.v1.avsc").read_text()))
+    v2 = parse(json.loads((AVRO / "region_result.avsc").read_text()))
+    data = (GOLDEN / "previous" / "region_result.v1.bin").read_bytes()
+    assert data[2:10] == header(v1)[2:]
+    record = fastavro.schemaless_reader(io.BytesIO(data[10:]), v1, v2)
+    assert record["score_version"] == 1
+    assert record["metrics"]["slo_latency_ms"] is None and record["metrics"]["coverage"] is None
+    out = decode_with_chaoseater(data, tmp_path)
+    assert out.returncode == 0, out.stderr
+    ours = json.loads(out.stdout)
+    assert ours["score_version"] == 1 and ours["metrics"]["accuracy_degradation_low"] is None
+
+
 def test_garbage_is_refused_with_exit_code_2(tmp_path):
     result = decode_with_chaoseater(b"\xc3\x01" + b"\x00" * 8 + b"junk", tmp_path)
     assert result.returncode == 2

@@ -26,7 +26,17 @@ pub struct RegionOutcome {
     pub metrics: Option<RegionMetrics>,
     /// From the region's start to its result, in seconds.
     pub elapsed_s: f64,
+    /// The score formula's version (absent in tests stored before it was kept: version 1).
+    #[serde(default = "first_score_version")]
+    pub score_version: i32,
 }
+
+fn first_score_version() -> i32 {
+    1
+}
+
+/// The sample value that says which score version a sample's regions used (0: they differed).
+pub const SCORE_VERSION_VALUE: &str = "score_version";
 
 /// Where one sample stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +162,7 @@ impl AbRun {
             status: result.status,
             metrics: result.metrics.clone(),
             elapsed_s: (result.finished_at.0 - result.started_at.0).max(0) as f64 / 1000.0,
+            score_version: result.score_version,
         });
         true
     }
@@ -214,6 +225,15 @@ impl AbRun {
         let (status, reason, judgement) = match &self.stop {
             Some(Stop::Aborted(reason)) => (AbTestStatus::Aborted, Some(format!("aborted: {reason}")), None),
             Some(Stop::Failed(reason)) => (AbTestStatus::Failed, Some(reason.clone()), None),
+            None if mixed_versions(&samples) => {
+                let versions: BTreeSet<i64> =
+                    samples.iter().filter_map(|s| s.values.get(SCORE_VERSION_VALUE)).map(|v| *v as i64).collect();
+                let why = format!(
+                    "the samples were scored with different score versions ({versions:?}; 0: a sample's regions \
+                     differed), so A and B are not comparable: run the test again once every agent runs one version"
+                );
+                (AbTestStatus::Failed, Some(why), None)
+            }
             None => {
                 let (to_judge, unmeasured) = metric_samples(request, &samples);
                 match judge::judge(&to_judge, &options) {
@@ -261,6 +281,13 @@ fn metric_samples(request: &AbTestRequested, samples: &[AbSample]) -> (Vec<Metri
     (judged, unmeasured)
 }
 
+/// Whether the samples' scores came from more than one version of the formula.
+fn mixed_versions(samples: &[AbSample]) -> bool {
+    let versions: BTreeSet<i64> =
+        samples.iter().filter_map(|s| s.values.get(SCORE_VERSION_VALUE)).map(|v| *v as i64).collect();
+    versions.len() > 1 || versions.contains(&0)
+}
+
 /// What one sample measured, per metric:
 /// - `resilience_score`: the run's aggregate mean, failed regions counting 0 (the orchestrator's rule),
 ///   so a failed sample is a measured outcome, never a gap;
@@ -270,6 +297,10 @@ fn metric_samples(request: &AbTestRequested, samples: &[AbSample]) -> (Vec<Metri
 ///   orders it after every region that recovered).
 pub fn sample_values(report: &AggregateReport, outcomes: &[RegionOutcome]) -> BTreeMap<String, f64> {
     let mut values = BTreeMap::from([(AbMetric::ResilienceScore.as_str().to_owned(), report.mean_score)]);
+    let versions: BTreeSet<i32> = outcomes.iter().map(|o| o.score_version).collect();
+    if let Some(&version) = versions.first() {
+        values.insert(SCORE_VERSION_VALUE.to_owned(), if versions.len() == 1 { f64::from(version) } else { 0.0 });
+    }
     let measured: Vec<(&RegionMetrics, f64)> =
         outcomes.iter().filter_map(|o| o.metrics.as_ref().map(|m| (m, o.elapsed_s))).collect();
     if measured.is_empty() {

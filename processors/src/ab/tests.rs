@@ -140,6 +140,30 @@ fn disjoint_variants_run_a_pair_at_a_time_interleaved_and_conclude_with_the_judg
     assert_eq!(report.event_id, AbTestConcluded::id_for(&RunId::new("t1")));
 }
 
+/// Samples scored with different versions of the formula (an agent upgraded mid-test) are not judged
+/// against each other: the test fails and says why.
+#[test]
+fn samples_of_different_score_versions_fail_the_test_instead_of_being_judged() {
+    let mut rig = Rig::new(AbCoordinator);
+    rig.apply(Event::AbTestRequested(request("t9", &["us"], &["eu"], 3)));
+    let mut all = Vec::new();
+    for number in 1..=3 {
+        all.extend(finish(&mut rig, &format!("t9.a{number}"), "us", 40.0));
+        // B's agent still runs the first formula.
+        let Event::RegionResult(mut r) = result(&format!("t9.b{number}"), "eu", RegionStatus::Completed, 90.0) else {
+            unreachable!()
+        };
+        r.score_version = 1;
+        assert!(rig.apply(Event::RegionResult(r)).is_empty());
+        all.extend(rig.apply(completed(&format!("t9.b{number}"), RunStatus::Completed, 90.0)));
+    }
+    let report = concluded(&all).expect("concluded");
+    assert_eq!(report.status, AbTestStatus::Failed);
+    assert!(report.judgement.is_none());
+    assert!(report.reason.as_deref().is_some_and(|r| r.contains("different score versions")), "{report:?}");
+    assert_eq!(report.samples[0].values.get("score_version"), Some(&2.0));
+}
+
 #[test]
 fn variants_sharing_regions_run_one_sample_at_a_time_and_tests_share_regions_in_turn() {
     let mut rig = Rig::new(AbCoordinator);

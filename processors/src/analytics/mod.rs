@@ -23,7 +23,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 use crate::ab::judge::Direction;
 use crate::history::tables;
 pub use trends::{TREND_ALPHA, trends_sql};
-use trends::{trends_filter, with_trend};
+use trends::{Versions, trends_filter, with_trend};
 
 /// What can go wrong answering a question.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +139,7 @@ pub struct Filters {
     pub region: Option<String>,
     pub min_score: Option<f64>,
     pub max_score: Option<f64>,
+    pub score_version: Option<i32>,
     /// `key=value` pairs a run must carry.
     pub tags: Vec<(String, String)>,
     /// Days (`YYYY-MM-DD`), inclusive.
@@ -206,6 +207,9 @@ impl Filters {
         if let Some(max) = self.max_score {
             conds.push(format!("resilience_score <= {max}"));
         }
+        if let Some(version) = self.score_version {
+            conds.push(format!("score_version = {version}"));
+        }
         for (key, value) in &self.tags {
             conds.push(format!(
                 "run_id IN (SELECT run_id FROM tags WHERE key = {} AND value = {})",
@@ -227,8 +231,10 @@ impl Filters {
 
 /// The metrics `compare` shows, the SQL taking a run's mean over its regions, and which way is better
 /// (for `--rank`; counts have none).
-const COMPARE_METRICS: [(&str, &str, Option<Direction>); 13] = [
+const COMPARE_METRICS: [(&str, &str, Option<Direction>); 14] = [
     ("regions", "CAST(count(*) AS DOUBLE)", None),
+    // Which formula the run's scores used (its newest, should its regions' agents differ).
+    ("score_version", "CAST(max(score_version) AS DOUBLE)", None),
     (
         "completed",
         "CAST(sum(CASE WHEN status = 'COMPLETED' THEN 1 ELSE 0 END) AS DOUBLE)",
@@ -256,7 +262,7 @@ pub struct Analytics {
 
 /// The columns `query` shows.
 pub const QUERY_COLUMNS: &str = "run_id, experiment_name AS name, layer, fault_type, region, status, \
-    resilience_score AS score, pipeline_downtime_s AS downtime_s, recovery_time_s AS recovery_s, \
+    resilience_score AS score, score_version, pipeline_downtime_s AS downtime_s, recovery_time_s AS recovery_s, \
     accuracy_degradation AS accuracy_lost_pp, error_count AS errors, finished_at";
 
 impl std::fmt::Debug for Analytics {
@@ -389,13 +395,14 @@ impl Analytics {
     /// mean, median and p95 score, mean recovery time, and the score's trend: Theil-Sen slope per day
     /// with its 95% interval, Mann-Kendall p-value and direction, see [`trend`]) and the daily series.
     pub async fn trends(&self, name: &str, days: u32, today_ms: i64) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
-        let (totals, daily) = trends_sql(name, days, today_ms, "experiments");
+        let versions = self.versions(&trends_filter(name, days, today_ms, None)).await?;
+        let (totals, daily) = trends_sql(name, days, today_ms, versions.newest, "experiments");
         let totals = self.sql(&totals).await?;
         let points = self
             .sql(&format!(
                 "SELECT CAST(date_part('epoch', finished_at) AS DOUBLE) / 86400.0, resilience_score FROM experiments \
                  WHERE {} AND resilience_score IS NOT NULL",
-                trends_filter(name, days, today_ms)
+                trends_filter(name, days, today_ms, versions.newest)
             ))
             .await?;
         let points: Vec<(f64, f64)> = render::floats(&points, 0)
@@ -404,7 +411,21 @@ impl Analytics {
             .filter_map(|(t, v)| Some((t?, v?)))
             .collect();
         let trend = trend::trend(&points, TREND_ALPHA);
-        Ok((vec![with_trend(&totals, &trend)?], self.sql(&daily).await?))
+        Ok((vec![with_trend(&totals, &trend, versions)?], self.sql(&daily).await?))
+    }
+
+    /// The newest score version among the rows `filter` selects, and the runs of older ones.
+    async fn versions(&self, filter: &str) -> Result<Versions> {
+        let rows = self
+            .sql(&format!(
+                "SELECT CAST(score_version AS DOUBLE) AS v, CAST(count(DISTINCT run_id) AS DOUBLE) AS runs \
+                 FROM experiments WHERE {filter} GROUP BY score_version ORDER BY v"
+            ))
+            .await?;
+        let (versions, runs) = (render::floats(&rows, 0), render::floats(&rows, 1));
+        let newest = versions.last().copied().flatten().map(|v| v as i32);
+        let older_runs = runs.iter().rev().skip(1).map(|n| n.unwrap_or(0.0) as i64).sum();
+        Ok(Versions { newest, older_runs })
     }
 
     /// Runs side by side: a row per metric, a column per run (the mean over its regions).
@@ -449,6 +470,19 @@ impl Analytics {
             return Err(AnalyticsError::Invalid("compare: name at least one run id".into()));
         }
         self.check_runs(run_ids).await?;
+        if *label == "resilience_score" {
+            let ids = run_ids.iter().map(|r| literal(r)).collect::<Vec<_>>().join(", ");
+            let versions = self.versions(&format!("run_id IN ({ids})")).await?;
+            if versions.older_runs > 0 {
+                return Err(AnalyticsError::Invalid(format!(
+                    "--rank resilience_score: {} of these runs were scored with an older score version than the \
+                     others (version {}); scores of different versions are not comparable: rank runs of one \
+                     version, or by another metric",
+                    versions.older_runs,
+                    versions.newest.unwrap_or_default()
+                )));
+            }
+        }
         let order = match direction {
             Direction::HigherIsBetter => "DESC",
             Direction::LowerIsBetter => "ASC",
@@ -494,6 +528,18 @@ impl Analytics {
                 Ok(((*title).to_owned(), vec![section]))
             })
             .collect()
+    }
+
+    /// The summary's totals by score version: which formulas the summary's scores mix.
+    pub async fn score_versions(&self) -> Result<Vec<RecordBatch>> {
+        self.sql(
+            "SELECT CAST(score_version AS VARCHAR) AS score_version, count(*) AS runs, \
+                   round(100.0 * avg(CASE WHEN status = 'COMPLETED' THEN 1.0 ELSE 0.0 END), 2) AS success_rate_pct, \
+                   round(avg(resilience_score), 2) AS mean_score, round(min(resilience_score), 2) AS min_score, \
+                   round(max(resilience_score), 2) AS max_score \
+                 FROM experiments GROUP BY score_version ORDER BY score_version",
+        )
+        .await
     }
 }
 

@@ -237,3 +237,44 @@ async fn an_ab_report_is_rebuilt_from_the_history_as_it_concluded() {
         .expect("sql");
     assert_eq!(render::strings(&counted, 0), ["6"], "both tests' B samples");
 }
+
+/// Scores of different formula versions are never mixed unannounced: trends keep to the newest version
+/// and say how many runs they left out, ranking by score refuses a mix, and query filters by version.
+#[tokio::test]
+async fn score_versions_are_kept_apart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, _) = HistoryDir::open(tmp.path()).expect("open");
+    let mut results: Vec<_> = synthetic::results(60, 2, 11, NOV_27_2026_END).collect();
+    // The newer half was scored with version 2, 40 points lower: mixed, the trend would be that change.
+    results.sort_by_key(|r| r.finished_at.0);
+    let half = results.len() / 2;
+    for r in &mut results[half..] {
+        r.score_version = 2;
+        r.resilience_score = r.resilience_score.map(|s| (s - 40.0).max(0.0));
+    }
+    dir.write_segment("t.results", 0, 0, results.len() as i64, tables::Rows::of_results(&results)).expect("segment");
+    let a = Analytics::open(tmp.path()).await.expect("analytics");
+    let name = results[0].experiment_name.clone();
+    let (totals, _) = a.trends(&name, 400, NOV_27_2026_END).await.expect("trends");
+    let column = |title: &str| {
+        let i = totals[0].schema().index_of(title).expect(title);
+        render::strings(&totals, i)[0].clone()
+    };
+    assert_eq!(column("score_version"), "2");
+    assert!(column("trend").contains("of an older score version left out"), "{}", column("trend"));
+    let v2_runs = results[half..].iter().filter(|r| r.experiment_name == name).count();
+    assert_eq!(column("runs"), v2_runs.to_string(), "only version 2's rows");
+
+    let mut runs: Vec<String> = results.iter().map(|r| r.run_id.to_string()).collect();
+    runs.dedup();
+    let err = a.rank(&runs, "resilience_score").await.expect_err("mixed versions").to_string();
+    assert!(err.contains("not comparable"), "{err}");
+    a.rank(&runs, "error_count").await.expect("other metrics rank across versions");
+
+    let only_v1 = a.query(&Filters { score_version: Some(1), ..Filters::default() }).await.expect("query");
+    let versions = render::strings(&only_v1, 7);
+    assert_eq!(versions.len(), half);
+    assert!(versions.iter().all(|v| v == "1"), "{versions:?}");
+    let by_version = a.score_versions().await.expect("versions");
+    assert_eq!(render::strings(&by_version, 0), ["1", "2"]);
+}

@@ -49,6 +49,8 @@ pub fn results(count: usize, days: u32, seed: u64, end_ms: i64) -> impl Iterator
             baseline_accuracy: 0.9 + mix.next_f64() * 0.05,
             baseline_latency_p50_ms: 4.0 + mix.next_f64() * 4.0,
             baseline_availability: 1.0,
+            // Synthetic history is version 1's figures (score_version below).
+            ..RegionMetrics::default()
         };
         let run_id = RunId::new(EventId::derive("synthetic-run", &[&seed.to_string(), &run.to_string()]).as_str());
         let region = RegionName::new(REGIONS[i % REGIONS.len()]);

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use statrs::stats_tests::Alternative;
 use statrs::stats_tests::mannwhitneyu::{MannWhitneyUMethod, mannwhitneyu};
 
-use super::dataset::Sample;
+use super::dataset::{Sample, Window};
 use super::{Target, train};
 use crate::analytics::literal;
 use crate::analytics::trend::{self, Direction, Trend};
@@ -93,6 +93,8 @@ pub struct Recommendation {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Analysis {
     pub since: Option<String>,
+    /// The score version of the rows analyzed (the newest in the span; older ones are left out).
+    pub score_version: Option<i32>,
     pub rows: usize,
     pub scored_rows: usize,
     pub weak_points: Vec<WeakPoint>,
@@ -102,9 +104,9 @@ pub struct Analysis {
     pub recommendations: Vec<Recommendation>,
 }
 
-/// Analyzes `samples`, the history's rows since `since` (a day, for the SQL statements).
-pub fn analyze(samples: &[Sample], since: Option<&str>) -> Analysis {
-    let window = since.map(|d| format!(" AND date >= {}", literal(d))).unwrap_or_default();
+/// Analyzes `samples`, the history's rows in `window` (for the SQL statements that show the evidence).
+pub fn analyze(samples: &[Sample], span: &Window) -> Analysis {
+    let window = span.and();
     let scored: Vec<&Sample> = samples.iter().filter(|s| s.target(Target::ResilienceScore).is_some()).collect();
     let score = |s: &Sample| s.target(Target::ResilienceScore).unwrap_or(f64::NAN);
     let mut weak_points = Vec::new();
@@ -168,7 +170,8 @@ pub fn analyze(samples: &[Sample], since: Option<&str>) -> Analysis {
     let anomalies = anomalies(samples, &window);
     let recommendations = recommendations(samples, &weak_points, &anomalies, &window);
     Analysis {
-        since: since.map(str::to_owned),
+        since: span.since.clone(),
+        score_version: span.score_version,
         rows: samples.len(),
         scored_rows: scored.len(),
         weak_points,

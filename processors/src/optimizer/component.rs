@@ -189,7 +189,8 @@ impl Trainer {
         let analytics = Analytics::open(&self.history).await?;
         let since =
             self.config.days.map(|d| crate::history::day(TimestampMs::now().0 - i64::from(d.max(1) - 1) * 86_400_000));
-        let samples = dataset::load(&analytics, since.as_deref()).await?;
+        let window = dataset::Window::newest(&analytics, since.as_deref()).await?;
+        let samples = dataset::load(&analytics, &window).await?;
         let (targets, days, state_dir) = (targets.to_vec(), self.config.days, self.state_dir.clone());
         tokio::task::spawn_blocking(move || {
             let model = Model::train(&samples, &targets, days, &ForestParams::default(), &mut |_, _, _| {})?;

@@ -37,17 +37,47 @@ impl Sample {
     }
 }
 
-/// The history's rows finished since `since_day` (`YYYY-MM-DD`, inclusive; `None`: all of it), oldest
-/// first.
-pub async fn load(analytics: &Analytics, since_day: Option<&str>) -> Result<Vec<Sample>, OptimizerError> {
-    let window = since_day.map(|d| format!(" WHERE date >= {}", literal(d))).unwrap_or_default();
+/// Which history rows the optimizer learns from: finished since a day, and of one score version, the
+/// newest in that span (scores of different versions measure different things, so one model never
+/// mixes them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Window {
+    /// `YYYY-MM-DD`, inclusive; `None`: all of it.
+    pub since: Option<String>,
+    /// `None` when the span holds no rows.
+    pub score_version: Option<i32>,
+}
+
+impl Window {
+    /// The span from `since` with its newest score version.
+    pub async fn newest(analytics: &Analytics, since: Option<&str>) -> Result<Self, OptimizerError> {
+        let during = since.map(|d| format!(" WHERE date >= {}", literal(d))).unwrap_or_default();
+        let rows =
+            analytics.sql(&format!("SELECT CAST(max(score_version) AS DOUBLE) FROM experiments{during}")).await?;
+        let score_version = render::floats(&rows, 0).first().copied().flatten().map(|v| v as i32);
+        Ok(Self { since: since.map(str::to_owned), score_version })
+    }
+
+    /// The window as SQL conditions on the experiments table, each after an `AND`.
+    pub fn and(&self) -> String {
+        let mut out = self.since.as_ref().map(|d| format!(" AND date >= {}", literal(d))).unwrap_or_default();
+        if let Some(v) = self.score_version {
+            out.push_str(&format!(" AND score_version = {v}"));
+        }
+        out
+    }
+}
+
+/// The history's rows in `window`, oldest first.
+pub async fn load(analytics: &Analytics, window: &Window) -> Result<Vec<Sample>, OptimizerError> {
     let columns: Vec<&str> = Target::ALL.iter().map(|t| t.column()).collect();
     let rows = analytics
         .sql(&format!(
             "SELECT run_id, region, layer, fault_type, duration_s, \
                CAST(date_part('epoch', finished_at) AS DOUBLE) / 86400.0, {} \
-             FROM experiments{window} ORDER BY finished_at, run_id, region",
-            columns.iter().map(|c| format!("CAST({c} AS DOUBLE)")).collect::<Vec<_>>().join(", ")
+             FROM experiments WHERE true{} ORDER BY finished_at, run_id, region",
+            columns.iter().map(|c| format!("CAST({c} AS DOUBLE)")).collect::<Vec<_>>().join(", "),
+            window.and()
         ))
         .await?;
     let text = |i: usize| render::strings(&rows, i);
@@ -71,8 +101,10 @@ pub async fn load(analytics: &Analytics, since_day: Option<&str>) -> Result<Vec<
         .collect();
     let index: HashMap<(String, String), usize> =
         samples.iter().enumerate().map(|(i, s)| ((s.run_id.clone(), s.point.region.clone()), i)).collect();
+    // These tables have no score version: their rows join onto the samples' (run, region) or are skipped.
+    let during = window.since.as_ref().map(|d| format!(" WHERE date >= {}", literal(d))).unwrap_or_default();
     for (table, key, value) in [("parameters", "name", "value"), ("tags", "key", "value")] {
-        let rows = analytics.sql(&format!("SELECT run_id, region, {key}, {value} FROM {table}{window}")).await?;
+        let rows = analytics.sql(&format!("SELECT run_id, region, {key}, {value} FROM {table}{during}")).await?;
         let (runs, regions, keys, values) = (
             render::strings(&rows, 0),
             render::strings(&rows, 1),

@@ -172,7 +172,10 @@ fn history_with_a_fall(seed: u64) -> Vec<Sample> {
 
 #[test]
 fn analyze_finds_the_planted_fall_and_recommends_from_evidence() {
-    let analysis = analyze::analyze(&history_with_a_fall(8), Some("2024-10-01"));
+    let analysis = analyze::analyze(
+        &history_with_a_fall(8),
+        &dataset::Window { since: Some("2024-10-01".into()), score_version: None },
+    );
     let falling: Vec<_> = analysis.weak_points.iter().filter(|w| w.falling).collect();
     assert!(falling.iter().any(|w| w.dimension == "region" && w.group == "us-east"), "{:?}", analysis.weak_points);
     assert!(!falling.iter().any(|w| w.dimension == "region" && w.group != "us-east"), "{falling:?}");
@@ -204,7 +207,7 @@ fn flat_histories_are_rarely_called_falling() {
         for (i, s) in samples.iter_mut().enumerate() {
             s.finished_day = 20_000.0 + 30.0 * i as f64 / n;
         }
-        let analysis = analyze::analyze(&samples, None);
+        let analysis = analyze::analyze(&samples, &dataset::Window::default());
         falling += analysis.weak_points.iter().filter(|w| w.falling && w.dimension == "region").count();
         assert!(
             analysis
@@ -226,7 +229,7 @@ fn a_planted_outlier_is_named_with_its_run_region_and_metric() {
         .expect("row");
     victim.targets[Target::ResilienceScore as usize] = Some(2.0);
     let run = victim.run_id.clone();
-    let analysis = analyze::analyze(&samples, None);
+    let analysis = analyze::analyze(&samples, &dataset::Window::default());
     let found = analysis.anomalies.iter().find(|a| a.run_id == run).expect("anomaly found");
     assert_eq!((found.region.as_str(), found.metric.as_str()), ("eu-west", "resilience_score"));
     assert!(found.worse && found.robust_z < -ANOMALY, "{found:?}");

@@ -117,7 +117,15 @@ pub struct SloConfig {
     /// Share of successful probes a window needs.
     #[serde(default = "default_availability")]
     pub availability: f64,
-    /// A window's p95 latency must stay under this; by default twice the baseline p95 plus 20 ms.
+    /// The latency objective: the `latency_quantile` of a window's answered probes must stay within it,
+    /// and a request answered later is a bad request. By default max(5 × baseline p99, baseline p99 +
+    /// 50 ms), measured before each experiment.
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
+    /// Which quantile `latency_ms` bounds (0.99: p99 ≤ latency_ms; 1.0: every request within it).
+    #[serde(default = "default_latency_quantile")]
+    pub latency_quantile: f64,
+    /// Deprecated: `latency_p95_ms = X` is `latency_ms = X` with `latency_quantile = 0.95`.
     #[serde(default)]
     pub latency_p95_ms: Option<f64>,
     /// How far accuracy may fall below the baseline, in percentage points.
@@ -215,6 +223,7 @@ impl AgentConfig {
         if !(0.0..=1.0).contains(&self.slo.availability) {
             return Err(format!("slo.availability must be in [0, 1], got {}", self.slo.availability));
         }
+        self.slo.validate()?;
         if self.probe.interval_ms == 0 || self.probe.batch_size == 0 || self.probe.window_ms == 0 {
             return Err("probe.interval_ms, probe.batch_size and probe.window_ms must be positive".to_owned());
         }
@@ -271,10 +280,45 @@ impl ProbeConfig {
     }
 }
 
+impl SloConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.latency_ms.is_some() && self.latency_p95_ms.is_some() {
+            return Err("slo: set latency_ms (with latency_quantile), not also the deprecated latency_p95_ms".into());
+        }
+        if let Some(ms) = self.latency_ms.or(self.latency_p95_ms)
+            && !(ms > 0.0 && ms.is_finite())
+        {
+            return Err(format!("slo.latency_ms must be a positive number of milliseconds, got {ms}"));
+        }
+        if !(self.latency_quantile > 0.0 && self.latency_quantile <= 1.0) {
+            return Err(format!("slo.latency_quantile must be in (0, 1], got {}", self.latency_quantile));
+        }
+        Ok(())
+    }
+
+    /// The configured latency objective as (milliseconds, quantile), if one is set.
+    pub fn latency_objective(&self) -> Option<(f64, f64)> {
+        match (self.latency_ms, self.latency_p95_ms) {
+            (Some(ms), _) => Some((ms, self.latency_quantile)),
+            (None, Some(ms)) => Some((ms, 0.95)),
+            (None, None) => None,
+        }
+    }
+
+    /// Why the configuration reads as it does, for the start-up log.
+    pub fn deprecation(&self) -> Option<String> {
+        self.latency_p95_ms.map(|ms| {
+            format!("slo.latency_p95_ms is deprecated: read as latency_ms = {ms} with latency_quantile = 0.95")
+        })
+    }
+}
+
 impl Default for SloConfig {
     fn default() -> Self {
         Self {
             availability: default_availability(),
+            latency_ms: None,
+            latency_quantile: default_latency_quantile(),
             latency_p95_ms: None,
             accuracy_drop_pp: default_accuracy_drop(),
             stability_window_ms: default_stability_ms(),
@@ -330,6 +374,10 @@ fn default_window_ms() -> u64 {
 fn default_availability() -> f64 {
     0.95
 }
+fn default_latency_quantile() -> f64 {
+    0.99
+}
+
 fn default_accuracy_drop() -> f64 {
     5.0
 }

@@ -300,6 +300,9 @@ impl Agent {
         if let Some(warning) = core.config.auth.warning() {
             tracing::warn!(%warning, "Unauthenticated experiments are allowed.");
         }
+        if let Some(warning) = core.config.slo.deprecation() {
+            tracing::warn!(%warning, "Deprecated setting.");
+        }
         Ok(Self { core, api_addr, proxy_addr, cleaned, shutdown, tasks })
     }
 

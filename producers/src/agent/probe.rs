@@ -28,7 +28,8 @@ pub struct Sample {
     pub batch: usize,
     pub latency: Duration,
     pub ok: bool,
-    /// Correct predictions and records scored (0 / 0 when the request failed).
+    /// Correct predictions (0 when the request failed) and the records the batch carried (whatever the
+    /// outcome: a request without a prediction is a record not predicted correctly).
     pub correct: usize,
     pub total: usize,
     pub error: Option<String>,
@@ -79,6 +80,11 @@ impl ProbeTarget {
 
     pub fn batches(&self) -> usize {
         self.batches.len()
+    }
+
+    /// Records in batch `i` (modulo the number of batches).
+    pub fn records(&self, i: usize) -> usize {
+        self.batches[i % self.batches.len()].1.len()
     }
 
     /// The reference pass: every batch once, before the fault, giving the number of correct predictions
@@ -244,8 +250,9 @@ pub async fn run(target: Arc<ProbeTarget>, recorder: Arc<Recorder>, interval: Du
         lock(&recorder.inflight).insert(id, sent);
         tasks.spawn(async move {
             let started = Instant::now();
-            let (ok, correct, total, error) = target.probe(id as usize).await;
+            let (ok, correct, _, error) = target.probe(id as usize).await;
             let batch = id as usize % target.batches();
+            let total = target.records(batch);
             let sample = Sample { sent, batch, latency: started.elapsed(), ok, correct, total, error };
             lock(&recorder.samples).push(sample);
             lock(&recorder.inflight).remove(&id);

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use chaoseater_schemas::events::{
-    FaultHeld, RegionDispatched, RegionMetrics, RegionResult, RegionStatus, RollbackStepRequested,
+    FaultHeld, RegionDispatched, RegionMetrics, RegionResult, RegionStatus, RollbackStepRequested, SCORE_VERSION,
 };
 use chaoseater_schemas::ids::{DispatchId, TimestampMs};
 use chaoseater_schemas::limits;
@@ -25,7 +25,7 @@ fn result(
     started: TimestampMs,
     status: RegionStatus,
     score: Option<f64>,
-    metrics: Option<RegionMetrics>,
+    (score_version, metrics): (i32, Option<RegionMetrics>),
     message: Option<String>,
 ) -> RegionResult {
     RegionResult {
@@ -42,7 +42,7 @@ fn result(
         tags: d.experiment.tags.clone(),
         status,
         resilience_score: score,
-        score_version: 1,
+        score_version,
         metrics,
         // An agent's error text is not ours to bound: cut here, so the result always fits the broker.
         message: message.map(|m| limits::truncate(&m, limits::MAX_REASON_LEN).into_owned()),
@@ -53,7 +53,7 @@ fn result(
 
 /// A failed result naming why (no agent call was possible or it went wrong).
 pub fn failed(d: &RegionDispatched, started: TimestampMs, message: String) -> RegionResult {
-    result(d, started, RegionStatus::Failed, None, None, Some(message))
+    result(d, started, RegionStatus::Failed, None, (SCORE_VERSION, None), Some(message))
 }
 
 /// Runs `d` on the agent at `endpoint` and returns its result. `abort` turning true aborts it on the agent.
@@ -97,7 +97,7 @@ pub async fn run(
                 started,
                 RegionStatus::Aborted,
                 None,
-                None,
+                (SCORE_VERSION, None),
                 Some("aborted before the agent started it".into()),
             );
         }
@@ -258,6 +258,9 @@ fn from_outcome(d: &RegionDispatched, started: TimestampMs, outcome: &Json) -> R
     };
     let metrics = outcome.get("metrics").cloned().and_then(|m| serde_json::from_value::<RegionMetrics>(m).ok());
     let score = outcome.get("resilience_score").and_then(Json::as_f64);
+    // The agent says which formula it used; one that predates the field used the first.
+    let version = outcome.pointer("/metrics/score_version").and_then(Json::as_i64).map_or(1, |v| v as i32);
     let message = outcome.get("error").and_then(Json::as_str).map(str::to_owned);
-    result(d, started, status, if status == RegionStatus::Completed { score } else { None }, metrics, message)
+    let score = if status == RegionStatus::Completed { score } else { None };
+    result(d, started, status, score, (version, metrics), message)
 }

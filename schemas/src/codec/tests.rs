@@ -374,4 +374,12 @@ fn previous_versions_golden_bytes_decode_into_todays_types() {
     let Event::AbTestRequested(request) = decoded else { unreachable!() };
     assert!((request.effective_confidence() - 0.95).abs() < 1e-12);
     assert_eq!(request.metric_specs().len(), 6);
+
+    // RegionResult before score_version 2: its metrics had no latency objective, coverage or interval.
+    let bytes = std::fs::read(golden_dir().join("previous/region_result.v1.bin")).unwrap();
+    let decoded = codec.decode(&bytes).unwrap();
+    assert_eq!(decoded, Event::RegionResult(samples::region_result_v1()));
+    let Event::RegionResult(result) = decoded else { unreachable!() };
+    assert_eq!(result.score_version, 1);
+    assert_eq!(result.metrics.and_then(|m| m.slo_latency_ms), None);
 }

@@ -27,7 +27,7 @@ pub use optimizer::{ExperimentProposed, ModelQuality, ModelTrained, ProposalReas
 pub use regions::{RegionRegistered, RegionRemoved};
 pub use results::{
     AggregateReport, RegionMetrics, RegionResult, RegionStatus, RegionSummary, RunCompleted, RunRejected, RunStarted,
-    RunStatus,
+    RunStatus, SCORE_VERSION,
 };
 pub use rollback::{
     CircuitState, CircuitStateChanged, FaultHeld, RollbackCompleted, RollbackFailed, RollbackPaused, RollbackStarted,

@@ -39,8 +39,12 @@ impl RegionStatus {
     }
 }
 
+/// The score formula's version this build's agent computes (see the agent's steady state). A result
+/// carries the version its agent used; analytics compare scores of one version only.
+pub const SCORE_VERSION: i32 = 2;
+
 /// What the agent's steady-state probes measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegionMetrics {
     pub pipeline_downtime_s: f64,
     /// None when the steady state never came back within the recovery timeout.
@@ -55,6 +59,31 @@ pub struct RegionMetrics {
     pub baseline_accuracy: f64,
     pub baseline_latency_p50_ms: f64,
     pub baseline_availability: f64,
+    // Added with score_version 2; null in results of version 1 (and from agents that predate it).
+    /// The latency objective the steady state was judged against.
+    #[serde(default)]
+    pub slo_latency_ms: Option<f64>,
+    /// The quantile of a window's latencies that must stay within `slo_latency_ms` (1.0: every request).
+    #[serde(default)]
+    pub slo_latency_quantile: Option<f64>,
+    /// Share of probe requests during the fault answered within the objective (the SLI).
+    #[serde(default)]
+    pub latency_within_objective: Option<f64>,
+    /// Requests after injecting answered, but later than the objective.
+    #[serde(default)]
+    pub slow_count: Option<i64>,
+    /// Share of probe requests during the fault that got predictions.
+    #[serde(default)]
+    pub coverage: Option<f64>,
+    /// The 95% confidence interval of `accuracy_degradation`, percentage points.
+    #[serde(default)]
+    pub accuracy_degradation_low: Option<f64>,
+    #[serde(default)]
+    pub accuracy_degradation_high: Option<f64>,
+    #[serde(default)]
+    pub baseline_latency_p95_ms: Option<f64>,
+    #[serde(default)]
+    pub baseline_latency_p99_ms: Option<f64>,
 }
 
 /// The outcome of one region's run.

@@ -8,7 +8,7 @@ use serde_json::{Value as Json, json};
 
 use crate::metrics::names::{
     AB_SCORE, AB_VERDICT, ACCURACY_DEGRADATION_PERCENT, ERRORS_TOTAL, EXPERIMENT_DURATION_SECONDS, EXPERIMENTS_TOTAL,
-    RECOVERY_TIME_SECONDS, RESILIENCE_SCORE,
+    RECOVERY_TIME_SECONDS, RESILIENCE_SCORE, SCORE_VERSION,
 };
 
 /// What the dashboard is built from.
@@ -34,7 +34,12 @@ pub const FILTER: &str = r#"region=~"$region",layer=~"$layer",fault_type=~"$faul
 pub fn panel_queries() -> Vec<(&'static str, &'static str, Vec<String>)> {
     let f = FILTER;
     vec![
-        ("Resilience score", "gauge", vec![format!("avg({RESILIENCE_SCORE}{{{f}}})")]),
+        // Beside the score, the versions of the formula it averages (one, unless agents were upgraded).
+        (
+            "Resilience score",
+            "gauge",
+            vec![format!("avg({RESILIENCE_SCORE}{{{f}}})"), format!("max({SCORE_VERSION}{{{f}}})")],
+        ),
         ("Experiment status", "stat", vec![format!("sum by (status) ({EXPERIMENTS_TOTAL}{{{f}}})")]),
         ("Recovery time", "timeseries", vec![format!("max by (region) ({RECOVERY_TIME_SECONDS}{{{f}}})")]),
         ("Error rate", "timeseries", vec![format!("sum by (region) (rate({ERRORS_TOTAL}{{{f}}}[5m]))")]),

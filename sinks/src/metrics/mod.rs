@@ -26,7 +26,16 @@ pub const DURATION_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0,
 
 /// Every metric the exporter writes: name, type, help. The dashboard and rules may use only these.
 pub const METRICS: &[(&str, &str, &str)] = &[
-    (RESILIENCE_SCORE, "gauge", "Resilience score of the latest experiment (0-100, score_version 1)."),
+    (
+        RESILIENCE_SCORE,
+        "gauge",
+        "Resilience score of the latest experiment (0-100; its formula: chaos_resilience_score_version).",
+    ),
+    (
+        SCORE_VERSION,
+        "gauge",
+        "Version of the score formula behind chaos_resilience_score (1: the Python tool's; 2: with a latency objective).",
+    ),
     (RECOVERY_TIME_SECONDS, "gauge", "Seconds from fault removal until the steady state held again."),
     (PROBE_ERRORS, "gauge", "Failed probe requests in the latest experiment."),
     (ERROR_COUNT_DEPRECATED, "gauge", "Deprecated name of chaos_probe_errors (the Python tool's)."),
@@ -173,6 +182,7 @@ impl MetricsView {
         self.with(|s| {
             if let Some(score) = r.resilience_score {
                 s.set(RESILIENCE_SCORE, with_status(base.clone()), score);
+                s.set(SCORE_VERSION, with_status(base.clone()), f64::from(r.score_version));
             }
             if let Some(m) = &r.metrics {
                 if let Some(recovery) = m.recovery_time_s {

@@ -2,6 +2,8 @@
 //! the demo read them, so a name is spelled once.
 
 pub const RESILIENCE_SCORE: &str = "chaos_resilience_score";
+/// The score formula's version of the latest [`RESILIENCE_SCORE`] (same labels).
+pub const SCORE_VERSION: &str = "chaos_resilience_score_version";
 pub const RECOVERY_TIME_SECONDS: &str = "chaos_recovery_time_seconds";
 /// Failed probe requests in the latest experiment (gauge).
 pub const PROBE_ERRORS: &str = "chaos_probe_errors";
