@@ -402,3 +402,33 @@ fn default_max_duration_s() -> f64 {
 fn default_cgroup_root() -> PathBuf {
     PathBuf::from("/sys/fs/cgroup")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_slo(slo: &str) -> Result<AgentConfig, String> {
+        AgentConfig::parse(&format!(
+            "upstream = \"http://127.0.0.1:8501\"\n[probe]\nset = \"http://127.0.0.1:8501/probe-set\"\n[slo]\n{slo}"
+        ))
+    }
+
+    #[test]
+    fn the_latency_objective_is_checked_and_the_old_setting_still_reads() {
+        let set = with_slo("latency_ms = 250\nlatency_quantile = 1.0").expect("valid");
+        assert_eq!((set.slo.latency_objective(), set.slo.deprecation()), (Some((250.0, 1.0)), None));
+        let old = with_slo("latency_p95_ms = 80").expect("deprecated, still valid");
+        assert_eq!(old.slo.latency_objective(), Some((80.0, 0.95)));
+        assert!(old.slo.deprecation().is_some_and(|w| w.contains("latency_ms = 80")));
+        assert_eq!(with_slo("").expect("defaults").slo.latency_objective(), None, "derived from the baseline");
+        for (bad, named) in [
+            ("latency_ms = 250\nlatency_p95_ms = 80", "not also"),
+            ("latency_ms = 0", "latency_ms"),
+            ("latency_quantile = 0", "latency_quantile"),
+            ("latency_quantile = 1.5", "latency_quantile"),
+        ] {
+            let err = with_slo(bad).expect_err(bad);
+            assert!(err.contains(named), "{bad}: {err}");
+        }
+    }
+}
