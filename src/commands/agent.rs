@@ -36,7 +36,13 @@ async fn agent(config: Option<PathBuf>) -> Result<()> {
     for leftover in &agent.cleaned {
         println!("reverted a leftover of a previous run: {leftover:?}");
     }
-    println!("agent API on http://{}  proxy on http://{}", agent.api_addr, agent.proxy_addr);
+    match agent.core.inner.as_ref().map(|hop| hop.addr) {
+        Some(inner) => println!(
+            "agent API on http://{}  proxy on http://{}  inner hop on http://{inner}",
+            agent.api_addr, agent.proxy_addr
+        ),
+        None => println!("agent API on http://{}  proxy on http://{}", agent.api_addr, agent.proxy_addr),
+    }
     super::shutdown_signal().await;
     println!("stopping: reverting any active fault");
     agent.shutdown().await;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use chaoseater_producers::agent::config::InnerHop;
 use chaoseater_producers::agent::{Agent, AgentConfig};
 use chaoseater_producers::demo_target::{self, DemoTarget, DemoTargetConfig, Resilience};
 use chaoseater_producers::gateway::{AbOverrides, RunOverrides, parse_ab_test, parse_experiments};
@@ -38,11 +39,11 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// The campaign must be done well within the two minutes the demo promises.
 const RUNS_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The demo's regions: name, priority, loopback address, the target's defences.
+/// The demo's regions: name, priority, loopback address, the gateway's defences.
 const REGIONS: [(&str, i32, &str, &str); 3] = [
     ("eu-west", 3, "127.0.0.2", "validate"),
     ("us-east", 2, "127.0.0.3", "none"),
-    ("ap-south", 1, "127.0.0.4", "fallback"),
+    ("ap-south", 1, "127.0.0.4", "retry,fallback"),
 ];
 
 /// One region: its target and its agent, both in this process.
@@ -58,23 +59,32 @@ async fn start_region(
     state_dir: &std::path::Path,
     token: &str,
 ) -> Result<Region> {
-    let config = DemoTargetConfig {
-        resilience: Resilience::parse(resilience).map_err(anyhow::Error::msg)?,
-        ..DemoTargetConfig::default()
+    // A model server (no defences of its own) behind a gateway with the region's defences, the agent on
+    // both hops: data faults before the gateway, model and infrastructure faults between the two.
+    let bind = |what: &'static str| async move {
+        tokio::net::TcpListener::bind((ip, 0)).await.with_context(|| format!("binding the demo {what} on {ip}"))
     };
-    let listener =
-        tokio::net::TcpListener::bind((ip, 0)).await.with_context(|| format!("binding the demo target on {ip}"))?;
-    let target = listener.local_addr()?;
-    tokio::spawn(demo_target::serve(Arc::new(DemoTarget::new(config)), listener, Shutdown::new()));
+    let model_listener = bind("model server").await?;
+    let model = model_listener.local_addr()?;
+    tokio::spawn(demo_target::serve(
+        Arc::new(DemoTarget::new(DemoTargetConfig::default())),
+        model_listener,
+        Shutdown::new(),
+    ));
+    // Bound before the agent starts, served once the agent's inner hop has its address.
+    let gateway_listener = bind("gateway").await?;
+    let gateway = gateway_listener.local_addr()?;
     let dir = state_dir.join("demo").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("token"), token)?;
     let ip: std::net::IpAddr = ip.parse().with_context(|| format!("demo region address {ip}"))?;
     // Short probe windows and caps sized for a demo: each experiment takes seconds.
-    let mut agent = AgentConfig::new(format!("http://{target}"), format!("http://{target}/probe-set"));
+    let mut agent = AgentConfig::new(format!("http://{gateway}"), format!("http://{model}/probe-set"));
     agent.listen = (ip, 0).into();
     agent.proxy_listen = (ip, 0).into();
+    agent.inner =
+        Some(InnerHop { listen: (ip, 0).into(), upstream: format!("http://{model}"), alternates: Default::default() });
     agent.state_dir = dir.join("state");
     agent.token_file = Some(dir.join("token"));
     agent.probe.interval_ms = 40;
@@ -87,6 +97,13 @@ async fn start_region(
     agent.caps.max_duration_s = 60.0;
     agent.validate().map_err(anyhow::Error::msg)?;
     let agent = Agent::start(agent).await?;
+    let inner = agent.core.inner.as_ref().map(|hop| hop.addr).context("the agent's inner hop")?;
+    let config = DemoTargetConfig {
+        resilience: Resilience::parse(resilience).map_err(anyhow::Error::msg)?,
+        upstream: Some(format!("http://{inner}")),
+        ..DemoTargetConfig::default()
+    };
+    tokio::spawn(demo_target::serve(Arc::new(DemoTarget::new(config)), gateway_listener, Shutdown::new()));
     Ok(Region { name, priority, resilience, agent })
 }
 
@@ -122,10 +139,10 @@ pub async fn run(args: DemoArgs, config: &Config) -> Result<()> {
     for spec in REGIONS {
         regions.push(start_region(spec, &config.state_dir, &token).await?);
     }
-    println!("regions    (a demo ML target behind an agent each)");
+    println!("regions    (each: agent ─▶ gateway with the region's defences ─▶ agent's inner hop ─▶ model server)");
     for r in &regions {
         println!(
-            "  {:<9} priority {}  agent http://{}  proxy http://{}  target defences: {}",
+            "  {:<9} priority {}  agent http://{}  proxy http://{}  gateway defences: {}",
             r.name, r.priority, r.agent.api_addr, r.agent.proxy_addr, r.resilience
         );
     }

@@ -78,13 +78,22 @@ fn result_line(r: &RegionResult) -> String {
     let status = r.status.as_str();
     match (&r.metrics, r.resilience_score) {
         (Some(m), Some(score)) => format!(
-            "{status:<9} score {score:>5.1}  downtime {:.1} s, recovery {}, accuracy lost {:.1} pp, {} errors",
+            "{status:<9} score {score:>5.1}  downtime {:.1} s, recovery {}, accuracy lost {:.1} pp, {} errors{}",
             m.pipeline_downtime_s,
             m.recovery_time_s.map_or("none".to_owned(), |r| format!("{r:.1} s")),
             m.accuracy_degradation,
-            m.error_count
+            m.error_count,
+            slow_note(m)
         ),
         _ => format!("{status:<9} {}", r.message.as_deref().unwrap_or("")),
+    }
+}
+
+/// Requests slower than the latency objective, which score_version 2 counts beside the errors.
+fn slow_note(m: &chaoseater_schemas::events::RegionMetrics) -> String {
+    match (m.slow_count, m.slo_latency_ms) {
+        (Some(slow), Some(objective)) => format!(", {slow} slower than {objective:.0} ms"),
+        _ => String::new(),
     }
 }
 
@@ -112,8 +121,8 @@ pub fn print_report(view: &RunView, out: &mut impl Write) -> std::io::Result<()>
     )?;
     writeln!(
         out,
-        "  {:<12} {:<9} {:>6} {:>9} {:>9} {:>9} {:>7}  message",
-        "region", "status", "score", "downtime", "recovery", "acc.lost", "errors"
+        "  {:<12} {:<9} {:>6} {:>9} {:>9} {:>9} {:>7} {:>6}  message",
+        "region", "status", "score", "downtime", "recovery", "acc.lost", "errors", "slow"
     )?;
     for s in &r.regions {
         let metrics = view
@@ -122,18 +131,19 @@ pub fn print_report(view: &RunView, out: &mut impl Write) -> std::io::Result<()>
             .find(|v| v.name == s.region)
             .and_then(|v| v.result.as_ref())
             .and_then(|x| x.metrics.clone());
-        let (down, rec, acc, err) = match &metrics {
+        let (down, rec, acc, err, slow) = match &metrics {
             Some(m) => (
                 format!("{:.1} s", m.pipeline_downtime_s),
                 m.recovery_time_s.map_or("-".to_owned(), |v| format!("{v:.1} s")),
                 format!("{:.1} pp", m.accuracy_degradation),
                 m.error_count.to_string(),
+                m.slow_count.map_or("-".to_owned(), |n| n.to_string()),
             ),
-            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+            None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
         };
         writeln!(
             out,
-            "  {:<12} {:<9} {:>6} {:>9} {:>9} {:>9} {:>7}  {}",
+            "  {:<12} {:<9} {:>6} {:>9} {:>9} {:>9} {:>7} {:>6}  {}",
             s.region.as_str(),
             s.status.as_str(),
             s.resilience_score.map_or("-".to_owned(), |v| format!("{v:.1}")),
@@ -141,6 +151,7 @@ pub fn print_report(view: &RunView, out: &mut impl Write) -> std::io::Result<()>
             rec,
             acc,
             err,
+            slow,
             s.message.as_deref().unwrap_or("")
         )?;
     }

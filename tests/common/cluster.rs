@@ -101,6 +101,29 @@ impl Cluster {
         api
     }
 
+    /// A region as the demo builds it: a model server (no defences), a gateway in front of it with
+    /// `resilience`, and an agent on both hops (data faults before the gateway, model and
+    /// infrastructure faults between the gateway and the model server). Returns the agent's API address.
+    pub fn gateway_region(&mut self, region: &str, ip: &str, extra: &str, resilience: &str) -> String {
+        let (model, model_addr) = spawn_target(ip);
+        // The gateway's port is chosen first: the agent forwards to it, and it forwards to the agent.
+        let gateway_addr = format!("{ip}:{}", free_port_on(ip));
+        let inner = format!("[inner]\nlisten = \"{ip}:0\"\nupstream = \"http://{model_addr}\"\n");
+        let config =
+            agent_config(&self.dir.path().join("agents").join(region), ip, &gateway_addr, &format!("{extra}\n{inner}"));
+        // The probe set comes from the model server: the gateway starts after the agent.
+        let toml = std::fs::read_to_string(&config).expect("agent.toml").replace(
+            &format!("set = \"http://{gateway_addr}/probe-set\""),
+            &format!("set = \"http://{model_addr}/probe-set\""),
+        );
+        std::fs::write(&config, toml).expect("agent.toml");
+        let (agent, api, _proxy, inner_addr) = spawn_agent_with_inner(&config);
+        let gateway = spawn_gateway(&gateway_addr, &format!("http://{inner_addr}"), resilience);
+        self.keep.extend([model, gateway, KillOnDrop(agent)]);
+        self.register(region, &format!("http://{api}"), 1);
+        api
+    }
+
     pub fn register(&self, region: &str, endpoint: &str, priority: i32) {
         let out = self.run(&["region", "add", region, "--endpoint", endpoint, "--priority", &priority.to_string()]);
         assert!(out.status.success(), "{}", text(&out.stderr));

@@ -72,6 +72,11 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// A free TCP port on `ip` (bound, then released for the caller to bind).
+pub fn free_port_on(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
 /// Sends SIGTERM to a child.
 pub fn terminate(child: &Child) {
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
@@ -237,8 +242,31 @@ recovery_timeout_ms = 5000
     path
 }
 
+/// Starts `chaoseater demo-target` as a gateway on `addr` in front of `upstream`, with `resilience`.
+pub fn spawn_gateway(addr: &str, upstream: &str, resilience: &str) -> KillOnDrop {
+    let mut child = bin()
+        .args(["demo-target", "--listen", addr, "--upstream", upstream, "--resilience", resilience])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the gateway");
+    addresses(&mut child, "listening on");
+    KillOnDrop(child)
+}
+
+/// Starts `chaoseater agent` with an `[inner]` hop; returns it with its API, proxy and inner addresses.
+pub fn spawn_agent_with_inner(config: &Path) -> (Child, String, String, String) {
+    let (child, found) = start_agent(config, "inner hop on");
+    (child, found[0].clone(), found[1].clone(), found[2].clone())
+}
+
 /// Starts `chaoseater agent`; returns it with its API and proxy addresses.
 pub fn spawn_agent(config: &Path) -> (Child, String, String) {
+    let (child, found) = start_agent(config, "agent API on");
+    (child, found[0].clone(), found[1].clone())
+}
+
+/// Starts `chaoseater agent` with the test token; returns it and the addresses on its `marker` line.
+fn start_agent(config: &Path, marker: &str) -> (Child, Vec<String>) {
     let mut child = bin()
         .args(["agent", "--config"])
         .arg(config)
@@ -246,6 +274,6 @@ pub fn spawn_agent(config: &Path) -> (Child, String, String) {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn agent");
-    let found = addresses(&mut child, "agent API on");
-    (child, found[0].clone(), found[1].clone())
+    let found = addresses(&mut child, marker);
+    (child, found)
 }

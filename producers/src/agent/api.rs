@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use chaoseater_schemas::experiment::Layer;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -57,6 +58,8 @@ async fn health(State(core): State<Arc<AgentCore>>) -> Response {
         "status": if healthy { "healthy" } else { "unhealthy" },
         "target": detail,
         "upstream": core.proxy.active_upstream(),
+        // Where each layer's faults act (the inner hop sits between a gateway and its model server).
+        "hops": Layer::ALL.iter().map(|l| (l.as_str().to_owned(), json!(core.hop(*l).hop.as_str()))).collect::<serde_json::Map<_, _>>(),
         "experiment": active,
         // What `chaoseater plan` keeps its proposals within.
         "caps": {
@@ -126,14 +129,13 @@ async fn start(State(core): State<Arc<AgentCore>>, body: Bytes) -> Response {
 }
 
 async fn list(State(core): State<Arc<AgentCore>>) -> Response {
-    let traffic = core.proxy.traffic();
-    let all: Vec<Json> = core.experiments().iter().map(|e| e.view(traffic)).collect();
+    let all: Vec<Json> = core.experiments().iter().map(|e| e.view(core.traffic_of(e))).collect();
     reply(StatusCode::OK, json!({ "experiments": all }))
 }
 
 async fn status(State(core): State<Arc<AgentCore>>, Path(id): Path<String>) -> Response {
     match core.experiment(&id) {
-        Some(e) => reply(StatusCode::OK, e.view(core.proxy.traffic())),
+        Some(e) => reply(StatusCode::OK, e.view(core.traffic_of(&e))),
         None => error(StatusCode::NOT_FOUND, format!("no experiment {id:?}")),
     }
 }
@@ -158,14 +160,16 @@ async fn rollback(State(core): State<Arc<AgentCore>>, Path(id): Path<String>, bo
     let Some(experiment) = core.experiment(&id) else {
         return error(StatusCode::NOT_FOUND, format!("no experiment {id:?}"));
     };
+    // Blue-green switches the upstream of the hop the fault acts on (the model server's alternates on
+    // the inner hop).
     if let Some(upstream) = &request.upstream
-        && let Err(message) = core.proxy.switch_upstream(upstream)
+        && let Err(message) = core.hop(experiment.layer).state.switch_upstream(upstream)
     {
         return error(StatusCode::BAD_REQUEST, message);
     }
     match experiment.rollback(request.percentage, request.step) {
         Ok(applied) => {
-            let mut view = experiment.view(core.proxy.traffic());
+            let mut view = experiment.view(core.traffic_of(&experiment));
             view["step_applied"] = json!(applied);
             reply(StatusCode::OK, view)
         }
@@ -178,7 +182,7 @@ async fn abort(State(core): State<Arc<AgentCore>>, Path(id): Path<String>) -> Re
         return error(StatusCode::NOT_FOUND, format!("no experiment {id:?}"));
     };
     experiment.abort();
-    reply(StatusCode::OK, experiment.view(core.proxy.traffic()))
+    reply(StatusCode::OK, experiment.view(core.traffic_of(&experiment)))
 }
 
 #[derive(Debug, Deserialize)]

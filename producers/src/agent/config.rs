@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::hops::{Hop, Hops, InnerHop};
+
 /// Everything `chaoseater agent --config agent.toml` reads.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +45,12 @@ pub struct AgentConfig {
     /// Exceptions to the token, off by default.
     #[serde(default)]
     pub auth: super::auth::AuthConfig,
+    /// A second proxy hop between a gateway and its model server (see `hops.rs`).
+    #[serde(default)]
+    pub inner: Option<InnerHop>,
+    /// Which hop each layer's faults act on.
+    #[serde(default)]
+    pub hops: Hops,
     pub probe: ProbeConfig,
     #[serde(default)]
     pub slo: SloConfig,
@@ -198,6 +206,8 @@ impl AgentConfig {
             token_file: None,
             token_env: default_token_env(),
             auth: super::auth::AuthConfig::default(),
+            inner: None,
+            hops: Hops::default(),
             probe: ProbeConfig::new(probe_set),
             slo: SloConfig::default(),
             caps: Caps::default(),
@@ -224,6 +234,7 @@ impl AgentConfig {
             return Err(format!("slo.availability must be in [0, 1], got {}", self.slo.availability));
         }
         self.slo.validate()?;
+        self.hops.validate(self.inner.as_ref())?;
         if self.probe.interval_ms == 0 || self.probe.batch_size == 0 || self.probe.window_ms == 0 {
             return Err("probe.interval_ms, probe.batch_size and probe.window_ms must be positive".to_owned());
         }

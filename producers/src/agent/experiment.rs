@@ -431,7 +431,7 @@ async fn drive(core: Arc<AgentCore>, experiment: Arc<Experiment>) -> Outcome {
                 let c = *control.borrow_and_update();
                 if c.abort { aborted = true; break; }
                 injected.scale(c.rolled_back);
-                let traffic = core.proxy.traffic();
+                let traffic = core.traffic_of(&experiment);
                 lock(&experiment.progress).rollback_steps.push((c.rolled_back, traffic));
                 tracing::info!(experiment = %experiment.id, rolled_back = c.rolled_back, "Rollback step applied.");
                 if c.rolled_back >= 100.0 { break; }
@@ -510,8 +510,9 @@ async fn inject(core: &Arc<AgentCore>, experiment: &Arc<Experiment>, seed: u64) 
         lock(&experiment.progress).mechanism = Some(host.mechanism.clone());
         Ok(Injected { proxy: None, host: Some(host) })
     } else {
-        lock(&experiment.progress).mechanism = Some(format!("proxy on {}", core.proxy_addr));
-        Ok(Injected { proxy: Some(core.proxy.install(fault, seed)), host: None })
+        let hop = core.hop(experiment.layer);
+        lock(&experiment.progress).mechanism = Some(format!("proxy on {} ({} hop)", hop.addr, hop.hop.as_str()));
+        Ok(Injected { proxy: Some(hop.state.install(fault, seed)), host: None })
     }
 }
 

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod experiment;
 pub mod faults;
+pub mod hops;
 pub mod host;
 pub mod payload;
 pub mod probe;
@@ -27,6 +28,7 @@ use chaoseater_schemas::sync::lock;
 use tokio::net::TcpListener;
 
 pub use config::AgentConfig;
+use config::Hop;
 use experiment::{Experiment, ExperimentRequest};
 use faults::Fault;
 use host::{Journal, Leftover};
@@ -61,8 +63,11 @@ pub enum AgentError {
 pub struct AgentCore {
     pub config: Arc<AgentConfig>,
     token: String,
+    /// The outer hop: where clients and probes enter.
     pub proxy: Arc<ProxyState>,
     pub proxy_addr: SocketAddr,
+    /// The inner hop, between a gateway and its model server, when configured.
+    pub inner: Option<HopProxy>,
     pub journal: Arc<Journal>,
     pub probe: Arc<ProbeTarget>,
     /// Records in the probe set.
@@ -74,7 +79,28 @@ pub struct AgentCore {
     earlier_ids: std::collections::HashSet<String>,
 }
 
+/// A proxy hop the agent serves.
+#[derive(Debug, Clone)]
+pub struct HopProxy {
+    pub hop: Hop,
+    pub state: Arc<ProxyState>,
+    pub addr: SocketAddr,
+}
+
 impl AgentCore {
+    /// The proxy `layer`'s faults act on (`[hops]`).
+    pub fn hop(&self, layer: Layer) -> HopProxy {
+        match (self.config.hops.of(layer, self.inner.is_some()), &self.inner) {
+            (Hop::Inner, Some(inner)) => inner.clone(),
+            _ => HopProxy { hop: Hop::Outer, state: self.proxy.clone(), addr: self.proxy_addr },
+        }
+    }
+
+    /// The traffic counters of the hop `experiment`'s fault acts on.
+    pub fn traffic_of(&self, experiment: &Experiment) -> proxy::TrafficSnapshot {
+        self.hop(experiment.layer).state.traffic()
+    }
+
     /// Validates `request` and starts it; only one experiment runs at a time (two faults at once would
     /// confound each other's measurements).
     pub async fn start(self: &Arc<Self>, request: ExperimentRequest) -> Result<Arc<Experiment>, (StatusCode, String)> {
@@ -118,7 +144,8 @@ impl AgentCore {
         let fault = Fault::parse(layer, &request.fault_type, &request.parameters, &self.config)
             .map_err(|e| bad(format!("{}: {}", e.field, e.message)))?;
         let id = request.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let experiment = Arc::new(Experiment::new(id.clone(), request, layer, fault, self.proxy.traffic()));
+        let traffic = self.hop(layer).state.traffic();
+        let experiment = Arc::new(Experiment::new(id.clone(), request, layer, fault, traffic));
         {
             let mut active = lock(&self.active);
             match active.as_ref() {
@@ -271,12 +298,24 @@ impl Agent {
             proxy_listener.local_addr().map_err(|source| AgentError::Bind { addr: config.proxy_listen, source })?;
         let api_addr = api_listener.local_addr().map_err(|source| AgentError::Bind { addr: config.listen, source })?;
         let probe = ProbeTarget::new(&config, &set, proxy_addr).map_err(AgentError::Config)?;
-        let proxy = Arc::new(ProxyState::new(&config, set.features.clone(), stats));
+        let inner = match &config.inner {
+            Some(hop) => {
+                let listener = TcpListener::bind(hop.listen)
+                    .await
+                    .map_err(|source| AgentError::Bind { addr: hop.listen, source })?;
+                let addr = listener.local_addr().map_err(|source| AgentError::Bind { addr: hop.listen, source })?;
+                let state = Arc::new(ProxyState::new(&config, Hop::Inner, set.features.clone(), stats.clone()));
+                Some((HopProxy { hop: Hop::Inner, state, addr }, listener))
+            }
+            None => None,
+        };
+        let proxy = Arc::new(ProxyState::new(&config, Hop::Outer, set.features.clone(), stats));
         let core = Arc::new(AgentCore {
             config: Arc::new(config),
             token,
             proxy: proxy.clone(),
             proxy_addr,
+            inner: inner.as_ref().map(|(hop, _)| hop.clone()),
             journal,
             probe: Arc::new(probe),
             probe_records: set.labels.len(),
@@ -287,7 +326,12 @@ impl Agent {
         let shutdown = Shutdown::new();
         let mut tasks = Vec::new();
         let limits = core.config.limits.clone();
-        tasks.push(tokio::spawn(proxy::serve(proxy, proxy_listener, limits.proxy, shutdown.clone())));
+        tasks.push(tokio::spawn(proxy::serve(proxy, proxy_listener, limits.proxy.clone(), shutdown.clone())));
+        if let Some((hop, listener)) = inner {
+            let (state, addr) = (hop.state, hop.addr);
+            tracing::info!(%addr, upstream = ?core.config.inner.as_ref().map(|i| &i.upstream), "Inner hop serving.");
+            tasks.push(tokio::spawn(proxy::serve(state, listener, limits.proxy.clone(), shutdown.clone())));
+        }
         let service = chaoseater_net::server::router_service(api::router(core.clone()));
         tasks.push(tokio::spawn(chaoseater_net::server::serve(
             "agent-api",

@@ -16,7 +16,7 @@ use serde_json::Value as Json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::config::{AgentConfig, Protocol};
+use super::config::{AgentConfig, Hop, Protocol};
 use super::faults::{Fault, NODE_SLOW_DELAY, NodeFailure};
 use super::payload::{self, Batch, ColumnStats, Predictions};
 use super::upstream::{Links, send_upstream};
@@ -94,9 +94,21 @@ pub struct ProxyState {
 }
 
 impl ProxyState {
-    pub fn new(config: &AgentConfig, features: Vec<String>, stats: ColumnStats) -> Self {
-        let mut upstreams = config.alternates.clone();
-        upstreams.insert(PRIMARY.to_owned(), config.upstream.clone());
+    /// The proxy of `hop`: it forwards to that hop's upstream (the configured `upstream`, or the inner
+    /// hop's model server).
+    pub fn new(config: &AgentConfig, hop: Hop, features: Vec<String>, stats: ColumnStats) -> Self {
+        let upstreams = match (hop, &config.inner) {
+            (Hop::Inner, Some(inner)) => {
+                let mut all = inner.alternates.clone();
+                all.insert(PRIMARY.to_owned(), inner.upstream.clone());
+                all
+            }
+            _ => {
+                let mut all = config.alternates.clone();
+                all.insert(PRIMARY.to_owned(), config.upstream.clone());
+                all
+            }
+        };
         Self {
             fault: RwLock::new(None),
             generation: watch::channel(0).0,

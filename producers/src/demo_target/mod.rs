@@ -147,6 +147,14 @@ impl DemoTarget {
             return Err((StatusCode::BAD_REQUEST, "no instances".to_owned()));
         }
         if let Some(upstream) = &self.config.upstream {
+            // A validating gateway repairs the records before the model server sees them.
+            let repaired: Vec<Json>;
+            let instances = if self.config.resilience.validate {
+                repaired = instances.iter().map(|i| self.model.validated(i)).collect();
+                &repaired[..]
+            } else {
+                instances
+            };
             match self.score_upstream(upstream, instances).await {
                 Ok(p) => return Ok(p),
                 Err(e) if !self.config.resilience.fallback => return Err(e),

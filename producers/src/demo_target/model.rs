@@ -167,6 +167,18 @@ impl Model {
         }
     }
 
+    /// The record `validate` would score, as a JSON object keyed by feature: what a gateway with input
+    /// validation forwards to the model server behind it.
+    pub fn validated(&self, instance: &Json) -> Json {
+        let full = self.repair(instance);
+        let mut record = serde_json::Map::new();
+        for (name, value) in NUMERIC.iter().zip(full.numeric) {
+            record.insert((*name).to_owned(), Json::from(value));
+        }
+        record.insert(CATEGORICAL.to_owned(), Json::from(SITES[full.site]));
+        Json::Object(record)
+    }
+
     /// Input validation and imputation: every cell that is missing, null, not a number or implausible
     /// becomes the training mean (numeric) or the most common site.
     fn repair(&self, instance: &Json) -> Full {
