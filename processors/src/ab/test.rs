@@ -297,7 +297,8 @@ fn mixed_versions(samples: &[AbSample]) -> bool {
 ///   orders it after every region that recovered).
 pub fn sample_values(report: &AggregateReport, outcomes: &[RegionOutcome]) -> BTreeMap<String, f64> {
     let mut values = BTreeMap::from([(AbMetric::ResilienceScore.as_str().to_owned(), report.mean_score)]);
-    let versions: BTreeSet<i32> = outcomes.iter().map(|o| o.score_version).collect();
+    // Only regions that measured something have a score version to compare.
+    let versions: BTreeSet<i32> = outcomes.iter().filter(|o| o.metrics.is_some()).map(|o| o.score_version).collect();
     if let Some(&version) = versions.first() {
         values.insert(SCORE_VERSION_VALUE.to_owned(), if versions.len() == 1 { f64::from(version) } else { 0.0 });
     }

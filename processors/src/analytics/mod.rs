@@ -414,12 +414,13 @@ impl Analytics {
         Ok((vec![with_trend(&totals, &trend, versions)?], self.sql(&daily).await?))
     }
 
-    /// The newest score version among the rows `filter` selects, and the runs of older ones.
+    /// The newest score version among the scored rows `filter` selects, and the runs of older ones (a
+    /// failed region has no score, so no version to compare).
     async fn versions(&self, filter: &str) -> Result<Versions> {
         let rows = self
             .sql(&format!(
                 "SELECT CAST(score_version AS DOUBLE) AS v, CAST(count(DISTINCT run_id) AS DOUBLE) AS runs \
-                 FROM experiments WHERE {filter} GROUP BY score_version ORDER BY v"
+                 FROM experiments WHERE ({filter}) AND resilience_score IS NOT NULL GROUP BY score_version ORDER BY v"
             ))
             .await?;
         let (versions, runs) = (render::floats(&rows, 0), render::floats(&rows, 1));

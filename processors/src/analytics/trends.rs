@@ -23,7 +23,9 @@ pub fn trends_sql(name: &str, days: u32, today_ms: i64, score_version: Option<i3
 pub(super) fn trends_filter(name: &str, days: u32, today_ms: i64, score_version: Option<i32>) -> String {
     let today = crate::history::day(today_ms);
     let since = crate::history::day(today_ms - i64::from(days.max(1) - 1) * 86_400_000);
-    let version = score_version.map(|v| format!(" AND score_version = {v}")).unwrap_or_default();
+    // Unscored rows (failed regions) belong to every version: they count in the success rate.
+    let version =
+        score_version.map(|v| format!(" AND (score_version = {v} OR resilience_score IS NULL)")).unwrap_or_default();
     format!(
         "experiment_name = {} AND date >= {} AND date <= {}{version}",
         literal(name),

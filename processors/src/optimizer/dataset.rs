@@ -51,9 +51,12 @@ pub struct Window {
 impl Window {
     /// The span from `since` with its newest score version.
     pub async fn newest(analytics: &Analytics, since: Option<&str>) -> Result<Self, OptimizerError> {
-        let during = since.map(|d| format!(" WHERE date >= {}", literal(d))).unwrap_or_default();
-        let rows =
-            analytics.sql(&format!("SELECT CAST(max(score_version) AS DOUBLE) FROM experiments{during}")).await?;
+        let during = since.map(|d| format!(" AND date >= {}", literal(d))).unwrap_or_default();
+        let rows = analytics
+            .sql(&format!(
+                "SELECT CAST(max(score_version) AS DOUBLE) FROM experiments WHERE resilience_score IS NOT NULL{during}"
+            ))
+            .await?;
         let score_version = render::floats(&rows, 0).first().copied().flatten().map(|v| v as i32);
         Ok(Self { since: since.map(str::to_owned), score_version })
     }
@@ -62,7 +65,8 @@ impl Window {
     pub fn and(&self) -> String {
         let mut out = self.since.as_ref().map(|d| format!(" AND date >= {}", literal(d))).unwrap_or_default();
         if let Some(v) = self.score_version {
-            out.push_str(&format!(" AND score_version = {v}"));
+            // Unscored rows (failed regions) have no version to keep apart.
+            out.push_str(&format!(" AND (score_version = {v} OR resilience_score IS NULL)"));
         }
         out
     }

@@ -216,6 +216,14 @@ impl AgentConfig {
         }
     }
 
+    /// The named alternates of the hop `layer`'s faults act on.
+    pub fn alternates_of(&self, layer: chaoseater_schemas::experiment::Layer) -> &BTreeMap<String, String> {
+        match (&self.inner, self.hops.of(layer, self.inner.is_some())) {
+            (Some(inner), Hop::Inner) => &inner.alternates,
+            _ => &self.alternates,
+        }
+    }
+
     /// Checks what serde cannot: URLs, ranges, the settings that need each other.
     pub fn validate(&self) -> Result<(), String> {
         for (name, url) in
@@ -422,6 +430,18 @@ mod tests {
         AgentConfig::parse(&format!(
             "upstream = \"http://127.0.0.1:8501\"\n[probe]\nset = \"http://127.0.0.1:8501/probe-set\"\n[slo]\n{slo}"
         ))
+    }
+
+    #[test]
+    fn wrong_version_routes_among_the_alternates_of_the_model_hop() {
+        use chaoseater_schemas::experiment::Layer;
+        let text = "upstream = \"http://127.0.0.1:8510\"\n[alternates]\ngateway-v2 = \"http://127.0.0.1:8511\"\n\
+                    [inner]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:8501\"\n\
+                    [inner.alternates]\nmodel-v2 = \"http://127.0.0.1:8502\"\n\
+                    [probe]\nset = \"http://127.0.0.1:8501/probe-set\"\n";
+        let config = AgentConfig::parse(text).expect("valid");
+        assert_eq!(config.alternates_of(Layer::Model).keys().collect::<Vec<_>>(), ["model-v2"]);
+        assert_eq!(config.alternates_of(Layer::Data).keys().collect::<Vec<_>>(), ["gateway-v2"]);
     }
 
     #[test]

@@ -149,26 +149,26 @@ impl Fault {
                 gradual: p.text("drift_type").as_deref() != Some("sudden"),
             },
             "wrong_version" => {
+                // The alternates of the hop model faults act on (the model server's, with an inner hop).
+                let alternates = config.alternates_of(layer);
                 let upstream = match p.text("fallback_model") {
-                    Some(name) if config.alternates.contains_key(&name) => name,
+                    Some(name) if alternates.contains_key(&name) => name,
                     Some(name) => {
                         return Err(refuse(
                             "fallback_model",
                             format!(
                                 "fallback_model {name:?} is not one of this agent's alternates ({})",
-                                names(config.alternates.keys())
+                                names(alternates.keys())
                             ),
                         ));
                     }
-                    None if config.alternates.len() == 1 => {
-                        config.alternates.keys().next().cloned().unwrap_or_default()
-                    }
+                    None if alternates.len() == 1 => alternates.keys().next().cloned().unwrap_or_default(),
                     None => {
                         return Err(refuse(
                             "fallback_model",
                             format!(
                                 "wrong_version needs fallback_model naming one of this agent's alternates ({})",
-                                names(config.alternates.keys())
+                                names(alternates.keys())
                             ),
                         ));
                     }

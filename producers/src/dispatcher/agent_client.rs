@@ -258,8 +258,12 @@ fn from_outcome(d: &RegionDispatched, started: TimestampMs, outcome: &Json) -> R
     };
     let metrics = outcome.get("metrics").cloned().and_then(|m| serde_json::from_value::<RegionMetrics>(m).ok());
     let score = outcome.get("resilience_score").and_then(Json::as_f64);
-    // The agent says which formula it used; one that predates the field used the first.
-    let version = outcome.pointer("/metrics/score_version").and_then(Json::as_i64).map_or(1, |v| v as i32);
+    // The agent's metrics say which formula it used (metrics without the field: the first). A result
+    // without metrics has no score, and its version only says which build recorded it.
+    let version = match outcome.get("metrics").filter(|m| m.is_object()) {
+        Some(m) => m.get("score_version").and_then(Json::as_i64).map_or(1, |v| v as i32),
+        None => SCORE_VERSION,
+    };
     let message = outcome.get("error").and_then(Json::as_str).map(str::to_owned);
     let score = if status == RegionStatus::Completed { score } else { None };
     result(d, started, status, score, (version, metrics), message)
