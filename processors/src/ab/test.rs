@@ -222,12 +222,11 @@ impl AbRun {
             tolerance: request.tolerance,
             ..JudgeOptions::default()
         };
+        let versions = score_versions(&samples);
         let (status, reason, judgement) = match &self.stop {
             Some(Stop::Aborted(reason)) => (AbTestStatus::Aborted, Some(format!("aborted: {reason}")), None),
             Some(Stop::Failed(reason)) => (AbTestStatus::Failed, Some(reason.clone()), None),
-            None if mixed_versions(&samples) => {
-                let versions: BTreeSet<i64> =
-                    samples.iter().filter_map(|s| s.values.get(SCORE_VERSION_VALUE)).map(|v| *v as i64).collect();
+            None if mixed(&versions) => {
                 let why = format!(
                     "the samples were scored with different score versions ({versions:?}; 0: a sample's regions \
                      differed), so A and B are not comparable: run the test again once every agent runs one version"
@@ -281,10 +280,13 @@ fn metric_samples(request: &AbTestRequested, samples: &[AbSample]) -> (Vec<Metri
     (judged, unmeasured)
 }
 
-/// Whether the samples' scores came from more than one version of the formula.
-fn mixed_versions(samples: &[AbSample]) -> bool {
-    let versions: BTreeSet<i64> =
-        samples.iter().filter_map(|s| s.values.get(SCORE_VERSION_VALUE)).map(|v| *v as i64).collect();
+/// The score versions the samples report (0: a sample whose regions differed).
+fn score_versions(samples: &[AbSample]) -> BTreeSet<i64> {
+    samples.iter().filter_map(|s| s.values.get(SCORE_VERSION_VALUE)).map(|v| *v as i64).collect()
+}
+
+/// Whether the scores came from more than one version of the formula.
+fn mixed(versions: &BTreeSet<i64>) -> bool {
     versions.len() > 1 || versions.contains(&0)
 }
 

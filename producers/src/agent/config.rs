@@ -226,8 +226,14 @@ impl AgentConfig {
 
     /// Checks what serde cannot: URLs, ranges, the settings that need each other.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, url) in
-            std::iter::once(("upstream", &self.upstream)).chain(self.alternates.iter().map(|(k, v)| (k.as_str(), v)))
+        // Every URL the proxies forward to, on either hop.
+        let inner = self.inner.iter().flat_map(|hop| {
+            std::iter::once(("inner.upstream", &hop.upstream))
+                .chain(hop.alternates.iter().map(|(k, v)| (k.as_str(), v)))
+        });
+        for (name, url) in std::iter::once(("upstream", &self.upstream))
+            .chain(self.alternates.iter().map(|(k, v)| (k.as_str(), v)))
+            .chain(inner)
         {
             if !url.starts_with("http://") {
                 return Err(format!("{name}: {url:?} must be an http:// URL"));

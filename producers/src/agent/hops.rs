@@ -76,15 +76,6 @@ impl Hops {
         {
             return Err(format!("hops.{layer} = \"inner\" needs an [inner] section (listen, upstream)"));
         }
-        if let Some(inner) = inner {
-            for (name, url) in std::iter::once(("inner.upstream", &inner.upstream))
-                .chain(inner.alternates.values().map(|v| ("inner.alternates", v)))
-            {
-                if !url.starts_with("http://") {
-                    return Err(format!("{name}: {url:?} must be an http:// URL"));
-                }
-            }
-        }
         Ok(())
     }
 }

@@ -55,15 +55,22 @@ struct Loss {
     interval: Option<(f64, f64)>,
 }
 
+/// Each request's loss against its batch's reference (requests that carried no records are skipped).
+fn losses<'a>(samples: &'a [&Sample], reference: &'a [usize]) -> impl Iterator<Item = f64> + 'a {
+    samples.iter().filter(|s| s.total > 0).map(|s| {
+        let expected = reference.get(s.batch).copied().unwrap_or(s.correct);
+        (expected as f64 - s.correct as f64) / s.total as f64
+    })
+}
+
+/// The mean loss alone: what a window's verdict needs, on every recovery poll, without the interval.
+fn mean_loss(samples: &[&Sample], reference: &[usize]) -> Option<f64> {
+    let (sum, n) = losses(samples, reference).fold((0.0, 0usize), |(sum, n), x| (sum + x, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
 fn accuracy_loss(samples: &[&Sample], reference: &[usize]) -> Option<Loss> {
-    let lost: Vec<f64> = samples
-        .iter()
-        .filter(|s| s.total > 0)
-        .map(|s| {
-            let expected = reference.get(s.batch).copied().unwrap_or(s.correct);
-            (expected as f64 - s.correct as f64) / s.total as f64
-        })
-        .collect();
+    let lost: Vec<f64> = losses(samples, reference).collect();
     if lost.is_empty() {
         return None;
     }
@@ -154,7 +161,7 @@ impl<'a> Steady<'a> {
     /// The steady state: the service objectives, and accuracy within its allowed drop.
     fn holds(&self, window: &[&Sample]) -> Option<bool> {
         let breached = self.breached(window)?;
-        let accurate = accuracy_loss(window, self.reference).is_none_or(|loss| loss.mean <= self.max_lost);
+        let accurate = mean_loss(window, self.reference).is_none_or(|lost| lost <= self.max_lost);
         Some(!breached && accurate)
     }
 
