@@ -178,12 +178,12 @@ fn demo_runs_on_the_embedded_broker_and_leaves_nothing_behind() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.contains("embedded (librdkafka mock cluster)"), "{stdout}");
-    // Three runs executed on three regions' agents, each with its aggregate report.
-    assert_eq!(stdout.matches("\" (parallel): COMPLETED").count(), 1, "{stdout}");
+    // Four runs executed on three regions' agents, each with its aggregate report.
+    assert_eq!(stdout.matches("\" (parallel): COMPLETED").count(), 2, "{stdout}");
     assert_eq!(stdout.matches("\" (sequential): COMPLETED").count(), 1, "{stdout}");
     assert_eq!(stdout.matches("\" (blast-radius): COMPLETED").count(), 1, "{stdout}");
-    assert_eq!(stdout.matches("success rate").count(), 3, "{stdout}");
-    assert_eq!(stdout.matches("gate (min score").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("success rate").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("gate (min score").count(), 4, "{stdout}");
     assert!(stdout.contains("chaoseater.dlq.error"), "{stdout}");
     assert!(stdout.contains("everything it started has stopped"), "{stdout}");
     // Served metrics and generated Grafana files.

@@ -1,6 +1,6 @@
 //! `chaoseater demo`: the README's first command. With nothing installed it starts the embedded broker,
 //! three regions (a demo ML target and an agent each, on 127.0.0.2–4, with different defences), the
-//! processors, and runs the example campaign (a data, a model and an infrastructure experiment, in
+//! processors, and runs the example campaign (a data, a model and two infrastructure experiments, in
 //! parallel, sequential and blast-radius modes), showing progress and each run's aggregate report. It
 //! also sends one malformed message to show the dead-letter path, and ends with an A/B test
 //! (`examples/ab-test.yaml`: input validation against no defence under one data fault, 6 samples each). Everything runs in this process and
@@ -41,7 +41,7 @@ const RUNS_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The demo's regions: name, priority, loopback address, the gateway's defences.
 const REGIONS: [(&str, i32, &str, &str); 3] = [
-    ("eu-west", 3, "127.0.0.2", "validate"),
+    ("eu-west", 3, "127.0.0.2", "validate,retry"),
     ("us-east", 2, "127.0.0.3", "none"),
     ("ap-south", 1, "127.0.0.4", "retry,fallback"),
 ];
