@@ -447,6 +447,19 @@ pub enum GrafanaCommand {
     },
     /// Push the dashboard and the alert rules to Grafana now ([sinks.grafana] in chaoseater.toml).
     Push,
+    /// Write Grafana's file provisioning: the Prometheus data source, a dashboard provider, the alert
+    /// rules (OUT_DIR/provisioning/) and the dashboard (OUT_DIR/dashboards/), as docker-compose.yml mounts.
+    Provision {
+        /// Directory for provisioning/ and dashboards/ (the repository's copy is deploy/grafana).
+        #[arg(long, value_name = "DIR", default_value = "deploy/grafana")]
+        out_dir: PathBuf,
+        /// Prometheus as Grafana reaches it.
+        #[arg(long, value_name = "URL", default_value = "http://prometheus:9090")]
+        prometheus_url: String,
+        /// Where the dashboard files are mounted inside Grafana.
+        #[arg(long, value_name = "PATH", default_value = "/etc/grafana/dashboards")]
+        dashboards_path: String,
+    },
     /// Write the alert rules: Grafana provisioning payloads and a Prometheus rules file.
     Rules {
         /// Directory for grafana-alert-rules.json, grafana-rule-group.json and chaoseater-rules.yml.

@@ -201,6 +201,19 @@ mod tests {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
+    /// The files docker-compose.yml and the Kubernetes manifests mount for `serve` and the init job.
+    #[test]
+    fn the_deployments_configuration_files_are_valid() {
+        for file in ["deploy/compose/chaoseater.toml", "deploy/k8s/config/chaoseater.toml"] {
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(file);
+            let flags = FlagOverrides { config: Some(path), ..Default::default() };
+            let c = Config::load(&flags, env(&[])).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+            assert_eq!(c.brokers.as_deref(), Some("kafka:9092"), "{file}");
+            assert_eq!(c.state_dir, PathBuf::from("/var/lib/chaoseater"), "{file}");
+            assert!(c.dispatcher.tokens_file.is_some(), "{file}: the agents need their tokens");
+        }
+    }
+
     #[test]
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();

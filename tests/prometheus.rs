@@ -1,5 +1,6 @@
 //! A real Prometheus scrapes the exporter during an end-to-end run, and every PromQL expression of the
-//! dashboard and the alert rules returns data from its HTTP API; promtool checks and unit-tests the rules.
+//! dashboard and the alert rules returns data from its HTTP API; promtool checks and unit-tests the rules
+//! and checks the compose stack's Prometheus configuration.
 //! Needs CHAOSEATER_PROMETHEUS, CHAOSEATER_PROMTOOL and CHAOSEATER_PUSHGATEWAY (set by .ci/run, which
 //! installs Debian's packages).
 
@@ -29,6 +30,16 @@ fn promtool_checks_the_rules_and_the_low_score_alert_fires() {
         .arg("rules")
         .arg(root().join("deploy/prometheus/chaoseater-rules.test.yml")));
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+}
+
+/// The compose stack's Prometheus configuration (docker-compose.yml mounts deploy/prometheus), with the
+/// rules file it loads.
+#[test]
+fn promtool_checks_the_compose_stacks_prometheus_config() {
+    let config = root().join("deploy/prometheus/prometheus.yml");
+    let out = run(std::process::Command::new(tool("CHAOSEATER_PROMTOOL")).arg("check").arg("config").arg(&config));
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("chaoseater-rules.yml"), "the rules file is loaded: {}", text(&out.stdout));
 }
 
 /// `GET /api/v1/query` on Prometheus: the result vector.

@@ -1,8 +1,9 @@
-//! `chaoseater grafana dashboard|rules`: Grafana resources generated from the exporter's metric names.
+//! `chaoseater grafana dashboard|rules|provision|push`: Grafana resources generated from the exporter's metric names.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use chaoseater_sinks::grafana::provisioning::{self, ProvisioningOptions};
 use chaoseater_sinks::grafana::{self, AlertOptions, DashboardOptions};
 
 use crate::cli::GrafanaCommand;
@@ -49,6 +50,17 @@ pub async fn run(command: GrafanaCommand, config: &Config) -> Result<()> {
                     println!("dashboard written to {}", path.display());
                 }
                 None => println!("{text}"),
+            }
+        }
+        GrafanaCommand::Provision { out_dir, prometheus_url, dashboards_path } => {
+            let opts = ProvisioningOptions { prometheus_url, dashboards_path, ..ProvisioningOptions::default() };
+            for file in provisioning::files(&opts) {
+                let path = out_dir.join(file.path);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                }
+                std::fs::write(&path, file.text).with_context(|| format!("writing {}", path.display()))?;
+                println!("written {}", path.display());
             }
         }
         GrafanaCommand::Rules { out_dir, min_score, max_error_rate, folder, datasource } => {

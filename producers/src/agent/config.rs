@@ -438,6 +438,21 @@ mod tests {
         ))
     }
 
+    /// The agent files docker-compose.yml and the Kubernetes manifests mount: an agent refuses a bad one
+    /// at start-up, which no schema check of the deployment would see.
+    #[test]
+    fn the_deployments_agent_files_are_valid() {
+        let deploy = chaoseater_schemas::package_dir!().join("../deploy");
+        for dir in ["compose", "k8s/config"] {
+            for region in ["eu-west", "us-east"] {
+                let path = deploy.join(dir).join(format!("agent-{region}.toml"));
+                let config = AgentConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                assert!(config.upstream.contains(&format!("target-{region}:8501")), "{}", path.display());
+                assert!(config.token_file.is_some(), "{}: the control API needs a token", path.display());
+            }
+        }
+    }
+
     #[test]
     fn wrong_version_routes_among_the_alternates_of_the_model_hop() {
         use chaoseater_schemas::experiment::Layer;

@@ -2,6 +2,7 @@
 //! eight panels, with templating over region, layer and fault type, and the A/B tests' verdicts), alert rules as Grafana provisioning
 //! payloads, and the same rules as a Prometheus rules file for Alertmanager users.
 
+pub mod provisioning;
 pub mod sink;
 
 use serde_json::{Value as Json, json};

@@ -149,3 +149,66 @@ fn the_checked_in_prometheus_rules_are_the_generated_ones() {
     assert_eq!(checked_in, generated);
     assert!(generated.contains("alert: ChaosEaterLowResilienceScore"));
 }
+
+/// `deploy/grafana/` is what docker-compose.yml mounts into Grafana: it must be what the generator
+/// writes today (UPDATE_GOLDEN=1 rewrites it, as `chaoseater grafana provision --out-dir deploy/grafana` does).
+#[test]
+fn the_checked_in_grafana_provisioning_is_the_generated_one() {
+    let dir = chaoseater_schemas::package_dir!().join("../deploy/grafana");
+    for file in provisioning::files(&provisioning::ProvisioningOptions::default()) {
+        let path = dir.join(file.path);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, &file.text).expect("write provisioning file");
+        }
+        let checked_in = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+        assert_eq!(checked_in, file.text, "{} differs from the generator's", file.path);
+    }
+}
+
+#[test]
+fn provisioning_files_validate_and_refer_to_each_other() {
+    let opts = provisioning::ProvisioningOptions::default();
+    let parse = |path: &str| -> Json {
+        let file = provisioning::files(&opts).into_iter().find(|f| f.path == path).expect("generated");
+        if path.ends_with(".json") {
+            serde_json::from_str(&file.text).expect("JSON")
+        } else {
+            serde_yaml::from_str(&file.text).expect("YAML")
+        }
+    };
+    let board = parse("dashboards/chaoseater.json");
+    assert_valid(&validator("dashboard", None), &board, "the provisioned dashboard");
+
+    // The file shape names the group and folder once; the API's Rule carries them per rule.
+    let alerting = parse("provisioning/alerting/chaoseater.yaml");
+    assert_eq!(alerting["apiVersion"], 1);
+    let group = &alerting["groups"][0];
+    assert_eq!(group["interval"], "60s");
+    let rule_schema = validator("alerting", Some("Rule"));
+    let rules = group["rules"].as_array().expect("rules");
+    assert_eq!(rules.len(), alert_expressions(&opts.alerts).len());
+    for rule in rules {
+        let mut api_shape = rule.clone();
+        api_shape["folderUID"] = json!("resolved-by-grafana");
+        api_shape["ruleGroup"] = group["name"].clone();
+        api_shape["orgID"] = group["orgId"].clone();
+        assert_valid(&rule_schema, &api_shape, "a provisioned alert rule");
+    }
+
+    // Every query of the dashboard and of the rules reads the provisioned data source.
+    let datasource = &parse("provisioning/datasources/chaoseater.yaml")["datasources"][0];
+    assert_eq!(datasource["type"], "prometheus");
+    assert_eq!(datasource["url"], "http://prometheus:9090");
+    let uid = datasource["uid"].as_str().expect("uid");
+    for panel in board["panels"].as_array().expect("panels") {
+        assert_eq!(panel["datasource"]["uid"], uid, "panel {}", panel["title"]);
+    }
+    for rule in rules {
+        assert_eq!(rule["data"][0]["datasourceUid"], uid, "rule {}", rule["title"]);
+    }
+    let provider = &parse("provisioning/dashboards/chaoseater.yaml")["providers"][0];
+    assert_eq!(provider["options"]["path"], "/etc/grafana/dashboards", "docker-compose.yml mounts it there");
+    assert_eq!(provider["folder"], group["folder"], "the dashboard and the rules share a folder");
+}
