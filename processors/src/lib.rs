@@ -35,6 +35,7 @@ pub mod ledger;
 pub mod optimizer;
 pub mod orchestrator;
 pub mod rollback;
+pub mod scheduler;
 
 use std::path::Path;
 

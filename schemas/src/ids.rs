@@ -61,6 +61,10 @@ string_id!(
     /// Idempotency key of one region dispatch.
     DispatchId
 );
+string_id!(
+    /// Id of one schedule (a cron expression and the experiments it runs), the key of its events.
+    ScheduleId
+);
 
 impl DispatchId {
     /// One dispatch per run and region: the idempotency key the agent runs at most once, and the id of
@@ -90,6 +94,13 @@ impl RunId {
     /// A fresh, random run id (UUID v4).
     pub fn random() -> Self {
         Self(Uuid::new_v4().to_string())
+    }
+
+    /// The run of one tick of a schedule: derived from the schedule and the tick's time alone, so a
+    /// restart, a replay or a second scheduler firing the same tick yields the same run, which the
+    /// orchestrator runs once.
+    pub fn for_tick(schedule: &ScheduleId, tick: TimestampMs) -> Self {
+        Self(EventId::derive("ScheduledRun", &[schedule.as_str(), &tick.to_id_part()]).0)
     }
 }
 
