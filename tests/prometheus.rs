@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::Cluster;
+use common::prom::{panel_exprs, query};
 use common::*;
-use serde_json::Value;
 
 fn tool(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run the suite with `bash .ci/run`"))
@@ -40,21 +40,6 @@ fn promtool_checks_the_compose_stacks_prometheus_config() {
     let out = run(std::process::Command::new(tool("CHAOSEATER_PROMTOOL")).arg("check").arg("config").arg(&config));
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("chaoseater-rules.yml"), "the rules file is loaded: {}", text(&out.stdout));
-}
-
-/// `GET /api/v1/query` on Prometheus: the result vector.
-fn query(prometheus: &str, expr: &str) -> Vec<Value> {
-    let encoded: String = expr
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let (status, body) = http(prometheus, "GET", &format!("/api/v1/query?query={encoded}"), None, None);
-    assert_eq!(status, 200, "{expr}: {body}");
-    let json: Value = serde_json::from_str(&body).expect("JSON");
-    json["data"]["result"].as_array().cloned().unwrap_or_default()
 }
 
 #[test]
@@ -136,16 +121,7 @@ fn prometheus_scrapes_the_exporter_and_every_dashboard_and_alert_query_returns_d
     let out = run(cmd().args(["ab"]).arg(&ab).args(["--timeout", "120"]));
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
 
-    let mut exprs: Vec<String> = chaoseater_sinks::grafana::panel_queries()
-        .into_iter()
-        .flat_map(|(_, _, e)| e)
-        .map(|e| {
-            e.replace("$region", ".*")
-                .replace("$layer", ".*")
-                .replace("$fault_type", ".*")
-                .replace("$__rate_interval", "1m")
-        })
-        .collect();
+    let mut exprs = panel_exprs();
     let alerts = chaoseater_sinks::grafana::alert_expressions(&chaoseater_sinks::grafana::AlertOptions::default());
     // The low-score alert holds as written (the outage scored below 70); the error-rate alert's threshold
     // needs a sustained error rate, so its rate is queried without the comparison.

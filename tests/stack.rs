@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::prom::{panel_exprs, query};
 use common::*;
 use serde_json::Value as Json;
 use serde_yaml::Value;
@@ -111,22 +112,31 @@ impl Stack {
         out
     }
 
+    /// One `volumes:` entry of `service`: its source (`./...` for a bind mount, else a named volume), its
+    /// container path, and the local path standing in for it.
+    fn volume(&self, service: &str, entry: &str) -> (String, String, PathBuf) {
+        let mut parts = entry.split(':');
+        let (source, target) = (parts.next().expect("source"), parts.next().expect("target"));
+        let own = self.dir.path().join(service);
+        let local = if source.starts_with('.') {
+            own.join("mounts").join(target.trim_start_matches('/').replace('/', "_"))
+        } else {
+            own.join("volumes").join(source)
+        };
+        (source.to_owned(), target.to_owned(), local)
+    }
+
     /// Container path → local path for `service`: bind mounts (copied and translated below), named volumes,
     /// secrets, and what the Dockerfile puts in the image.
     fn mounts(&self, service: &str) -> Vec<(String, PathBuf)> {
         let spec = self.service(service);
-        let own = self.dir.path().join(service);
-        let mut mounts = Vec::new();
-        for volume in str_list(&spec["volumes"]) {
-            let mut parts = volume.split(':');
-            let (source, target) = (parts.next().expect("source"), parts.next().expect("target"));
-            let local = if source.starts_with('.') {
-                own.join("mounts").join(target.trim_start_matches('/').replace('/', "_"))
-            } else {
-                own.join("volumes").join(source)
-            };
-            mounts.push((target.to_owned(), local));
-        }
+        let mut mounts: Vec<(String, PathBuf)> = str_list(&spec["volumes"])
+            .iter()
+            .map(|entry| {
+                let (_, target, local) = self.volume(service, entry);
+                (target, local)
+            })
+            .collect();
         for secret in str_list(&spec["secrets"]) {
             let file = self.compose["secrets"][secret.as_str()]["file"].as_str().expect("a secret's file");
             mounts.push((format!("/run/secrets/{secret}"), root().join(file)));
@@ -149,9 +159,8 @@ impl Stack {
 
     /// Makes `service`'s mounts exist: bind-mounted files and folders copied with their text translated.
     fn prepare_mounts(&mut self, service: &str) {
-        let spec = self.service(service).clone();
-        for (volume, (_, local)) in str_list(&spec["volumes"]).iter().zip(self.mounts_in_volume_order(service)) {
-            let source = volume.split(':').next().expect("source");
+        for entry in str_list(&self.service(service)["volumes"]) {
+            let (source, _, local) = self.volume(service, &entry);
             if !source.starts_with('.') {
                 std::fs::create_dir_all(&local).expect("a named volume's folder");
                 continue;
@@ -175,17 +184,6 @@ impl Stack {
                 std::fs::write(&to, text).expect("the translated copy");
             }
         }
-    }
-
-    fn mounts_in_volume_order(&self, service: &str) -> Vec<(String, PathBuf)> {
-        let all = self.mounts(service);
-        str_list(&self.service(service)["volumes"])
-            .iter()
-            .map(|v| {
-                let target = v.split(':').nth(1).expect("target");
-                all.iter().find(|(t, _)| t == target).cloned().expect("mounted")
-            })
-            .collect()
     }
 
     /// The service's process, as its image and the compose file define it.
@@ -370,21 +368,6 @@ fn replace_path(text: &str, target: &str, local: &str) -> String {
     out
 }
 
-/// `GET /api/v1/query` on Prometheus: the result vector.
-fn query(prometheus: &str, expr: &str) -> Vec<Json> {
-    let encoded: String = expr
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let (status, body) = http(prometheus, "GET", &format!("/api/v1/query?query={encoded}"), None, None);
-    assert_eq!(status, 200, "{expr}: {body}");
-    let json: Json = serde_json::from_str(&body).expect("JSON");
-    json["data"]["result"].as_array().cloned().unwrap_or_default()
-}
-
 #[test]
 fn the_compose_stack_runs_the_campaign_and_every_dashboard_query_returns_data() {
     let mut stack = Stack::load();
@@ -416,16 +399,7 @@ fn the_compose_stack_runs_the_campaign_and_every_dashboard_query_returns_data() 
     wait_until(Duration::from_secs(60), "Prometheus to scrape serve", || {
         query(&prom, "up{job=\"chaoseater\"}").iter().any(|r| r["value"][1] == "1")
     });
-    let mut exprs: Vec<String> = chaoseater_sinks::grafana::panel_queries()
-        .into_iter()
-        .flat_map(|(_, _, e)| e)
-        .map(|e| {
-            e.replace("$region", ".*")
-                .replace("$layer", ".*")
-                .replace("$fault_type", ".*")
-                .replace("$__rate_interval", "1m")
-        })
-        .collect();
+    let mut exprs = panel_exprs();
     let alerts = chaoseater_sinks::grafana::alert_expressions(&chaoseater_sinks::grafana::AlertOptions::default());
     // Each alert's expression without its threshold: whether it fires depends on the scores.
     exprs.extend(

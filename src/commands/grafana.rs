@@ -54,12 +54,9 @@ pub async fn run(command: GrafanaCommand, config: &Config) -> Result<()> {
         }
         GrafanaCommand::Provision { out_dir, prometheus_url, dashboards_path } => {
             let opts = ProvisioningOptions { prometheus_url, dashboards_path, ..ProvisioningOptions::default() };
-            for file in provisioning::files(&opts) {
-                let path = out_dir.join(file.path);
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-                }
-                std::fs::write(&path, file.text).with_context(|| format!("writing {}", path.display()))?;
+            let written = provisioning::write_all(&out_dir, &opts)
+                .with_context(|| format!("writing Grafana's provisioning into {}", out_dir.display()))?;
+            for path in written {
                 println!("written {}", path.display());
             }
         }

@@ -110,18 +110,14 @@ pub fn advance(
         last = latest;
     }
     while let Some(tick) = next.filter(|t| *t <= now) {
-        let run_id = RunId::for_tick(rules.id, tick);
         match (rules.concurrency, in_flight.first()) {
             (Concurrency::Forbid, Some(running)) => {
                 decisions.push(Decision::SkippedInFlight { tick, in_flight: running.clone() });
             }
-            (Concurrency::Replace, _) => {
-                let replaces = std::mem::take(&mut in_flight);
+            (policy, _) => {
+                let run_id = RunId::for_tick(rules.id, tick);
+                let replaces = if policy == Concurrency::Replace { std::mem::take(&mut in_flight) } else { Vec::new() };
                 decisions.push(Decision::Fire { tick, run_id: run_id.clone(), replaces });
-                in_flight.push(run_id);
-            }
-            _ => {
-                decisions.push(Decision::Fire { tick, run_id: run_id.clone(), replaces: Vec::new() });
                 in_flight.push(run_id);
             }
         }

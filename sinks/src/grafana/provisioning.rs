@@ -101,3 +101,17 @@ pub fn files(opts: &ProvisioningOptions) -> Vec<GeneratedFile> {
         GeneratedFile { path: "dashboards/chaoseater.json", text: board },
     ]
 }
+
+/// Writes every file of [`files`] under `dir` (creating the folders); returns the paths written.
+pub fn write_all(dir: &std::path::Path, opts: &ProvisioningOptions) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut written = Vec::new();
+    for file in files(opts) {
+        let path = dir.join(file.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, file.text)?;
+        written.push(path);
+    }
+    Ok(written)
+}

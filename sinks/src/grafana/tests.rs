@@ -155,12 +155,12 @@ fn the_checked_in_prometheus_rules_are_the_generated_ones() {
 #[test]
 fn the_checked_in_grafana_provisioning_is_the_generated_one() {
     let dir = chaoseater_schemas::package_dir!().join("../deploy/grafana");
-    for file in provisioning::files(&provisioning::ProvisioningOptions::default()) {
+    let opts = provisioning::ProvisioningOptions::default();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        provisioning::write_all(&dir, &opts).expect("write the provisioning files");
+    }
+    for file in provisioning::files(&opts) {
         let path = dir.join(file.path);
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-            std::fs::write(&path, &file.text).expect("write provisioning file");
-        }
         let checked_in = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
         assert_eq!(checked_in, file.text, "{} differs from the generator's", file.path);
