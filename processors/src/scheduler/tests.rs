@@ -2,6 +2,8 @@ use chaoseater_schemas::ids::{RunId, ScheduleId, TimestampMs};
 
 use super::cron::{Timing, TimingError};
 use super::plan::{Concurrency, Decision, MAX_COUNTED_MISSES, Rules, advance};
+use super::runs::{LAST_RUNS, Outcome, Runs, parse_deadline};
+use chaoseater_schemas::events::RunStatus;
 
 const MIN: i64 = 60_000;
 /// 2026-03-28T00:00:00Z.
@@ -119,4 +121,62 @@ fn a_long_downtime_is_reported_in_one_decision_without_a_step_per_tick() {
     assert_eq!(last.0, now.0 - 3 * MIN, "every tick up to the deadline is skipped, none after it");
     assert_eq!(decisions.len(), 1 + 3);
     assert_eq!(cursor, now);
+}
+
+#[test]
+fn a_schedules_runs_leave_flight_when_the_results_topic_ends_them_and_the_planner_sees_it() {
+    let id = ScheduleId::from("s");
+    let timing = Timing::parse("*/10 * * * *", "UTC").expect("valid");
+    let forbid = rules(&id, &timing, Concurrency::Forbid, 30);
+    let mut runs = Runs::default();
+    let (first, cursor) = advance(&forbid, TimestampMs(T0), TimestampMs(T0 + 10 * MIN), &runs.in_flight_ids());
+    let Decision::Fire { tick, run_id, .. } = first[0].clone() else { panic!("{first:?}") };
+    runs.fired(run_id.clone(), tick);
+    runs.fired(run_id.clone(), tick);
+    assert_eq!(runs.in_flight_ids(), vec![run_id.clone()], "a replayed fire is one run");
+    assert!(runs.observed(&run_id, Outcome::Running, TimestampMs(T0 + 10 * MIN)));
+    let (second, cursor) = advance(&forbid, cursor, TimestampMs(T0 + 20 * MIN), &runs.in_flight_ids());
+    assert!(matches!(&second[..], [Decision::SkippedInFlight { in_flight, .. }] if *in_flight == run_id));
+
+    assert!(runs.observed(&run_id, Outcome::Ended(RunStatus::Completed), TimestampMs(T0 + 21 * MIN)));
+    // A replay reads RunStarted again after the completion: the run stays finished.
+    assert!(runs.observed(&run_id, Outcome::Running, TimestampMs(T0 + 22 * MIN)));
+    assert!(runs.in_flight_ids().is_empty());
+    assert!(!runs.observed(&RunId::new("someone-else"), Outcome::Running, TimestampMs(T0)), "not this schedule's");
+    let (third, _) = advance(&forbid, cursor, TimestampMs(T0 + 30 * MIN), &runs.in_flight_ids());
+    assert_eq!(fired(&third), vec![30]);
+    let last = runs.recent().last().expect("one run");
+    assert_eq!(
+        (last.outcome, last.finished_at),
+        (Outcome::Ended(RunStatus::Completed), Some(TimestampMs(T0 + 21 * MIN)))
+    );
+}
+
+#[test]
+fn a_schedule_remembers_its_last_runs_and_every_one_in_flight() {
+    let mut runs = Runs::default();
+    for k in 0..(LAST_RUNS as i64 + 5) {
+        let run = RunId::new(format!("r{k}"));
+        runs.fired(run.clone(), TimestampMs(T0 + k * MIN));
+        if k != 7 && k != 14 {
+            runs.observed(&run, Outcome::Rejected, TimestampMs(T0 + k * MIN + 1));
+        }
+    }
+    // 13 finished, of which the newest 10 are kept; the two in flight are kept whatever their age.
+    let recent: Vec<String> = runs.recent().map(|r| r.run_id.to_string()).collect();
+    assert_eq!(recent, ["r3", "r4", "r5", "r6", "r8", "r9", "r10", "r11", "r12", "r13", "r7", "r14"]);
+    assert_eq!(runs.in_flight_ids(), vec![RunId::new("r7"), RunId::new("r14")]);
+}
+
+#[test]
+fn a_starting_deadline_is_seconds_or_a_duration_with_units() {
+    for (text, ms) in
+        [("600", 600_000), ("90s", 90_000), ("10m", 600_000), ("1h30m", 5_400_000), ("0", 0), ("2d", 172_800_000)]
+    {
+        assert_eq!(parse_deadline(text), Ok(ms), "{text:?}");
+    }
+    for text in ["", "ten minutes", "10x", "m", "5m3", "-5m", "31d", "99999999999999999999"] {
+        let err = parse_deadline(text).expect_err(text);
+        assert!(err.contains(&format!("{text:?}")), "{err}");
+    }
 }
