@@ -201,18 +201,18 @@ fn topics_and_schemas_commands() {
     let prefix = unique_prefix("topics");
     let out = run(bin().args(["--brokers", &brokers, "--topic-prefix", &prefix, "topics", "create"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).matches("created").count(), 7);
+    assert_eq!(text(&out.stdout).matches("created").count(), 8);
     let out = run(bin().args(["topics", "create", "--brokers", &brokers, "--topic-prefix", &prefix]));
-    assert_eq!(text(&out.stdout).matches("exists").count(), 7, "not idempotent: {}", text(&out.stdout));
+    assert_eq!(text(&out.stdout).matches("exists").count(), 8, "not idempotent: {}", text(&out.stdout));
     let out = run(bin().args(["--brokers", &brokers, "topics", "list"]));
     assert!(text(&out.stdout).contains(&format!("{prefix}.regions\t1 partition(s)")));
 
     let out = run(bin().args(["schemas", "list"]));
-    assert_eq!(text(&out.stdout).lines().count(), 24, "a header and 23 event types");
+    assert_eq!(text(&out.stdout).lines().count(), 28, "a header and 27 event types");
     let dir = tempfile::tempdir().unwrap();
     let out = run(bin().args(["schemas", "export"]).arg(dir.path()));
     assert!(out.status.success());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 23);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 27);
     let out = run(bin().args(["schemas", "show", "Nope"]));
     assert_eq!(out.status.code(), Some(2));
 }

@@ -24,6 +24,10 @@
 //!   suggest the harshest parameters that meet a target, and analyze weak points; its trainer retrains
 //!   in `serve`.
 //!
+//! - [`scheduler`]: schedules as events on the compacted schedules topic; one RunRequested per tick,
+//!   its run id derived from the schedule and the tick, under the schedule's concurrency policy and
+//!   starting deadline.
+//!
 //! [`components`] lists the processors `serve` and `demo` run. Processors never import producers or
 //! sinks: they talk through topics.
 
@@ -63,6 +67,7 @@ pub fn components(settings: Settings<'_>) -> Vec<Box<dyn Component>> {
         Box::new(ProcessorComponent::new(|| ab::AbCoordinator)),
         Box::new(ProcessorComponent::new(move || circuit::CircuitBreaker { config: circuit.clone() })),
         Box::new(ProcessorComponent::new(|| rollback::RollbackProcessor)),
+        Box::new(ProcessorComponent::new(|| scheduler::Scheduler)),
         Box::new(history::HistoryComponent::new(settings.history, settings.state_dir)),
         Box::new(optimizer::Trainer::new(
             settings.optimizer,

@@ -102,6 +102,15 @@ impl RunId {
     pub fn for_tick(schedule: &ScheduleId, tick: TimestampMs) -> Self {
         Self(EventId::derive("ScheduledRun", &[schedule.as_str(), &tick.to_id_part()]).0)
     }
+
+    /// The run of a schedule's `index`th experiment at `tick`: the first is [`RunId::for_tick`], so a
+    /// schedule of one experiment has one run per tick under that id.
+    pub fn for_tick_entry(schedule: &ScheduleId, tick: TimestampMs, index: usize) -> Self {
+        match index {
+            0 => Self::for_tick(schedule, tick),
+            _ => Self(EventId::derive("ScheduledRun", &[schedule.as_str(), &tick.to_id_part(), &index.to_string()]).0),
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch, UTC (Avro `timestamp-millis`).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::events::*;
 use crate::experiment::{ExperimentSpec, Layer, ParamValue, RollbackConfig, RollbackStrategy, RunMode};
-use crate::ids::{DispatchId, EventId, RegionName, RunId, TimestampMs};
+use crate::ids::{DispatchId, EventId, RegionName, RunId, ScheduleId, TimestampMs};
 
 const AT: TimestampMs = TimestampMs(1_767_225_600_000); // 2026-01-01T00:00:00Z
 
@@ -326,6 +326,68 @@ pub fn sample(kind: EventKind) -> Event {
             to_state: CircuitState::Open,
             reason: "5 consecutive failed health samples".into(),
         }),
+        EventKind::ScheduleCreated => Event::ScheduleCreated(ScheduleCreated {
+            event_id: ScheduleCreated::id_for(&schedule(), AT),
+            occurred_at: AT,
+            schedule_id: schedule(),
+            spec: schedule_spec(),
+            requested_by: "sre@laptop".into(),
+        }),
+        EventKind::ScheduleUpdated => Event::ScheduleUpdated(ScheduleUpdated {
+            event_id: ScheduleUpdated::id_for(&schedule(), AT),
+            occurred_at: AT,
+            schedule_id: schedule(),
+            spec: ScheduleSpec { suspended: true, concurrency: ConcurrencyPolicy::Replace, ..schedule_spec() },
+            requested_by: "sre@laptop".into(),
+        }),
+        EventKind::ScheduleRemoved => Event::ScheduleRemoved(ScheduleRemoved {
+            event_id: ScheduleRemoved::id_for(&schedule(), AT),
+            occurred_at: AT,
+            schedule_id: schedule(),
+            requested_by: "sre@laptop".into(),
+        }),
+        EventKind::ScheduleTicksSkipped => Event::ScheduleTicksSkipped(ScheduleTicksSkipped {
+            event_id: ScheduleTicksSkipped::id_for(&schedule(), SkipReason::InFlight, AT),
+            occurred_at: AT,
+            schedule_id: schedule(),
+            reason: SkipReason::InFlight,
+            first_tick: AT,
+            last_tick: AT,
+            count: 1,
+            truncated: false,
+            in_flight_run_id: Some(run().to_string()),
+        }),
+    }
+}
+
+fn schedule() -> ScheduleId {
+    ScheduleId::new("nightly-latency")
+}
+
+/// Two experiments at 03:00 Paris time, forbid, a ten-minute starting deadline.
+fn schedule_spec() -> ScheduleSpec {
+    let run = |experiment, mode| ScheduledExperiment {
+        experiment,
+        regions: vec![region("eu-west")],
+        mode,
+        max_concurrent: 3,
+        fail_fast: false,
+        blast_radius_percent: 100.0,
+        min_score: Some(70.0),
+    };
+    ScheduleSpec {
+        cron: "0 3 * * *".into(),
+        time_zone: "Europe/Paris".into(),
+        experiments: vec![
+            run(experiment(), RunMode::Parallel),
+            run(
+                ExperimentSpec { name: "latency-eu-long".into(), duration_ms: 4_000, ..experiment() },
+                RunMode::Sequential,
+            ),
+        ],
+        concurrency: ConcurrencyPolicy::Forbid,
+        starting_deadline_ms: 600_000,
+        suspended: false,
     }
 }
 

@@ -23,14 +23,24 @@ pub enum Topic {
     Health,
     /// Rollback steps, pauses, completions and circuit transitions (key: run id or region).
     Rollback,
+    /// Schedules' definitions, compacted (key: schedule id).
+    Schedules,
     /// Messages a consumer could not decode or validate, with headers naming the error and origin.
     Dlq,
 }
 
 impl Topic {
     /// Every topic.
-    pub const ALL: [Topic; 7] =
-        [Topic::Commands, Topic::Regions, Topic::Dispatch, Topic::Results, Topic::Health, Topic::Rollback, Topic::Dlq];
+    pub const ALL: [Topic; 8] = [
+        Topic::Commands,
+        Topic::Regions,
+        Topic::Dispatch,
+        Topic::Results,
+        Topic::Health,
+        Topic::Rollback,
+        Topic::Schedules,
+        Topic::Dlq,
+    ];
 
     /// The part after the prefix.
     pub fn suffix(self) -> &'static str {
@@ -41,6 +51,7 @@ impl Topic {
             Topic::Results => "results",
             Topic::Health => "health",
             Topic::Rollback => "rollback",
+            Topic::Schedules => "schedules",
             Topic::Dlq => "dlq",
         }
     }
@@ -48,14 +59,15 @@ impl Topic {
     /// Partitions when created: enough for per-key parallelism, few enough for the mock broker.
     pub fn partitions(self) -> i32 {
         match self {
-            Topic::Regions | Topic::Dlq => 1,
+            Topic::Regions | Topic::Schedules | Topic::Dlq => 1,
             _ => 3,
         }
     }
 
-    /// Log compaction instead of deletion: the registry keeps the latest event per region.
+    /// Log compaction instead of deletion: the registry keeps the latest event per region, the
+    /// schedules topic the latest definition per schedule.
     pub fn compacted(self) -> bool {
-        self == Topic::Regions
+        matches!(self, Topic::Regions | Topic::Schedules)
     }
 
     /// Parses a suffix (`results`) or a full name with any prefix (`chaoseater.results`).

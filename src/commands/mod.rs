@@ -12,6 +12,7 @@ pub mod optimizer;
 pub mod plan;
 mod rollback;
 pub mod runs;
+mod schedule;
 mod schemas;
 pub mod serve;
 pub mod submit;
@@ -44,6 +45,7 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
         Command::Abort(args) => runs::abort(args, &config).await,
         Command::Health(args) => runs::health(args, &config).await,
         Command::Rollback(cmd) => rollback::run(cmd, &config).await,
+        Command::Schedule(cmd) => schedule::run(cmd, &config).await,
         Command::Query(args) => history::query(args, &config).await,
         Command::Trends(args) => history::trends(args, &config).await,
         Command::Compare(args) => history::compare(args, &config).await,

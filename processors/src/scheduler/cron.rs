@@ -52,4 +52,25 @@ impl Timing {
         let next = self.cron.find_next_occurrence(&local, false).ok()?;
         Some(TimestampMs(next.timestamp_millis()))
     }
+
+    /// `at` as a wall-clock time in the schedule's zone and in UTC, e.g.
+    /// `2026-12-08 03:00 CET (2026-12-08T02:00:00Z)`.
+    pub fn show(&self, at: TimestampMs) -> String {
+        show_in(&self.tz, at)
+    }
+}
+
+/// `at` in `tz`, and in UTC when the zone is not UTC.
+fn show_in(tz: &Tz, at: TimestampMs) -> String {
+    let Some(utc) = Utc.timestamp_millis_opt(at.0).single() else { return format!("{} ms", at.0) };
+    let iso = utc.format("%Y-%m-%dT%H:%M:%SZ");
+    if *tz == Tz::UTC {
+        return iso.to_string();
+    }
+    format!("{} ({iso})", utc.with_timezone(tz).format("%Y-%m-%d %H:%M %Z"))
+}
+
+/// `at` in UTC, e.g. `2026-12-08T02:00:00Z`.
+pub fn show_utc(at: TimestampMs) -> String {
+    show_in(&Tz::UTC, at)
 }

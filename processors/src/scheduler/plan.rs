@@ -2,10 +2,7 @@
 //! the schedule, where it left off, the time and the runs still in flight, so the scheduler processor
 //! (and its tests, on a controlled clock) only store the cursor and publish what it decides.
 
-use std::str::FromStr;
-
 use chaoseater_schemas::ids::{RunId, ScheduleId, TimestampMs};
-use serde::{Deserialize, Serialize};
 
 use super::cron::Timing;
 
@@ -13,43 +10,8 @@ use super::cron::Timing;
 /// A `* * * * *` schedule down for a year has half a million ticks, and the report needs only the count.
 pub const MAX_COUNTED_MISSES: u64 = 10_000;
 
-/// What a tick does while the previous tick's run is still in flight (as Kubernetes CronJobs, Chaos Mesh
-/// and Argo name it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Concurrency {
-    /// Skip the tick: one run of a schedule at a time. The default, since two faults of one schedule
-    /// on the same regions would measure each other.
-    #[default]
-    Forbid,
-    /// Fire regardless.
-    Allow,
-    /// Abort the runs in flight, then fire.
-    Replace,
-}
-
-impl Concurrency {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Forbid => "forbid",
-            Self::Allow => "allow",
-            Self::Replace => "replace",
-        }
-    }
-}
-
-impl FromStr for Concurrency {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "forbid" => Ok(Self::Forbid),
-            "allow" => Ok(Self::Allow),
-            "replace" => Ok(Self::Replace),
-            other => Err(format!("concurrency policy {other:?}: expected forbid, allow or replace")),
-        }
-    }
-}
+/// What a tick does while the previous tick's run is still in flight: the event contract's policy.
+pub use chaoseater_schemas::events::ConcurrencyPolicy as Concurrency;
 
 /// A schedule's rules for time passing.
 #[derive(Debug, Clone)]
@@ -83,11 +45,24 @@ pub fn advance(
     now: TimestampMs,
     in_flight: &[RunId],
 ) -> (Vec<Decision>, TimestampMs) {
+    advance_until(rules, cursor, now, now, in_flight)
+}
+
+/// As [`advance`], for the ticks in (`cursor`, `until`] only, late or not as seen at `now`: what a
+/// schedule's old definition still decides when a change made at `until` is read at `now`.
+pub fn advance_until(
+    rules: &Rules<'_>,
+    cursor: TimestampMs,
+    until: TimestampMs,
+    now: TimestampMs,
+    in_flight: &[RunId],
+) -> (Vec<Decision>, TimestampMs) {
+    let until = until.min(now);
     let mut decisions = Vec::new();
     let mut in_flight = in_flight.to_vec();
     let mut last = cursor;
     // Ticks at or before this are too late to start.
-    let too_late = TimestampMs(now.0.saturating_sub(rules.starting_deadline_ms.max(0)));
+    let too_late = TimestampMs(now.0.saturating_sub(rules.starting_deadline_ms.max(0))).min(until);
     let mut next = rules.timing.next_after(cursor);
     if next.is_some_and(|t| t <= too_late) {
         let first = next.expect("checked");
@@ -109,7 +84,7 @@ pub fn advance(
         decisions.push(Decision::Missed { first, last: latest, count, truncated });
         last = latest;
     }
-    while let Some(tick) = next.filter(|t| *t <= now) {
+    while let Some(tick) = next.filter(|t| *t <= until) {
         match (rules.concurrency, in_flight.first()) {
             (Concurrency::Forbid, Some(running)) => {
                 decisions.push(Decision::SkippedInFlight { tick, in_flight: running.clone() });

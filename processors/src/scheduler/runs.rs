@@ -8,6 +8,9 @@ use chaoseater_schemas::events::RunStatus;
 use chaoseater_schemas::ids::{RunId, TimestampMs};
 use serde::{Deserialize, Serialize};
 
+/// The longest starting deadline: 30 days, the longest downtime worth catching up on.
+pub const MAX_DEADLINE_MS: i64 = 30 * 86_400_000;
+
 /// How many finished runs a schedule remembers for its status.
 pub const LAST_RUNS: usize = 10;
 
@@ -96,14 +99,13 @@ impl Runs {
 /// within the scheduler's own tick interval; it is at most 30 days, the longest downtime worth catching
 /// up on.
 pub fn parse_deadline(text: &str) -> Result<i64, String> {
-    const MAX_MS: i64 = 30 * 86_400_000;
     let refuse = || format!("starting deadline {text:?}: expected seconds or a duration such as 90s, 10m, 1h30m");
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(refuse());
     }
     if let Ok(seconds) = trimmed.parse::<u64>() {
-        return checked(seconds.saturating_mul(1000), MAX_MS, text);
+        return checked(seconds.saturating_mul(1000), MAX_DEADLINE_MS, text);
     }
     let (mut total, mut digits) = (0u64, String::new());
     for c in trimmed.chars() {
@@ -125,7 +127,7 @@ pub fn parse_deadline(text: &str) -> Result<i64, String> {
     if !digits.is_empty() {
         return Err(refuse());
     }
-    checked(total, MAX_MS, text)
+    checked(total, MAX_DEADLINE_MS, text)
 }
 
 fn checked(ms: u64, max: i64, text: &str) -> Result<i64, String> {

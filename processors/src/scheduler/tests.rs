@@ -180,3 +180,242 @@ fn a_starting_deadline_is_seconds_or_a_duration_with_units() {
         assert!(err.contains(&format!("{text:?}")), "{err}");
     }
 }
+
+mod processor {
+    use chaoseater_schemas::bus::ApplyError;
+    use chaoseater_schemas::bus::testing::Rig;
+    use chaoseater_schemas::events::{
+        ConcurrencyPolicy, Event, RunCompleted, RunStarted, RunStatus, ScheduleCreated, ScheduleRemoved, ScheduleSpec,
+        ScheduleUpdated, ScheduledExperiment, SkipReason,
+    };
+    use chaoseater_schemas::experiment::RunMode;
+    use chaoseater_schemas::ids::{RunId, ScheduleId, TimestampMs};
+    use chaoseater_schemas::samples;
+
+    use super::{MIN, T0};
+    use crate::scheduler::view::Schedules;
+    use crate::scheduler::{SCHEDULE_TAG, Scheduler, TICK_TAG};
+
+    fn spec(cron: &str, concurrency: ConcurrencyPolicy, deadline_min: i64) -> ScheduleSpec {
+        ScheduleSpec {
+            cron: cron.into(),
+            time_zone: "UTC".into(),
+            experiments: vec![ScheduledExperiment {
+                experiment: samples::experiment(),
+                regions: vec![],
+                mode: RunMode::Parallel,
+                max_concurrent: 3,
+                fail_fast: false,
+                blast_radius_percent: 100.0,
+                min_score: None,
+            }],
+            concurrency,
+            starting_deadline_ms: deadline_min * MIN,
+            suspended: false,
+        }
+    }
+
+    fn created(id: &str, spec: ScheduleSpec, at: i64) -> Event {
+        let schedule_id = ScheduleId::new(id);
+        Event::ScheduleCreated(ScheduleCreated {
+            event_id: ScheduleCreated::id_for(&schedule_id, TimestampMs(at)),
+            occurred_at: TimestampMs(at),
+            schedule_id,
+            spec,
+            requested_by: "test".into(),
+        })
+    }
+
+    fn updated(id: &str, spec: ScheduleSpec, at: i64) -> Event {
+        let schedule_id = ScheduleId::new(id);
+        Event::ScheduleUpdated(ScheduleUpdated {
+            event_id: ScheduleUpdated::id_for(&schedule_id, TimestampMs(at)),
+            occurred_at: TimestampMs(at),
+            schedule_id,
+            spec,
+            requested_by: "test".into(),
+        })
+    }
+
+    fn started(run_id: &RunId, at: i64) -> Event {
+        Event::RunStarted(RunStarted {
+            event_id: RunStarted::id_for(run_id),
+            occurred_at: TimestampMs(at),
+            run_id: run_id.clone(),
+            experiment_name: "e".into(),
+            regions: vec![],
+            mode: RunMode::Parallel,
+        })
+    }
+
+    fn completed(run_id: &RunId, at: i64) -> Event {
+        let Event::RunCompleted(sample) = samples::sample(chaoseater_schemas::events::EventKind::RunCompleted) else {
+            unreachable!()
+        };
+        Event::RunCompleted(RunCompleted {
+            event_id: RunCompleted::id_for(run_id),
+            occurred_at: TimestampMs(at),
+            run_id: run_id.clone(),
+            status: RunStatus::Completed,
+            ..sample
+        })
+    }
+
+    /// Minutes after T0 of the ticks the events fired, and the kinds of everything else.
+    fn summary(events: &[Event]) -> (Vec<i64>, Vec<String>) {
+        let mut fired = Vec::new();
+        let mut other = Vec::new();
+        for e in events {
+            match e {
+                Event::RunRequested(r) => {
+                    let tick: i64 = r.experiment.tags[TICK_TAG].parse().expect("tick tag");
+                    fired.push((tick - T0) / MIN);
+                }
+                Event::ScheduleTicksSkipped(s) => other.push(format!("{}:{}", s.reason.as_str(), s.count)),
+                e => other.push(e.kind().name().to_owned()),
+            }
+        }
+        (fired, other)
+    }
+
+    fn rig(now: i64) -> Rig<Scheduler> {
+        let mut rig = Rig::new(Scheduler);
+        rig.now = TimestampMs(now);
+        rig
+    }
+
+    #[test]
+    fn fires_each_tick_once_with_the_derived_run_id_and_tags() {
+        let mut rig = rig(T0);
+        assert!(rig.apply(created("s", spec("*/10 * * * *", ConcurrencyPolicy::Allow, 5), T0)).is_empty());
+        assert!(rig.tick(TimestampMs(T0 + 9 * MIN)).is_empty());
+        let out = rig.tick(TimestampMs(T0 + 10 * MIN));
+        let Event::RunRequested(r) = &out[0] else { panic!("{out:?}") };
+        let id = ScheduleId::new("s");
+        assert_eq!(r.run_id, RunId::for_tick(&id, TimestampMs(T0 + 10 * MIN)));
+        assert_eq!(r.experiment.tags[SCHEDULE_TAG], "s");
+        assert_eq!(r.requested_by, "schedule s");
+        assert_eq!(out.len(), 1);
+        assert!(rig.tick(TimestampMs(T0 + 10 * MIN)).is_empty(), "the same time again fires nothing");
+        assert!(rig.tick(TimestampMs(T0 + 15 * MIN)).is_empty());
+        assert_eq!(summary(&rig.tick(TimestampMs(T0 + 20 * MIN))).0, vec![20]);
+    }
+
+    #[test]
+    fn forbid_skips_and_reports_while_a_run_is_in_flight_and_fires_once_it_ends() {
+        let mut rig = rig(T0);
+        rig.apply(created("s", spec("*/10 * * * *", ConcurrencyPolicy::Forbid, 5), T0));
+        let out = rig.tick(TimestampMs(T0 + 10 * MIN));
+        let Event::RunRequested(first) = &out[0] else { panic!("{out:?}") };
+        rig.apply(started(&first.run_id, T0 + 10 * MIN));
+        let skipped = rig.tick(TimestampMs(T0 + 20 * MIN));
+        assert_eq!(summary(&skipped), (vec![], vec!["in_flight:1".to_owned()]));
+        let Event::ScheduleTicksSkipped(s) = &skipped[0] else { unreachable!() };
+        assert_eq!(s.in_flight_run_id.as_deref(), Some(first.run_id.as_str()));
+        rig.apply(completed(&first.run_id, T0 + 25 * MIN));
+        assert_eq!(summary(&rig.tick(TimestampMs(T0 + 30 * MIN))).0, vec![30]);
+    }
+
+    #[test]
+    fn replace_aborts_the_run_in_flight_before_firing() {
+        let mut rig = rig(T0);
+        rig.apply(created("s", spec("*/10 * * * *", ConcurrencyPolicy::Replace, 5), T0));
+        let out = rig.tick(TimestampMs(T0 + 10 * MIN));
+        let Event::RunRequested(first) = &out[0] else { panic!("{out:?}") };
+        let out = rig.tick(TimestampMs(T0 + 20 * MIN));
+        let Event::AbortRequested(abort) = &out[0] else { panic!("{out:?}") };
+        assert_eq!(abort.run_id, first.run_id);
+        assert_eq!(summary(&out).0, vec![20]);
+    }
+
+    #[test]
+    fn after_a_downtime_ticks_within_the_deadline_fire_and_older_ones_are_reported() {
+        let mut rig = rig(T0);
+        rig.apply(created("s", spec("*/10 * * * *", ConcurrencyPolicy::Allow, 25), T0));
+        let out = rig.tick(TimestampMs(T0 + 62 * MIN));
+        assert_eq!(summary(&out), (vec![40, 50, 60], vec!["missed_deadline:3".to_owned()]));
+        let Event::ScheduleTicksSkipped(s) = &out[0] else { unreachable!() };
+        assert_eq!(
+            (s.reason, s.first_tick.0, s.last_tick.0),
+            (SkipReason::MissedDeadline, T0 + 10 * MIN, T0 + 30 * MIN)
+        );
+    }
+
+    #[test]
+    fn an_edit_counts_from_the_edit_and_a_removal_stops_the_ticks() {
+        let mut rig = rig(T0);
+        rig.apply(created("s", spec("0 * * * *", ConcurrencyPolicy::Allow, 60), T0));
+        // At 00:30 the schedule becomes every ten minutes: 00:10 and 00:20 are before the edit.
+        rig.now = TimestampMs(T0 + 30 * MIN);
+        assert!(rig.apply(updated("s", spec("*/10 * * * *", ConcurrencyPolicy::Allow, 60), T0 + 30 * MIN)).is_empty());
+        assert!(rig.tick(TimestampMs(T0 + 35 * MIN)).is_empty());
+        assert_eq!(summary(&rig.tick(TimestampMs(T0 + 40 * MIN))).0, vec![40]);
+        // Paused, ticks pass unfired; resumed, it counts from the resume.
+        let mut paused = spec("*/10 * * * *", ConcurrencyPolicy::Allow, 60);
+        paused.suspended = true;
+        rig.now = TimestampMs(T0 + 41 * MIN);
+        rig.apply(updated("s", paused.clone(), T0 + 41 * MIN));
+        assert!(rig.tick(TimestampMs(T0 + 55 * MIN)).is_empty());
+        paused.suspended = false;
+        rig.now = TimestampMs(T0 + 56 * MIN);
+        rig.apply(updated("s", paused, T0 + 56 * MIN));
+        assert_eq!(summary(&rig.tick(TimestampMs(T0 + 60 * MIN))).0, vec![60]);
+        let id = ScheduleId::new("s");
+        rig.apply(Event::ScheduleRemoved(ScheduleRemoved {
+            event_id: ScheduleRemoved::id_for(&id, TimestampMs(T0 + 61 * MIN)),
+            occurred_at: TimestampMs(T0 + 61 * MIN),
+            schedule_id: id,
+            requested_by: "test".into(),
+        }));
+        assert!(rig.tick(TimestampMs(T0 + 70 * MIN)).is_empty());
+        assert!(Scheduler::schedules(&rig.store).expect("read").is_empty());
+    }
+
+    #[test]
+    fn a_schedule_that_cannot_run_is_refused_before_anything_is_stored() {
+        let mut rig = rig(T0);
+        let mut bad = spec("0 3 * * *", ConcurrencyPolicy::Forbid, 5);
+        bad.time_zone = "Mars/Olympus".into();
+        let err = rig.try_apply(created("s", bad, T0)).expect_err("refused");
+        assert!(matches!(&err, ApplyError::Rejected(r) if r.0.contains("Mars/Olympus")), "{err}");
+        let mut bad = spec("0 3 * * *", ConcurrencyPolicy::Forbid, 5);
+        bad.experiments[0].experiment.fault_type = "no_such_fault".into();
+        let err = rig.try_apply(created("s", bad, T0)).expect_err("refused");
+        assert!(err.to_string().contains("no_such_fault"), "{err}");
+        assert!(Scheduler::schedules(&rig.store).expect("read").is_empty());
+    }
+
+    #[test]
+    fn several_experiments_fire_one_run_each_per_tick_and_forbid_waits_for_all() {
+        let mut rig = rig(T0);
+        let mut two = spec("*/10 * * * *", ConcurrencyPolicy::Forbid, 5);
+        let mut second = two.experiments[0].clone();
+        second.experiment.name = "second".into();
+        two.experiments.push(second);
+        rig.apply(created("s", two, T0));
+        let out = rig.tick(TimestampMs(T0 + 10 * MIN));
+        let ids: Vec<RunId> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::RunRequested(r) => Some(r.run_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let id = ScheduleId::new("s");
+        let tick = TimestampMs(T0 + 10 * MIN);
+        assert_eq!(ids, vec![RunId::for_tick_entry(&id, tick, 0), RunId::for_tick_entry(&id, tick, 1)]);
+        rig.apply(completed(&ids[0], T0 + 12 * MIN));
+        assert_eq!(summary(&rig.tick(TimestampMs(T0 + 20 * MIN))).1, vec!["in_flight:1".to_owned()]);
+        rig.apply(completed(&ids[1], T0 + 22 * MIN));
+        assert_eq!(summary(&rig.tick(TimestampMs(T0 + 30 * MIN))).0, vec![30, 30]);
+
+        // The client's fold of the same events agrees with the scheduler on the runs.
+        let mut view = Schedules::default();
+        view.apply(&created("s", spec("*/10 * * * *", ConcurrencyPolicy::Forbid, 5), T0));
+        for e in out.iter().chain([completed(&ids[0], T0 + 12 * MIN)].iter()) {
+            view.apply(e);
+        }
+        let runs: Vec<_> = view.get(&id).expect("known").runs.recent().map(|r| r.outcome.is_finished()).collect();
+        assert_eq!(runs, vec![true, false]);
+    }
+}

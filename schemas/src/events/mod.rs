@@ -12,6 +12,7 @@ mod optimizer;
 mod regions;
 mod results;
 mod rollback;
+mod schedules;
 
 use apache_avro::types::Value;
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,10 @@ pub use results::{
 pub use rollback::{
     CircuitState, CircuitStateChanged, FaultHeld, RollbackCompleted, RollbackFailed, RollbackPaused, RollbackStarted,
     RollbackStepApplied, RollbackTrigger,
+};
+pub use schedules::{
+    ConcurrencyPolicy, ScheduleCreated, ScheduleRemoved, ScheduleSpec, ScheduleTicksSkipped, ScheduleUpdated,
+    ScheduledExperiment, SkipReason,
 };
 
 use crate::ids::{EventId, RunId, TimestampMs};
@@ -161,10 +166,15 @@ catalogue! {
     RollbackCompleted => "rollback_completed.avsc", Rollback;
     RollbackFailed => "rollback_failed.avsc", Rollback;
     CircuitStateChanged => "circuit_state_changed.avsc", Rollback;
+    ScheduleCreated => "schedule_created.avsc", Schedules;
+    ScheduleUpdated => "schedule_updated.avsc", Schedules;
+    ScheduleRemoved => "schedule_removed.avsc", Schedules;
+    ScheduleTicksSkipped => "schedule_ticks_skipped.avsc", Results;
 }
 
 impl Event {
-    /// The run this event belongs to, where one applies (registry, health and circuit events have none).
+    /// The run this event belongs to, where one applies (registry, health, circuit and schedule events
+    /// have none).
     pub fn run_id(&self) -> Option<&RunId> {
         match self {
             Event::RunRequested(e) => Some(&e.run_id),
@@ -189,12 +199,17 @@ impl Event {
             | Event::ExperimentProposed(_)
             | Event::RegionRemoved(_)
             | Event::RegionHealthSampled(_)
-            | Event::CircuitStateChanged(_) => None,
+            | Event::CircuitStateChanged(_)
+            | Event::ScheduleCreated(_)
+            | Event::ScheduleUpdated(_)
+            | Event::ScheduleRemoved(_)
+            | Event::ScheduleTicksSkipped(_) => None,
         }
     }
 
-    /// The Kafka message key: the run id, or the region for registry, health and circuit events, so that
-    /// everything about one run (or one region) stays in order on one partition.
+    /// The Kafka message key: the run id, the region for registry, health and circuit events, the
+    /// schedule for schedule events, so that everything about one run (or one region, or one schedule)
+    /// stays in order on one partition, and compaction keeps a schedule's latest definition.
     pub fn key(&self) -> &str {
         if let Some(run_id) = self.run_id() {
             return run_id.as_str();
@@ -206,6 +221,10 @@ impl Event {
             Event::CircuitStateChanged(e) => e.region.as_str(),
             Event::ModelTrained(e) => e.model_id.as_str(),
             Event::ExperimentProposed(e) => e.proposal_id.as_str(),
+            Event::ScheduleCreated(e) => e.schedule_id.as_str(),
+            Event::ScheduleUpdated(e) => e.schedule_id.as_str(),
+            Event::ScheduleRemoved(e) => e.schedule_id.as_str(),
+            Event::ScheduleTicksSkipped(e) => e.schedule_id.as_str(),
             _ => self.event_id().as_str(),
         }
     }
