@@ -48,9 +48,12 @@ impl Timing {
     /// The first tick strictly after `after`, or None when the expression never matches again (a
     /// 30th of February) or the time is out of chrono's range.
     pub fn next_after(&self, after: TimestampMs) -> Option<TimestampMs> {
-        let local = Utc.timestamp_millis_opt(after.0).single()?.with_timezone(&self.tz);
+        // croner keeps the sub-second part of the time it starts from: start from the whole second
+        // (still strictly before any tick after `after`), and a tick is on its whole second.
+        let whole = after.0.div_euclid(1000);
+        let local = Utc.timestamp_opt(whole, 0).single()?.with_timezone(&self.tz);
         let next = self.cron.find_next_occurrence(&local, false).ok()?;
-        Some(TimestampMs(next.timestamp_millis()))
+        Some(TimestampMs(next.timestamp().saturating_mul(1000)))
     }
 
     /// `at` as a wall-clock time in the schedule's zone and in UTC, e.g.

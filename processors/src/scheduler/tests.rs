@@ -43,6 +43,10 @@ fn ticks_follow_the_time_zone_across_a_daylight_saving_change() {
     assert_eq!(first.0, T0 + 2 * 60 * MIN);
     let second = paris.next_after(first).expect("a tick");
     assert_eq!(second.0, T0 + 25 * 60 * MIN);
+    // A time with milliseconds: the tick is still on the minute.
+    let every = Timing::parse("* * * * *", "UTC").expect("valid");
+    assert_eq!(every.next_after(TimestampMs(T0 + 857)), Some(TimestampMs(T0 + MIN)));
+    assert_eq!(every.next_after(TimestampMs(T0 + MIN - 1)), Some(TimestampMs(T0 + MIN)));
     let utc = Timing::parse("0 3 * * *", "UTC").expect("valid");
     assert_eq!(utc.next_after(TimestampMs(T0)).expect("a tick").0, T0 + 3 * 60 * MIN);
 }
@@ -188,7 +192,7 @@ mod processor {
         ConcurrencyPolicy, Event, RunCompleted, RunStarted, RunStatus, ScheduleCreated, ScheduleRemoved, ScheduleSpec,
         ScheduleUpdated, ScheduledExperiment, SkipReason,
     };
-    use chaoseater_schemas::experiment::RunMode;
+    use chaoseater_schemas::experiment::{ExperimentSpec, ParamValue, RunMode};
     use chaoseater_schemas::ids::{RunId, ScheduleId, TimestampMs};
     use chaoseater_schemas::samples;
 
@@ -201,7 +205,10 @@ mod processor {
             cron: cron.into(),
             time_zone: "UTC".into(),
             experiments: vec![ScheduledExperiment {
-                experiment: samples::experiment(),
+                experiment: ExperimentSpec {
+                    parameters: [("latency_ms".to_owned(), ParamValue::Int(10))].into(),
+                    ..samples::experiment()
+                },
                 regions: vec![],
                 mode: RunMode::Parallel,
                 max_concurrent: 3,
