@@ -1,19 +1,17 @@
 //! Schedules end to end on the real broker: `chaoseater serve --processors scheduler`, the `schedule`
-//! commands, and a schedule firing every minute on the wall clock. The test plays the orchestrator: it
-//! publishes the RunStarted and RunCompleted of scheduled runs. Faults of timing (a SIGKILL just after a
-//! tick, a downtime) are placed against the minute boundaries; what the test checks never depends on how
-//! they fall, only on the ticks' times.
-//!
-//! (libfaketime was tried for a frozen clock: librdkafka's timed waits read the wall clock and spin at
-//! 200% CPU under it, so these tests keep the real clock.)
+//! commands, and a schedule firing every minute on a controlled clock: the file that
+//! `CHAOSEATER_SCHEDULE_CLOCK` names, which the scheduler's decisions and the commands' stamps read
+//! (the bus and the runner keep the system clock). The test moves the time from tick to tick and plays
+//! the orchestrator: it publishes the RunStarted and RunCompleted of scheduled runs.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::Child;
+use std::process::{Child, Command};
 use std::time::Duration;
 
+use chaoseater_processors::scheduler::clock::ScheduleClock;
 use chaoseater_schemas::bus::EventProducer;
 use chaoseater_schemas::events::{Event, EventKind, RunCompleted, RunStarted, RunStatus};
 use chaoseater_schemas::experiment::RunMode;
@@ -26,39 +24,45 @@ use serde_json::Value;
 
 const MIN: i64 = 60_000;
 
-fn now() -> i64 {
-    TimestampMs::now().0
-}
-
-/// The first minute boundary strictly after `at`.
-fn next_minute(at: i64) -> i64 {
-    at - at.rem_euclid(MIN) + MIN
-}
-
-/// Sleeps until the wall clock reads `at` (a fault placed in time, not a wait for a condition).
-fn sleep_until(at: i64) {
-    let left = at - now();
-    if left > 0 {
-        std::thread::sleep(Duration::from_millis(left as u64));
-    }
-}
-
 /// One test's cluster and scheduler.
 struct Rig {
     c: Cluster,
     scheduler: Option<Child>,
     file: PathBuf,
+    clock: PathBuf,
 }
 
 impl Rig {
     fn new(name: &str) -> Self {
         let c = Cluster::new(name);
         let file = c.write("nightly.yaml", &experiment("nightly", "network_latency", "{latency_ms: 10}", ""));
-        Self { c, scheduler: None, file }
+        let clock = c.dir.path().join("clock");
+        Self { c, scheduler: None, file, clock }
+    }
+
+    /// Sets the schedules' clock to `at` (written aside and renamed, so no reader sees half a time).
+    fn set_clock(&self, at: i64) {
+        let aside = self.clock.with_extension("new");
+        std::fs::write(&aside, at.to_string()).expect("write the clock");
+        std::fs::rename(&aside, &self.clock).expect("move the clock");
+    }
+
+    /// Sets the clock half a minute before a minute boundary, and returns the boundary: the first tick
+    /// of a `* * * * *` schedule added now.
+    fn begin(&self) -> i64 {
+        let t0 = TimestampMs::now().0.div_euclid(MIN) * MIN + 2 * MIN;
+        self.set_clock(t0 - 30_000);
+        t0
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = self.c.cmd();
+        cmd.env(ScheduleClock::ENV, &self.clock);
+        cmd
     }
 
     fn run(&self, args: &[&str]) -> std::process::Output {
-        self.c.run(args)
+        run(self.cmd().args(args))
     }
 
     /// Adds the schedule `id` of the rig's experiment file.
@@ -71,7 +75,7 @@ impl Rig {
 
     fn start(&mut self) {
         assert!(self.scheduler.is_none(), "one scheduler at a time");
-        let mut cmd = self.c.cmd();
+        let mut cmd = self.cmd();
         cmd.args(["serve", "--processors", "scheduler"]).env("CHAOSEATER_LOG", "info");
         if let Some(dir) = std::env::var_os("CHAOSEATER_TEST_LOGS") {
             let log = std::path::Path::new(&dir).join(format!("{}-scheduler.log", self.c.prefix));
@@ -134,16 +138,6 @@ impl Rig {
         self.c.results("ScheduleTicksSkipped").into_iter().filter(|e| e["schedule_id"] == id).collect()
     }
 
-    /// Waits for the schedule `id` to fire a tick after `after`; returns it.
-    fn wait_next(&self, id: &str, after: i64) -> i64 {
-        let mut found = None;
-        wait_until(Duration::from_secs(150), &format!("{id} to fire a tick after {after}"), || {
-            found = self.fired(id).into_iter().find(|t| *t > after);
-            found.is_some()
-        });
-        found.expect("found")
-    }
-
     fn run_id(&self, id: &str, tick: i64) -> RunId {
         RunId::for_tick(&ScheduleId::new(id), TimestampMs(tick))
     }
@@ -191,25 +185,27 @@ impl Drop for Rig {
 #[test]
 fn a_tick_fires_exactly_once_across_a_sigkill_at_the_tick() {
     let mut r = Rig::new("sched-kill");
+    let t0 = r.begin();
     r.add("nightly", "* * * * *", &["--concurrency", "allow", "--starting-deadline", "10m"]);
     r.start();
-    let first = r.wait_next("nightly", 0);
-    // At each of the next ticks the scheduler is killed at the boundary or a little after it (before
-    // it decides, while it commits, after it publishes), then started again.
-    let mut tick = first;
-    for delay in [0, 400, 900] {
-        let next = next_minute(tick);
-        sleep_until(next + delay);
+    r.set_clock(t0);
+    r.wait_fired("nightly", &[t0]);
+    // At each of the next ticks the scheduler is killed as the clock reaches it or a little after (it
+    // reads the clock once a second: before it decides, while it commits, after it publishes), then
+    // started again.
+    for (k, delay) in [0, 350, 700, 1050].into_iter().enumerate() {
+        let tick = t0 + (k as i64 + 1) * MIN;
+        r.set_clock(tick);
+        std::thread::sleep(Duration::from_millis(delay));
         r.kill();
         r.start();
-        r.wait_fired("nightly", &[next]);
-        tick = next;
+        r.wait_fired("nightly", &[tick]);
     }
-    let last = r.wait_next("nightly", tick);
+    r.set_clock(t0 + 5 * MIN);
+    r.wait_fired("nightly", &[t0 + 5 * MIN]);
     let runs = r.requested("nightly");
-    let fired = r.fired("nightly");
-    let expected: Vec<i64> = (0..=4).map(|k| first + k * MIN).collect();
-    assert_eq!(fired, expected, "one run per minute from the first to {last}: {runs:?}");
+    let expected: Vec<i64> = (0..=5).map(|k| t0 + k * MIN).collect();
+    assert_eq!(r.fired("nightly"), expected, "one run per minute: {runs:?}");
     for (run_id, (tick, event_ids)) in &runs {
         assert_eq!(*run_id, r.run_id("nightly", *tick).to_string(), "the run id is derived from the schedule and tick");
         assert_eq!(event_ids.len(), 1, "copies of the tick's request carry one event id: {event_ids:?}");
@@ -220,92 +216,119 @@ fn a_tick_fires_exactly_once_across_a_sigkill_at_the_tick() {
 #[test]
 fn forbid_skips_a_tick_while_the_previous_run_is_in_flight() {
     let mut r = Rig::new("sched-forbid");
+    let t0 = r.begin();
     r.add("nightly", "* * * * *", &["--concurrency", "forbid"]);
     r.start();
-    let first_tick = r.wait_next("nightly", 0);
-    let first = r.run_id("nightly", first_tick);
-    r.started(&first, now());
-    wait_until(Duration::from_secs(150), "the next tick to be skipped", || !r.skipped("nightly").is_empty());
+    r.set_clock(t0);
+    r.wait_fired("nightly", &[t0]);
+    let first = r.run_id("nightly", t0);
+    r.started(&first, t0 + 1_000);
+    r.set_clock(t0 + MIN);
+    wait_until(Duration::from_secs(60), "the next tick to be skipped", || !r.skipped("nightly").is_empty());
     let skipped = r.skipped("nightly");
     assert_eq!(skipped[0]["reason"], "IN_FLIGHT", "{skipped:?}");
     assert_eq!(skipped[0]["in_flight_run_id"], first.as_str(), "{skipped:?}");
-    assert_eq!(skipped[0]["first_tick"], first_tick + MIN, "{skipped:?}");
-    assert_eq!(r.fired("nightly"), vec![first_tick]);
+    assert_eq!(skipped[0]["first_tick"], t0 + MIN, "{skipped:?}");
+    assert_eq!(r.fired("nightly"), vec![t0]);
 
     // The run ends while the scheduler is stopped; started again, it reads the results up to their end
-    // before its first tick, and a later tick fires.
+    // before its first tick, and the next tick fires (the skipped one never does).
     r.stop();
-    r.completed(&first, now());
+    r.completed(&first, t0 + MIN + 30_000);
     r.start();
-    let second = r.wait_next("nightly", first_tick);
-    assert!(second > first_tick + MIN, "the skipped tick never fires later");
-    let skipped = r.skipped("nightly");
-    assert!(skipped.iter().all(|s| s["in_flight_run_id"] == first.as_str()), "{skipped:?}");
+    r.set_clock(t0 + 2 * MIN);
+    r.wait_fired("nightly", &[t0 + 2 * MIN]);
+    assert_eq!(r.fired("nightly"), vec![t0, t0 + 2 * MIN]);
+    assert_eq!(r.skipped("nightly").len(), 1, "{:?}", r.skipped("nightly"));
     let out = r.run(&["schedule", "status", "nightly"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.contains(&format!("{first}  completed")), "{stdout}");
+    assert!(stdout.contains(&format!("{}  requested", r.run_id("nightly", t0 + 2 * MIN))), "{stdout}");
     assert!(stdout.contains("in_flight"), "{stdout}");
 }
 
 #[test]
 fn after_a_downtime_ticks_inside_the_deadline_run_once_each_and_older_ones_are_reported() {
     let mut r = Rig::new("sched-downtime");
-    r.add("nightly", "* * * * *", &["--concurrency", "allow", "--starting-deadline", "60s"]);
+    let t0 = r.begin();
+    r.add("nightly", "* * * * *", &["--concurrency", "allow", "--starting-deadline", "150s"]);
     r.start();
-    let first = r.wait_next("nightly", 0);
+    r.set_clock(t0);
+    r.wait_fired("nightly", &[t0]);
     r.kill();
-    // Down until 10 s after the third tick that follows: the first two are more than 60 s late and
-    // are reported, the third runs.
-    sleep_until(first + 3 * MIN + 10_000);
+    // Down until 10 s after the fifth tick that follows: the first two are more than 150 s late and are
+    // reported, the last three run once each.
+    r.set_clock(t0 + 5 * MIN + 10_000);
     r.start();
-    r.wait_fired("nightly", &[first + 3 * MIN]);
+    r.wait_fired("nightly", &[t0 + 3 * MIN, t0 + 4 * MIN, t0 + 5 * MIN]);
     wait_until(Duration::from_secs(60), "the missed ticks' report", || !r.skipped("nightly").is_empty());
     let skipped = r.skipped("nightly");
     let report = &skipped[0];
     assert_eq!(report["reason"], "MISSED_DEADLINE", "{skipped:?}");
     assert_eq!((report["count"].as_i64(), report["truncated"].as_bool()), (Some(2), Some(false)), "{report}");
-    assert_eq!(
-        (report["first_tick"].as_i64(), report["last_tick"].as_i64()),
-        (Some(first + MIN), Some(first + 2 * MIN))
-    );
+    assert_eq!((report["first_tick"].as_i64(), report["last_tick"].as_i64()), (Some(t0 + MIN), Some(t0 + 2 * MIN)));
     // Killed and started again, it decides nothing twice.
     r.kill();
     r.start();
-    r.wait_fired("nightly", &[first + 4 * MIN]);
-    assert_eq!(r.fired("nightly"), vec![first, first + 3 * MIN, first + 4 * MIN]);
+    r.set_clock(t0 + 6 * MIN);
+    r.wait_fired("nightly", &[t0 + 6 * MIN]);
+    let expected: Vec<i64> = [0, 3, 4, 5, 6].iter().map(|k| t0 + k * MIN).collect();
+    assert_eq!(r.fired("nightly"), expected);
     let ids: BTreeSet<String> = r.skipped("nightly").iter().map(|s| s["event_id"].to_string()).collect();
     assert_eq!(ids.len(), 1, "one report of the missed ticks: {:?}", r.skipped("nightly"));
 }
 
 #[test]
-fn a_schedule_edited_or_removed_takes_effect_at_the_next_tick() {
+fn a_schedule_edited_paused_resumed_or_removed_takes_effect_at_the_next_tick() {
     let mut r = Rig::new("sched-edit");
+    let t0 = r.begin();
     // A witness fires every minute: once it has fired a tick, the scheduler has decided that time.
     r.add("witness", "* * * * *", &["--concurrency", "allow"]);
     // Once a year, on the first of January at midnight: it does not fire during the test.
     r.add("nightly", "0 0 1 1 *", &["--concurrency", "allow"]);
     r.start();
-    let w = r.wait_next("witness", 0);
-    // Edited to every minute: its first tick is the first after the edit, never one from before.
-    let edited = now();
-    r.add("nightly", "* * * * *", &["--concurrency", "allow", "--replace"]);
-    let first = r.wait_next("nightly", 0);
-    // The edit is stamped by the command a moment after `edited`: its next minute, or the one after.
-    assert!([next_minute(edited), next_minute(edited) + MIN].contains(&first), "{first} after an edit at {edited}");
-    assert!(first > w);
+    r.set_clock(t0);
+    r.wait_fired("witness", &[t0]);
+    assert!(r.fired("nightly").is_empty());
 
-    // Removed while the scheduler is stopped (so that it reads the removal before its next tick), it
-    // fires no more; the witness goes on.
+    // Edited to every minute at t0: its first tick is the first after the edit.
+    r.add("nightly", "* * * * *", &["--concurrency", "allow", "--replace"]);
+    r.set_clock(t0 + MIN);
+    r.wait_fired("nightly", &[t0 + MIN]);
+    assert_eq!(r.fired("nightly"), vec![t0 + MIN]);
+
+    // Each later change is made while the scheduler is stopped, so that it reads the change before it
+    // decides the next tick. Paused: the witness goes on, the schedule fires nothing.
     r.stop();
+    r.set_clock(t0 + MIN + 20_000);
+    let out = r.run(&["schedule", "pause", "nightly"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    r.start();
+    for k in [2, 3] {
+        r.set_clock(t0 + k * MIN);
+        r.wait_fired("witness", &[t0 + k * MIN]);
+    }
+    // Resumed: it counts from the resume, so the ticks it slept through are neither run nor reported.
+    r.stop();
+    r.set_clock(t0 + 3 * MIN + 20_000);
+    let out = r.run(&["schedule", "resume", "nightly"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    r.start();
+    r.set_clock(t0 + 4 * MIN);
+    r.wait_fired("nightly", &[t0 + 4 * MIN]);
+    assert_eq!(r.fired("nightly"), vec![t0 + MIN, t0 + 4 * MIN]);
+    assert!(r.skipped("nightly").is_empty(), "{:?}", r.skipped("nightly"));
+
+    // Removed: it fires no more; the witness goes on.
+    r.stop();
+    r.set_clock(t0 + 4 * MIN + 20_000);
     let out = r.run(&["schedule", "remove", "nightly"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let removed = now();
     r.start();
-    let later = r.wait_next("witness", next_minute(removed));
-    let fired = r.fired("nightly");
-    assert!(fired.iter().all(|t| *t < removed), "fired after its removal: {fired:?} (removed {removed})");
-    assert!(later > removed);
+    r.set_clock(t0 + 5 * MIN);
+    r.wait_fired("witness", &[t0 + 5 * MIN]);
+    assert_eq!(r.fired("nightly"), vec![t0 + MIN, t0 + 4 * MIN]);
     let out = r.run(&["schedule", "list"]);
     let stdout = text(&out.stdout);
     assert!(stdout.contains("witness") && !stdout.contains("nightly"), "{stdout}");
@@ -330,7 +353,12 @@ fn a_bad_cron_expression_or_time_zone_is_refused_with_exit_2_naming_it() {
         assert!(text(&out.stderr).contains(named), "{all:?}: {}", text(&out.stderr));
     }
     let out = c.run(&["schedule", "list"]);
-    assert!(text(&out.stdout).contains("no schedules"), "nothing was published: {}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("no schedules"),
+        "nothing was published: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let out = c.run(&["schedule", "pause", "nope"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }

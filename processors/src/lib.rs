@@ -53,6 +53,8 @@ pub struct Settings<'a> {
     pub optimizer: &'a optimizer::OptimizerConfig,
     /// The state directory (the history's default home).
     pub state_dir: &'a Path,
+    /// Where the scheduler takes the schedules' time from.
+    pub schedule_clock: &'a scheduler::clock::ScheduleClock,
     /// Where the optimizer's auto-approved runs may go (the binary asks the registry and the agents).
     pub plan_space: Option<&'a std::sync::Arc<dyn optimizer::auto::PlanSpace>>,
 }
@@ -61,13 +63,14 @@ pub struct Settings<'a> {
 /// copies its bad messages). A new processor is a folder and one entry here.
 pub fn components(settings: Settings<'_>) -> Vec<Box<dyn Component>> {
     let circuit = settings.circuit.clone();
+    let clock = settings.schedule_clock.clone();
     vec![
         Box::new(ProcessorComponent::new(|| ledger::RunLedger)),
         Box::new(ProcessorComponent::new(|| orchestrator::Orchestrator)),
         Box::new(ProcessorComponent::new(|| ab::AbCoordinator)),
         Box::new(ProcessorComponent::new(move || circuit::CircuitBreaker { config: circuit.clone() })),
         Box::new(ProcessorComponent::new(|| rollback::RollbackProcessor)),
-        Box::new(ProcessorComponent::new(|| scheduler::Scheduler)),
+        Box::new(ProcessorComponent::new(move || scheduler::Scheduler::new(clock.clone()))),
         Box::new(history::HistoryComponent::new(settings.history, settings.state_dir)),
         Box::new(optimizer::Trainer::new(
             settings.optimizer,

@@ -3,6 +3,7 @@
 
 use anyhow::{Result, bail};
 use chaoseater_processors::scheduler::check;
+use chaoseater_processors::scheduler::clock::ScheduleClock;
 use chaoseater_processors::scheduler::cron::{Timing, show_utc};
 use chaoseater_processors::scheduler::runs::{Outcome, parse_deadline};
 use chaoseater_processors::scheduler::view::{ScheduleView, Schedules};
@@ -27,7 +28,7 @@ pub async fn run(command: ScheduleCommand, config: &Config) -> Result<()> {
     super::ensure_topics(&ctx, config.brokers.is_none()).await?;
     let with_runs = matches!(command, ScheduleCommand::Status { .. });
     let schedules = read(&ctx, with_runs).await?;
-    let now = TimestampMs::now();
+    let now = clock().now()?;
     let by = super::submit::requester();
     match command {
         ScheduleCommand::Add(args) => {
@@ -110,6 +111,12 @@ pub async fn run(command: ScheduleCommand, config: &Config) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where schedules take the time from: the system clock, or the file [`ScheduleClock::ENV`] names (for
+/// tests, so that the commands' stamps and the scheduler's ticks read one controlled clock).
+pub fn clock() -> ScheduleClock {
+    ScheduleClock::from_var(std::env::var_os(ScheduleClock::ENV))
 }
 
 /// The schedule `add` publishes, checked as the scheduler will check it.
@@ -198,8 +205,9 @@ async fn read(ctx: &BusContext, with_runs: bool) -> Result<Schedules> {
     let topics: Vec<String> = roles.iter().map(|&t| ctx.topics.name(t)).collect();
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     let mut messages = EventConsumer::read_to_end(ctx, "chaoseater-schedule", &refs).await?;
-    // Definitions first: a run is a schedule's only once the schedule is known.
-    messages.sort_by_key(|m| *m.topic != *topics[0]);
+    // Definitions first (a run is a schedule's only once the schedule is known), then the requests,
+    // then the results (a result is a run's only once its request is known); each topic in its order.
+    messages.sort_by_key(|m| topics.iter().position(|t| **t == *m.topic));
     let mut schedules = Schedules::default();
     for message in messages {
         if let Some(Ok(event)) = message.payload.as_deref().map(|p| ctx.codec.decode(p)) {

@@ -34,11 +34,13 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// order decides which of those reading a topic copies its bad messages to the DLQ: the first.
 pub fn catalog(config: &Config, health: &ServiceHealth) -> Vec<Box<dyn Component>> {
     let space: std::sync::Arc<dyn PlanSpace> = std::sync::Arc::new(super::plan::AgentSpace);
+    let clock = super::schedule::clock();
     let settings = chaoseater_processors::Settings {
         circuit: &config.circuit,
         history: &config.history,
         optimizer: &config.optimizer,
         state_dir: &config.state_dir,
+        schedule_clock: &clock,
         plan_space: Some(&space),
     };
     let mut all = chaoseater_processors::components(settings);

@@ -8,10 +8,12 @@
 //!   starting deadline are skipped and reported.
 //! - [`runs`]: a schedule's runs as the results topic tells them (in flight, the last finished), and
 //!   the starting deadline's parser.
+//! - [`clock`]: where schedules take the time from, the system clock or (for tests) a file.
 //! - [`processor`]: the scheduler processor, schedules as events on the compacted schedules topic,
 //!   the cursor in its state store beside its offsets, RunRequested per fired tick.
 //! - [`view`]: the schedules and their runs folded from the topics, for `chaoseater schedule`.
 
+pub mod clock;
 pub mod cron;
 pub mod plan;
 pub mod processor;

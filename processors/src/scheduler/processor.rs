@@ -15,6 +15,7 @@ use chaoseater_schemas::topics::Topic;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::clock::ScheduleClock;
 use super::plan::{Decision, Rules, advance_until};
 use super::runs::{Outcome, Runs};
 use super::{check, run_request};
@@ -31,13 +32,28 @@ pub struct Scheduled {
 
 /// The scheduler processor.
 #[derive(Debug, Default)]
-pub struct Scheduler;
+pub struct Scheduler {
+    /// Where its decisions take the time from (the runner's time is the system clock's).
+    pub clock: ScheduleClock,
+}
 
 const SCHEDULE: &str = "schedule/";
 const RUN: &str = "run/";
 
 impl Scheduler {
     pub const NAME: &'static str = "scheduler";
+
+    pub fn new(clock: ScheduleClock) -> Self {
+        Self { clock }
+    }
+
+    /// The schedules' time: the runner's `system` time, or the clock file's.
+    fn now(&self, system: TimestampMs) -> Result<TimestampMs, ApplyError> {
+        match &self.clock {
+            ScheduleClock::System => Ok(system),
+            clock => clock.now().map_err(ApplyError::Transient),
+        }
+    }
 
     fn key(id: &ScheduleId) -> Vec<u8> {
         format!("{SCHEDULE}{id}").into_bytes()
@@ -215,8 +231,12 @@ impl Processor for Scheduler {
 
     fn apply(&mut self, event: &Event, origin: &Origin, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
         match event {
-            Event::ScheduleCreated(e) => Self::define(state, &e.schedule_id, &e.spec, e.occurred_at, origin.now),
-            Event::ScheduleUpdated(e) => Self::define(state, &e.schedule_id, &e.spec, e.occurred_at, origin.now),
+            Event::ScheduleCreated(e) => {
+                Self::define(state, &e.schedule_id, &e.spec, e.occurred_at, self.now(origin.now)?)
+            }
+            Event::ScheduleUpdated(e) => {
+                Self::define(state, &e.schedule_id, &e.spec, e.occurred_at, self.now(origin.now)?)
+            }
             Event::ScheduleRemoved(e) => Self::remove(state, &e.schedule_id).map(|()| Vec::new()),
             Event::RunStarted(e) => {
                 Self::observe(state, &e.run_id, Outcome::Running, e.occurred_at).map(|()| Vec::new())
@@ -236,6 +256,7 @@ impl Processor for Scheduler {
     }
 
     fn tick(&mut self, now: TimestampMs, state: &mut StateView<'_>) -> Result<Vec<Event>, ApplyError> {
+        let now = self.now(now)?;
         let mut out = Vec::new();
         for (key, mut scheduled) in state.scan_json::<Scheduled>(SCHEDULE.as_bytes())? {
             let id = ScheduleId::new(String::from_utf8_lossy(&key[SCHEDULE.len()..]).as_ref());

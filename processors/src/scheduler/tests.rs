@@ -286,9 +286,29 @@ mod processor {
     }
 
     fn rig(now: i64) -> Rig<Scheduler> {
-        let mut rig = Rig::new(Scheduler);
+        let mut rig = Rig::new(Scheduler::default());
         rig.now = TimestampMs(now);
         rig
+    }
+
+    #[test]
+    fn a_clock_file_decides_the_ticks_and_an_unreadable_one_is_retried() {
+        use chaoseater_schemas::bus::ApplyError;
+
+        use crate::scheduler::clock::ScheduleClock;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("clock");
+        let mut rig = Rig::new(Scheduler::new(ScheduleClock::File(path.clone())));
+        // The runner's time, far ahead, is not the schedules' time.
+        rig.now = TimestampMs(T0 + 1_000 * MIN);
+        let create = created("s", spec("*/10 * * * *", ConcurrencyPolicy::Allow, 5), T0);
+        let refused = rig.try_apply(create.clone()).expect_err("no clock file yet");
+        assert!(matches!(&refused, ApplyError::Transient(e) if e.to_string().contains("clock")), "{refused:?}");
+        std::fs::write(&path, T0.to_string()).expect("write");
+        assert!(rig.apply(create).is_empty());
+        assert!(rig.tick(TimestampMs(T0 + 1_000 * MIN)).is_empty(), "the file says T0");
+        std::fs::write(&path, (T0 + 10 * MIN).to_string()).expect("write");
+        assert_eq!(summary(&rig.tick(TimestampMs(T0 + 1_000 * MIN))).0, vec![10]);
     }
 
     #[test]
