@@ -55,6 +55,18 @@ impl Rig {
         t0
     }
 
+    /// A rig with the schedule `nightly` (every minute, with `extra` options) added and the scheduler
+    /// started, once it has fired its first tick; returns the rig and that tick.
+    fn first_tick(name: &str, extra: &[&str]) -> (Self, i64) {
+        let mut r = Self::new(name);
+        let t0 = r.begin();
+        r.add("nightly", "* * * * *", extra);
+        r.start();
+        r.set_clock(t0);
+        r.wait_fired("nightly", &[t0]);
+        (r, t0)
+    }
+
     fn cmd(&self) -> Command {
         let mut cmd = self.c.cmd();
         cmd.env(ScheduleClock::ENV, &self.clock);
@@ -184,12 +196,7 @@ impl Drop for Rig {
 
 #[test]
 fn a_tick_fires_exactly_once_across_a_sigkill_at_the_tick() {
-    let mut r = Rig::new("sched-kill");
-    let t0 = r.begin();
-    r.add("nightly", "* * * * *", &["--concurrency", "allow", "--starting-deadline", "10m"]);
-    r.start();
-    r.set_clock(t0);
-    r.wait_fired("nightly", &[t0]);
+    let (mut r, t0) = Rig::first_tick("sched-kill", &["--concurrency", "allow", "--starting-deadline", "10m"]);
     // At each of the next ticks the scheduler is killed as the clock reaches it or a little after (it
     // reads the clock once a second: before it decides, while it commits, after it publishes), then
     // started again.
@@ -215,12 +222,7 @@ fn a_tick_fires_exactly_once_across_a_sigkill_at_the_tick() {
 
 #[test]
 fn forbid_skips_a_tick_while_the_previous_run_is_in_flight() {
-    let mut r = Rig::new("sched-forbid");
-    let t0 = r.begin();
-    r.add("nightly", "* * * * *", &["--concurrency", "forbid"]);
-    r.start();
-    r.set_clock(t0);
-    r.wait_fired("nightly", &[t0]);
+    let (mut r, t0) = Rig::first_tick("sched-forbid", &["--concurrency", "forbid"]);
     let first = r.run_id("nightly", t0);
     r.started(&first, t0 + 1_000);
     r.set_clock(t0 + MIN);
@@ -250,12 +252,7 @@ fn forbid_skips_a_tick_while_the_previous_run_is_in_flight() {
 
 #[test]
 fn after_a_downtime_ticks_inside_the_deadline_run_once_each_and_older_ones_are_reported() {
-    let mut r = Rig::new("sched-downtime");
-    let t0 = r.begin();
-    r.add("nightly", "* * * * *", &["--concurrency", "allow", "--starting-deadline", "150s"]);
-    r.start();
-    r.set_clock(t0);
-    r.wait_fired("nightly", &[t0]);
+    let (mut r, t0) = Rig::first_tick("sched-downtime", &["--concurrency", "allow", "--starting-deadline", "150s"]);
     r.kill();
     // Down until 10 s after the fifth tick that follows: the first two are more than 150 s late and are
     // reported, the last three run once each.
