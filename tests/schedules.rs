@@ -67,6 +67,16 @@ impl Rig {
         (r, t0)
     }
 
+    /// Stops the scheduler, runs the command `args` at the time `at`, and starts the scheduler again:
+    /// started, it reads the change before it decides a tick.
+    fn while_stopped(&mut self, at: i64, args: &[&str]) {
+        self.stop();
+        self.set_clock(at);
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        self.start();
+    }
+
     fn cmd(&self) -> Command {
         let mut cmd = self.c.cmd();
         cmd.env(ScheduleClock::ENV, &self.clock);
@@ -297,32 +307,20 @@ fn a_schedule_edited_paused_resumed_or_removed_takes_effect_at_the_next_tick() {
 
     // Each later change is made while the scheduler is stopped, so that it reads the change before it
     // decides the next tick. Paused: the witness goes on, the schedule fires nothing.
-    r.stop();
-    r.set_clock(t0 + MIN + 20_000);
-    let out = r.run(&["schedule", "pause", "nightly"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    r.start();
+    r.while_stopped(t0 + MIN + 20_000, &["schedule", "pause", "nightly"]);
     for k in [2, 3] {
         r.set_clock(t0 + k * MIN);
         r.wait_fired("witness", &[t0 + k * MIN]);
     }
     // Resumed: it counts from the resume, so the ticks it slept through are neither run nor reported.
-    r.stop();
-    r.set_clock(t0 + 3 * MIN + 20_000);
-    let out = r.run(&["schedule", "resume", "nightly"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    r.start();
+    r.while_stopped(t0 + 3 * MIN + 20_000, &["schedule", "resume", "nightly"]);
     r.set_clock(t0 + 4 * MIN);
     r.wait_fired("nightly", &[t0 + 4 * MIN]);
     assert_eq!(r.fired("nightly"), vec![t0 + MIN, t0 + 4 * MIN]);
     assert!(r.skipped("nightly").is_empty(), "{:?}", r.skipped("nightly"));
 
     // Removed: it fires no more; the witness goes on.
-    r.stop();
-    r.set_clock(t0 + 4 * MIN + 20_000);
-    let out = r.run(&["schedule", "remove", "nightly"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    r.start();
+    r.while_stopped(t0 + 4 * MIN + 20_000, &["schedule", "remove", "nightly"]);
     r.set_clock(t0 + 5 * MIN);
     r.wait_fired("witness", &[t0 + 5 * MIN]);
     assert_eq!(r.fired("nightly"), vec![t0 + MIN, t0 + 4 * MIN]);

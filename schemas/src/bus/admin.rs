@@ -9,6 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::BusContext;
+use super::consumer::METADATA_TIMEOUT;
 use crate::error::{Error, Result};
 use crate::topics::Topic;
 
@@ -67,9 +68,8 @@ async fn wait_visible(ctx: &BusContext, names: Vec<String>) -> Result<()> {
         let asking = std::sync::Arc::clone(&consumer);
         // All topics (`None`): asking for one by name would make a broker that auto-creates topics
         // create it, with its defaults.
-        let metadata = tokio::task::spawn_blocking(move || asking.fetch_metadata(None, Duration::from_secs(10)))
-            .await
-            .map_err(|e| Error::Invalid(format!("metadata task failed: {e}")))??;
+        let metadata =
+            super::consumer::metadata("created topics", move || asking.fetch_metadata(None, METADATA_TIMEOUT)).await?;
         let ready = |name: &String| {
             metadata.topics().iter().any(|t| {
                 t.name() == name

@@ -231,7 +231,7 @@ impl std::fmt::Debug for EventConsumer {
     }
 }
 
-const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl EventConsumer {
     /// Assigns every partition of `topics`, each at its stored position or at `default`.
@@ -452,7 +452,7 @@ const METADATA_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Runs a blocking metadata call off the async workers, retrying errors that may pass: with one broker
 /// of several gone, a later attempt reaches another.
-async fn metadata<T: Send + 'static>(
+pub(super) async fn metadata<T: Send + 'static>(
     what: &str,
     call: impl Fn() -> rdkafka::error::KafkaResult<T> + Send + Sync + 'static,
 ) -> Result<T> {
